@@ -1,0 +1,74 @@
+"""`python -m gdexp`: compose the Hydra config, validate it, then train once or run the sweep it names.
+
+The wrapper stays thin: everything it calls is plain Python that tests drive with `compose()`.
+A config error ends the command with one line naming the key (exit code 2), before any data is
+loaded or any MLflow run exists; Ctrl-C ends it with exit code 130 after the runs are closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from gdexp.config import CONFIG_DIR, ConfigError, validate
+
+for noisy in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def single(cfg: DictConfig) -> float:
+    """Train once, print a summary; return the final validation loss (Hydra sweepers read it)."""
+    from gdexp import train
+    from gdexp.tracking import MlflowTracker, ui_command
+
+    tracker = MlflowTracker(cfg) if cfg.tracking.enabled else None
+    callbacks: list[train.Callback] = [tracker] if tracker else []
+    if cfg.train.progress:
+        callbacks.append(train.ProgressBar())
+    history = train.run(cfg, callbacks)
+    result = train.summary(history)
+    shown = [k for k in ("train_loss", "val_loss", "test_loss", "train_accuracy", "val_accuracy",
+                         "test_accuracy") if k in result]
+    width = max(len(k) for k in shown)
+    print(f"\n{len(history.epochs)} epochs, {history.updates} updates, {result['train_time_s']:.2f} s"
+          + ("  DIVERGED: " + history.note if history.diverged else ""))
+    for key in shown:
+        print(f"  {key:<{width}}  {result[key]:.4f}")
+    if tracker is not None:
+        print(f"MLflow run {tracker.run_id} in {cfg.tracking.uri} (experiment {cfg.tracking.experiment})")
+        print(f"Open the UI: {ui_command(cfg.tracking.uri)}")
+    return float(result.get("val_loss", math.nan))
+
+
+@hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    try:
+        validate(cfg)
+        if cfg.get("sweep") is not None:
+            from gdexp import sweep
+
+            return sweep.run(cfg, list(HydraConfig.get().overrides.task))
+        if cfg.get("lr_range") is not None:
+            from gdexp import lr_range
+
+            return lr_range.run(cfg)
+        return single(cfg)
+    except ConfigError as exc:
+        print(f"gdexp: config error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("gdexp: interrupted; the runs so far are recorded", file=sys.stderr)
+        sys.exit(130)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

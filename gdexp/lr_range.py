@@ -1,0 +1,130 @@
+"""The learning-rate range test (Smith 2017; fastai's `lr_find`) as one tracked run.
+
+The learning rate grows exponentially at every update, from `lr_range.min_lr` to `lr_range.max_lr`,
+and the loss is read against it. With the loss smoothed, the suggestion is:
+- `divergence_lr`: the first rate where the loss climbs past `train.divergence_factor` times its start
+  (the run stops there), or the rate where it ends up 4x above its minimum;
+- `min_loss_lr`: where the smoothed loss is lowest; `steepest_lr`: where it falls fastest per decade;
+- the just-right window: from `steepest_lr` to `min_loss_lr / 10` (in increasing order), and the
+  suggestion `suggested_lr = min_loss_lr / 10`, the usual rule of thumb.
+A sweep tests these rates one run each; the report puts this one-run estimate beside what the sweep found.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from gdexp import train
+from gdexp.nn import MLP
+from gdexp.tracking import MlflowTracker, client_for, ui_command
+
+__all__ = ["exponential", "run", "suggest"]
+
+
+def exponential(min_lr: float, max_lr: float) -> train.Schedule:
+    """lr(step) = min_lr · (max_lr / min_lr)^(step / (total − 1))."""
+
+    def schedule(step: int, total: int) -> float:
+        return min_lr * (max_lr / min_lr) ** (step / max(1, total - 1))
+
+    return schedule
+
+
+def suggest(lrs: np.ndarray, losses: np.ndarray, smoothing: float = 0.9) -> dict[str, float]:
+    """Read the range test's curve (see the module docstring). NaN fields when the curve is too short."""
+    keep = np.isfinite(lrs) & np.isfinite(losses)
+    lrs, losses = lrs[keep], losses[keep]
+    if len(lrs) < 5:
+        return {k: math.nan for k in ("steepest_lr", "min_loss_lr", "suggested_lr", "divergence_lr",
+                                      "window_low", "window_high")}
+    smooth, avg = np.empty_like(losses), 0.0
+    for i, value in enumerate(losses):  # bias-corrected exponential moving average
+        avg = smoothing * avg + (1 - smoothing) * value
+        smooth[i] = avg / (1 - smoothing ** (i + 1)) if smoothing else value
+    lowest = int(np.argmin(smooth))
+    above = np.nonzero(smooth[lowest:] > 4 * smooth[lowest])[0]
+    edge = float(lrs[lowest + above[0]]) if len(above) else float(lrs[-1])
+    slope = np.gradient(smooth[: lowest + 1], np.log10(lrs[: lowest + 1])) if lowest >= 2 else np.zeros(1)
+    steepest = float(lrs[int(np.argmin(slope))])
+    best = float(lrs[lowest])
+    low, high = sorted((steepest, best / 10))
+    return {"steepest_lr": steepest, "min_loss_lr": best, "suggested_lr": best / 10, "divergence_lr": edge,
+            "window_low": low, "window_high": high}
+
+
+class _RangeLog(train.Callback):
+    """At the end, logs the suggestion (params), the lr of every update, and lr_range.png to the run."""
+
+    def __init__(self, cfg: DictConfig, tracker: MlflowTracker | None) -> None:
+        self.cfg, self.tracker = cfg, tracker
+        self.result: dict[str, float] = {}
+
+    def on_end(self, history: train.History, model: MLP, status: str, error: BaseException | None) -> None:
+        n = history.updates
+        lrs, losses = history.lr[:n], history.batch_loss[:n]
+        self.result = suggest(lrs, losses, float(self.cfg.lr_range.smoothing))
+        if history.diverged:  # the run stopped at the edge: that update's rate is the edge
+            self.result["divergence_lr"] = float(lrs[-1])
+        if self.tracker is None or self.tracker.run_id is None:
+            return
+        from mlflow.entities import Metric, Param, RunTag
+
+        client = client_for(self.cfg.tracking.uri)
+        run_id = self.tracker.run_id
+        params = [Param(f"lr_range.{k}", f"{v:.6g}") for k, v in self.result.items()]
+        metrics = [Metric("lr", float(lr), 0, i + 1) for i, lr in enumerate(lrs)]
+        client.log_batch(run_id, params=params, tags=[RunTag("gdexp.role", "lr_range")])
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        with tempfile.TemporaryDirectory(prefix="gdexp-lr-range-") as tmp:
+            path = Path(tmp) / "lr_range.png"
+            plot(lrs, losses, self.result, path)
+            client.log_artifact(run_id, str(path))
+
+
+def plot(lrs: np.ndarray, losses: np.ndarray, result: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(lrs, losses, lw=1)
+    ax.set_xscale("log")
+    if np.all(losses[np.isfinite(losses)] > 0):
+        ax.set_yscale("log")
+    if math.isfinite(result["window_low"]):
+        ax.axvspan(result["window_low"], result["window_high"], color="C2", alpha=0.2, label="just-right window")
+        ax.axvline(result["divergence_lr"], color="C3", ls="--", label="divergence edge")
+        ax.legend()
+    ax.set(xlabel="learning rate", ylabel="batch loss", title="learning-rate range test")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run(cfg: DictConfig) -> float:
+    """One range-test run; prints and returns the suggested learning rate."""
+    r = cfg.lr_range
+    if not (isinstance(r.min_lr, float | int) and isinstance(r.max_lr, float | int) and 0 < r.min_lr < r.max_lr):
+        from gdexp.config import ConfigError
+
+        raise ConfigError(f"lr_range.min_lr={r.min_lr!r}, lr_range.max_lr={r.max_lr!r}: need 0 < min_lr < max_lr")
+    tracker = MlflowTracker(cfg, tags={"gdexp.role": "lr_range"}) if cfg.tracking.enabled else None
+    log = _RangeLog(cfg, tracker)
+    callbacks: list[Any] = [log, *([tracker] if tracker else [])]
+    train.run(cfg, callbacks, schedule=exponential(float(r.min_lr), float(r.max_lr)))
+    res = log.result
+    print(f"learning-rate range test: loss falls fastest at {res['steepest_lr']:.3g}, is lowest at "
+          f"{res['min_loss_lr']:.3g}, blows up from {res['divergence_lr']:.3g}")
+    print(f"just-right window: {res['window_low']:.3g} .. {res['window_high']:.3g}; "
+          f"suggested lr {res['suggested_lr']:.3g}")
+    if tracker:
+        print(f"MLflow run {tracker.run_id}; open the UI: {ui_command(cfg.tracking.uri)}")
+    return float(res["suggested_lr"])

@@ -1,0 +1,65 @@
+"""Hidden-layer activations, each with its derivative right beside it.
+
+`forward(z)` overwrites its pre-activation buffer with the activation (the pre-activation is not
+needed again), and `backward(a, grad)` turns dL/da into dL/dz in place, written in terms of the
+output `a` only: relu' = [a > 0], sigmoid' = a(1 − a), tanh' = 1 − a².
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ACTIVATIONS", "Activation", "ReLU", "Sigmoid", "Tanh"]
+
+
+class Activation:
+    name = "identity"
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        """a = f(z), computed in place in `z`; returns it."""
+        return z
+
+    def backward(self, a: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """dL/dz = dL/da * f'(z), with f' from the output `a`; `grad` is overwritten and returned."""
+        return grad
+
+
+class ReLU(Activation):
+    name = "relu"
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        return np.maximum(z, 0, out=z)
+
+    def backward(self, a: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        return np.multiply(grad, a > 0, out=grad)
+
+
+class Sigmoid(Activation):
+    name = "sigmoid"
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        # 1 / (1 + e^-z); exp overflow for very negative z gives 1/inf = 0, the right limit.
+        with np.errstate(over="ignore"):
+            np.negative(z, out=z)
+            np.exp(z, out=z)
+        z += 1
+        return np.reciprocal(z, out=z)
+
+    def backward(self, a: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        grad *= a
+        grad *= 1 - a
+        return grad
+
+
+class Tanh(Activation):
+    name = "tanh"
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        return np.tanh(z, out=z)
+
+    def backward(self, a: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        grad *= 1 - a * a
+        return grad
+
+
+ACTIVATIONS: dict[str, type[Activation]] = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}

@@ -1,0 +1,674 @@
+"""Optuna sweeps: `python -m gdexp +sweep=lr` -- one study, one MLflow parent run, one child run per trial.
+
+The study lives in an Optuna storage (a journal file under `sweeps/<name>/` by default, or any RDB
+URL such as `postgresql://...`), so a sweep can be stopped and started again, and several worker
+processes or machines can share it. `sweep.n_trials` is the study's total: workers count the trials
+already counted (COMPLETE, PRUNED, or FAIL because training raised) and the ones in flight, and only
+ask for a new trial while that is short of the total, so the total is exact; a trial interrupted by
+Ctrl-C, or whose worker died, does not count and is replaced.
+
+Each trial composes the config with its sampled values as Hydra overrides (a group such as `gd`
+can be searched too), trains in-process, reports `sweep.metric` every epoch so pruners work, and
+is logged as a child MLflow run tagged `optuna.study`, `optuna.trial` and `optuna.state`. A diverged
+trial is COMPLETE with a penalty value (the worst finite value it reached times
+`train.divergence_factor`), so the sampler learns from it and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+
+from gdexp import regimes, train
+from gdexp.config import CONFIG_DIR, ConfigError, as_dict, flatten, mask_secrets, validate
+from gdexp.tracking import MlflowTracker, client_for, ensure_experiment, ui_command
+
+__all__ = ["PRUNERS", "SAMPLERS", "Sweep", "counted", "parse_space", "run"]
+
+SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
+PARENT_ATTR = "mlflow_parent_run_id"
+POLL_S = 0.5
+
+
+class SurplusTrialError(RuntimeError):
+    """Another worker claimed the last slot of the total at the same moment; this trial is not run."""
+
+
+# ------------------------------------------------------------------------------------ search space
+def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> dict[str, BaseDistribution]:
+    """`sweep.params` (Hydra sweep syntax) -> Optuna distributions, refusing unknown keys and empty ranges.
+
+    `interval(a, b)` -> float in [a, b]; `int(interval(a, b))` -> integer; `tag(log, ...)` -> log
+    scale; `choice(x, y, ...)` -> categorical; `range(a, b[, step])` -> integers (or floats) a, a+step, ...
+    A key is a dotted config key (`optim.lr`) or a config group (`gd`).
+    """
+    parser = OverridesParser.create()
+    space: dict[str, BaseDistribution] = {}
+    for key, spec in params.items():
+        where = f"sweep.params.{key}"
+        is_group = (CONFIG_DIR / str(key)).is_dir()
+        if not is_group and OmegaConf.select(cfg, str(key), default=KeyError) is KeyError:
+            raise ConfigError(f"{where}: {key} is not a key of the config (nor a config group)")
+        text = spec if isinstance(spec, str) else f"choice({','.join(map(str, spec))})"
+        try:
+            value = parser.parse_override(f"{key}={text}").value()
+        except Exception as exc:
+            raise ConfigError(f"{where}={text!r} cannot be parsed: {exc}") from exc
+        space[str(key)] = _distribution(where, value)
+    if not space:
+        raise ConfigError("sweep.params is empty: give at least one key to search")
+    return space
+
+
+def _distribution(where: str, value: Any) -> BaseDistribution:
+    log = "log" in getattr(value, "tags", set())
+    if isinstance(value, IntervalSweep):
+        low, high = value.start, value.end
+        if low is None or high is None or not low < high:
+            raise ConfigError(f"{where}: the interval ({low}, {high}) is empty")
+        if log and low <= 0:
+            raise ConfigError(f"{where}: a log-scale interval needs a lower bound > 0, got {low}")
+        if isinstance(low, int) and isinstance(high, int):
+            return IntDistribution(low, high, log=log)
+        return FloatDistribution(float(low), float(high), log=log)
+    if isinstance(value, RangeSweep):
+        values = list(value.range())
+        if not values:
+            raise ConfigError(f"{where}: range({value.start}, {value.stop}, {value.step}) is empty")
+        return CategoricalDistribution(values)
+    if isinstance(value, ChoiceSweep):
+        if not value.list:
+            raise ConfigError(f"{where}: choice() is empty")
+        return CategoricalDistribution(list(value.list))  # type: ignore[arg-type]
+    raise ConfigError(f"{where}={value!r} is not a search space: use interval(), choice() or range()")
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+    assert isinstance(dist, CategoricalDistribution)
+    return trial.suggest_categorical(name, dist.choices)
+
+
+def _make_sampler(name: str, seed: int, space: Mapping[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
+    if name == "grid":
+        grid = {}
+        for key, dist in space.items():
+            if not isinstance(dist, CategoricalDistribution):
+                raise ConfigError(f"sweep.sampler=grid needs choice() or range() for every key; sweep.params.{key} "
+                                  "is an interval")
+            grid[key] = list(dist.choices)
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    makers: dict[str, Any] = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+    }
+    return makers[name]()
+
+
+def _make_pruner(name: str) -> optuna.pruners.BasePruner:
+    makers: dict[str, Any] = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+        "percentile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=2),
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "none": optuna.pruners.NopPruner,
+    }
+    return makers[name]()
+
+
+def validate_sweep(cfg: DictConfig) -> dict[str, BaseDistribution]:
+    """Check every `sweep.*` key; return the parsed search space."""
+    s = cfg.sweep
+    name = s.get("name")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ConfigError(f"sweep.name={name!r} is not allowed: give a non-empty name without '/'")
+    if not isinstance(s.n_trials, int) or isinstance(s.n_trials, bool) or s.n_trials < 1:
+        raise ConfigError(f"sweep.n_trials={s.n_trials!r} is not allowed: it must be an integer >= 1")
+    if s.timeout is not None and not (isinstance(s.timeout, int | float) and s.timeout > 0):
+        raise ConfigError(f"sweep.timeout={s.timeout!r} is not allowed: seconds > 0, or null")
+    if s.direction not in ("minimize", "maximize"):
+        raise ConfigError(f"sweep.direction={s.direction!r} is not allowed: choose one of minimize, maximize")
+    metrics = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
+    if s.metric not in metrics:
+        raise ConfigError(f"sweep.metric={s.metric!r} is not allowed: choose one of {', '.join(metrics)}")
+    if s.sampler not in SAMPLERS:
+        raise ConfigError(f"sweep.sampler={s.sampler!r} is not allowed: choose one of {', '.join(SAMPLERS)}")
+    if s.pruner not in PRUNERS:
+        raise ConfigError(f"sweep.pruner={s.pruner!r} is not allowed: choose one of {', '.join(PRUNERS)}")
+    if not isinstance(s.n_workers, int) or isinstance(s.n_workers, bool) or s.n_workers < 1:
+        raise ConfigError(f"sweep.n_workers={s.n_workers!r} is not allowed: it must be an integer >= 1")
+    if not isinstance(s.heartbeat_s, int) or isinstance(s.heartbeat_s, bool) or s.heartbeat_s < 1:
+        raise ConfigError(f"sweep.heartbeat_s={s.heartbeat_s!r} is not allowed: whole seconds >= 1")
+    if not cfg.tracking.enabled:
+        raise ConfigError("tracking.enabled=false is not allowed in a sweep: every trial is an MLflow run")
+    space = parse_space(s.params, cfg)
+    if s.sampler == "grid":
+        _make_sampler("grid", 0, space)
+    return space
+
+
+# -------------------------------------------------------------------------------- trial accounting
+def counted(t: FrozenTrial) -> bool:
+    """Does this trial count toward `sweep.n_trials`? Interrupted, stale and surplus trials do not."""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return t.state == TrialState.FAIL and "error" in t.user_attrs
+
+
+def tally(trials: Sequence[FrozenTrial]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for t in trials:
+        if counted(t):
+            counts["done"] += 1
+            counts[{TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(t.state, "failed")] += 1
+            counts["diverged"] += bool(t.user_attrs.get("diverged"))
+        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+            counts["active"] += 1
+        else:
+            counts["not counted"] += 1
+    return counts
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _EndStaleRun:
+    """RDB heartbeat callback: end the MLflow run of a trial whose worker died, then retry it once."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.retry = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        _end_orphan_run(self.uri, trial, "its worker stopped sending heartbeats")
+        self.retry(study, trial)
+
+
+def _end_orphan_run(uri: str, trial: FrozenTrial, why: str) -> None:
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        return
+    client = client_for(uri)
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_tag(run_id, "optuna.state", "FAIL")
+        client.set_tag(run_id, "error", f"trial {trial.number} failed: {why}")
+        client.set_terminated(run_id, "FAILED")
+
+
+# ------------------------------------------------------------------------------------------ storage
+def open_storage(cfg: DictConfig) -> tuple[optuna.storages.BaseStorage, str]:
+    """The study's storage and a masked description of where it lives."""
+    spec, name = cfg.sweep.storage, cfg.sweep.name
+    if spec is None or not str(spec).strip():
+        path = Path("sweeps") / name / "study.journal"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _journal(path), str(path)
+    spec = str(spec)
+    if spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "sqlite"):
+        hb = int(cfg.sweep.heartbeat_s)
+        storage = optuna.storages.RDBStorage(
+            spec, heartbeat_interval=hb, grace_period=2 * hb,
+            failed_trial_callback=_EndStaleRun(cfg.tracking.uri),
+        )
+        return storage, mask_secrets(spec)
+    if spec.startswith("redis://"):
+        from optuna.storages.journal import JournalRedisBackend
+
+        return optuna.storages.JournalStorage(JournalRedisBackend(spec)), mask_secrets(spec)
+    return _journal(Path(spec)), spec
+
+
+def _journal(path: Path) -> optuna.storages.BaseStorage:
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    except Exception as exc:  # a corrupt or truncated journal: say so, touch nothing
+        raise ConfigError(f"sweep.storage: the study journal {path} cannot be read ({type(exc).__name__}: {exc}); "
+                          "it was left as it is -- move it away to start the study afresh") from exc
+
+
+# -------------------------------------------------------------------------------------------- sweep
+class _Pruning(train.Callback):
+    """Reports the sweep metric every epoch and stops the run when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial, self.metric = trial, metric
+
+    def on_epoch_end(self, history: train.History) -> None:
+        row = history.epochs[-1]
+        value = row.get(self.metric, math.nan)
+        if not math.isfinite(value):
+            return
+        step = int(row["epoch"])
+        self.trial.report(value, step)
+        if self.trial.should_prune():
+            history.stop_reason = "pruned"
+            history.note = f"pruned at epoch {step} with {self.metric}={value:.4g}"
+
+
+def trial_value(history: train.History, metric: str, direction: str, factor: float) -> float:
+    """The trial's objective: the metric's last value; for a diverged run a finite penalty worse than
+    anything it reached (minimize: worst finite value x divergence factor; maximize: its worst value)."""
+    values = history.curve(metric)
+    finite = values[np.isfinite(values)]
+    if not history.diverged and len(values) and math.isfinite(values[-1]):
+        return float(values[-1])
+    initial = history.initial.get(metric, math.nan)
+    seen = np.concatenate([finite, [initial] if math.isfinite(initial) else []])
+    if direction == "minimize":
+        return float(np.max(np.abs(seen)) * factor) if seen.size else 1e30
+    return float(np.min(seen)) if seen.size else -1e30
+
+
+class Sweep:
+    """One process's view of a study: its storage, search space, parent run and trial loop."""
+
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str], *, worker: int = 0,
+                 lock: Any = None, parent_run_id: str | None = None) -> None:
+        self.cfg, self.overrides, self.worker, self.lock = cfg, list(overrides), worker, lock
+        self.space = validate_sweep(cfg)
+        self.storage, self.where = open_storage(cfg)
+        self.parent_run_id = parent_run_id
+        self._held = False
+        existing = self._load(optuna.samplers.RandomSampler())
+        n_existing = len(existing.get_trials(deepcopy=False)) if existing else 0
+        seed = int(np.random.SeedSequence([cfg.train.seed, n_existing, worker]).generate_state(1)[0] % (2**31))
+        self.study = optuna.create_study(
+            study_name=cfg.sweep.name, storage=self.storage, direction=cfg.sweep.direction,
+            sampler=_make_sampler(cfg.sweep.sampler, seed, self.space), pruner=_make_pruner(cfg.sweep.pruner),
+            load_if_exists=True,
+        )
+
+    def _load(self, sampler: optuna.samplers.BaseSampler) -> optuna.Study | None:
+        try:
+            return optuna.load_study(study_name=self.cfg.sweep.name, storage=self.storage, sampler=sampler)
+        except KeyError:
+            return None
+
+    # ------------------------------------------------------------------------ trial configuration
+    def trial_config(self, params: Mapping[str, Any]) -> DictConfig:
+        """The composed config of one trial: the sweep's own overrides plus the sampled values."""
+        groups = {k: v for k, v in params.items() if (CONFIG_DIR / k).is_dir()}
+        if groups:
+            from hydra import compose
+
+            extra = [f"{k}={v}" for k, v in groups.items()]
+            kept = [o for o in self.overrides if o.split("=", 1)[0].lstrip("+~") not in groups]
+            cfg = compose(config_name="config", overrides=kept + extra)
+        else:
+            cfg = copy.deepcopy(self.cfg)
+        for key, value in params.items():
+            if key not in groups:
+                OmegaConf.update(cfg, key, value, merge=False)
+        return cfg
+
+    # --------------------------------------------------------------------------------- objective
+    def _objective(self, trial: optuna.Trial) -> float:
+        self._release()
+        trials = self.study.get_trials(deepcopy=False)
+        ahead = sum(1 for t in trials if t.number < trial.number
+                    and (counted(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)))
+        if ahead >= self.cfg.sweep.n_trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrialError(f"trial {trial.number} is beyond sweep.n_trials={self.cfg.sweep.n_trials}")
+        trial.set_user_attr("worker", _worker_id())
+        params = {name: _suggest(trial, name, dist) for name, dist in self.space.items()}
+        name, metric = self.cfg.sweep.name, self.cfg.sweep.metric
+        try:
+            cfg = self.trial_config(params)
+            validate(cfg)
+
+            def end_tags(history: train.History, status: str) -> dict[str, str]:
+                state = "PRUNED" if history.stop_reason == "pruned" else "COMPLETE" if status == "FINISHED" else "FAIL"
+                return {"optuna.state": state}
+
+            tracker = MlflowTracker(
+                cfg, parent_run_id=self.parent_run_id, end_tags=end_tags,
+                tags={"optuna.study": name, "optuna.trial": str(trial.number), "gdexp.sweep": name},
+                on_run=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+            )
+            history = train.run(cfg, [tracker, _Pruning(trial, metric)])
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+            raise
+        val = history.curve("val_loss")
+        trial.set_user_attr("diverged", history.diverged)
+        trial.set_user_attr("final_val_loss", float(val[-1]) if len(val) else math.nan)
+        trial.set_user_attr("lr", float(cfg.optim.lr))
+        if history.stop_reason == "pruned":
+            raise optuna.TrialPruned(history.note)
+        return trial_value(history, metric, self.cfg.sweep.direction, self.cfg.train.divergence_factor)
+
+    def _take(self) -> None:
+        if self.lock is not None:
+            self.lock.acquire()
+            self._held = True
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            self.lock.release()
+
+    # ------------------------------------------------------------------------------------- loop
+    def reap_stale(self) -> None:
+        """Fail RUNNING trials whose worker is gone: by heartbeat (RDB storages), or, for journal
+        storages, by a dead process id on this host; their MLflow runs are ended too."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+        host = socket.gethostname()
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = str(t.user_attrs.get("worker", ""))
+            whose, _, pid = worker.rpartition(":")
+            if whose == host and pid.isdigit() and not _alive(int(pid)):
+                try:
+                    self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                except (ValueError, RuntimeError):
+                    continue
+                _end_orphan_run(self.cfg.tracking.uri, t, f"its worker process {pid} is gone")
+
+    def work(self, deadline: float | None = None, on_trial: Any = None) -> None:
+        """Run trials until the study holds `sweep.n_trials` counted trials (or the deadline passes)."""
+        n = self.cfg.sweep.n_trials
+        callbacks = [_report_failure, *([on_trial] if on_trial else [])]
+        while True:
+            self.reap_stale()
+            counts = tally(self.study.get_trials(deepcopy=False))
+            if counts["done"] >= n or (deadline is not None and time.time() >= deadline):
+                return
+            if counts["done"] + counts["active"] >= n:
+                time.sleep(POLL_S)  # the rest is in flight; stay to replace a trial whose worker dies
+                continue
+            self._take()
+            try:
+                self.study.optimize(self._objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            finally:
+                self._release()
+
+
+def _report_failure(study: optuna.Study, trial: FrozenTrial) -> None:
+    """One line for a trial whose training raised (Optuna's own warning would print a traceback)."""
+    if trial.state == TrialState.FAIL and "error" in trial.user_attrs:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"trial {trial.number} failed: {trial.user_attrs['error']}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------- parent & workers
+def _worker_main(cfg: dict[str, Any], overrides: list[str], worker: int, threads: int, lock: Any,
+                 parent_run_id: str, deadline: float | None) -> None:
+    """Entry point of a worker process (spawned): its own BLAS thread share, the same study."""
+    from hydra import initialize_config_dir
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+            sweep = Sweep(OmegaConf.create(cfg), overrides, worker=worker, lock=lock, parent_run_id=parent_run_id)
+            sweep.work(deadline)
+    except KeyboardInterrupt:
+        pass
+
+
+def _parent_run(cfg: DictConfig, study: optuna.Study) -> str:
+    """The sweep's MLflow parent run: created with the study, reopened (same id) when it resumes."""
+    from mlflow.entities import Param
+
+    client = client_for(cfg.tracking.uri)
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    if run_id:
+        client.update_run(run_id, status="RUNNING")
+        return str(run_id)
+    experiment_id = ensure_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    name = cfg.sweep.name
+    tags = {"gdexp.sweep": name, "optuna.study": name, "gdexp.role": "sweep",
+            "dataset": cfg.data.name, "optimizer": cfg.optim.name, "gd.variant": cfg.gd.variant}
+    run = client.create_run(experiment_id, run_name=f"sweep-{name}", tags=tags)
+    params = [Param(k, str(mask_secrets(v))[:6000]) for k, v in flatten(as_dict(cfg)).items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run.info.run_id, params=params[i : i + 100])
+    study.set_user_attr(PARENT_ATTR, run.info.run_id)
+    return str(run.info.run_id)
+
+
+def relabel_siblings(cfg: DictConfig, study: optuna.Study) -> None:
+    """Within the sweep, compare runs that differ only in the learning rate (`regimes.label_siblings`)
+    and update their `regime` / `regime_reason` tags."""
+    client = client_for(cfg.tracking.uri)
+    groups: dict[tuple[Any, ...], list[FrozenTrial]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if "mlflow_run_id" in t.user_attrs:
+            key = tuple(sorted((k, str(v)) for k, v in t.params.items() if k != "optim.lr"))
+            groups.setdefault(key, []).append(t)
+    for trials in groups.values():
+        if len(trials) < 2:
+            continue
+        runs = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in trials]
+        members = [regimes.Siblings(float(t.user_attrs.get("lr", math.nan)),
+                                    float(t.user_attrs.get("final_val_loss", math.nan)),
+                                    r.data.tags.get("regime", ""), r.data.tags.get("regime_reason", ""))
+                   for t, r in zip(trials, runs, strict=True)]
+        for r, (regime, reason) in zip(runs, regimes.label_siblings(members, cfg.regimes.sibling_tolerance),
+                                       strict=True):
+            client.set_tag(r.info.run_id, "regime", regime)
+            client.set_tag(r.info.run_id, "regime_reason", reason)
+
+
+def _finish_parent(cfg: DictConfig, study: optuna.Study, run_id: str, status: str) -> None:
+    """Counts, best value and params, and the study's plots on the parent run; then end it."""
+    from mlflow.entities import Metric, RunTag
+
+    client = client_for(cfg.tracking.uri)
+    try:
+        trials = study.get_trials(deepcopy=False)
+        counts = tally(trials)
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"n_{k}", float(counts[k]), now, 0) for k in ("complete", "pruned", "failed", "diverged")]
+        tags = []
+        best = _best(study)
+        if best is not None:
+            metrics.append(Metric("best_value", float(best.value), now, 0))  # type: ignore[arg-type]
+            tags += [RunTag("best_trial", str(best.number))]
+            tags += [RunTag(f"best.{k}", str(v)) for k, v in best.params.items()]
+        client.log_batch(run_id, metrics=metrics, tags=tags)
+        if status == "FINISHED":
+            relabel_siblings(cfg, study)
+            with tempfile.TemporaryDirectory(prefix="gdexp-sweep-") as tmp:
+                _plots(cfg, study, Path(tmp))
+                client.log_artifacts(run_id, tmp)
+    finally:
+        client.set_terminated(run_id, status)
+
+
+def _best(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _plots(cfg: DictConfig, study: optuna.Study, folder: Path) -> None:
+    """optimization_history.png, param_importances.png, and the metric over learning rate x hidden size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = cfg.sweep.metric
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    if not done:
+        return
+    numbers = [t.number for t in done]
+    values = np.array([t.value for t in done], dtype=float)
+    best = np.minimum.accumulate(values) if cfg.sweep.direction == "minimize" else np.maximum.accumulate(values)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.scatter(numbers, values, s=14, label=metric)
+    ax.plot(numbers, best, color="C1", label="best so far")
+    if np.all(values > 0):
+        ax.set_yscale("log")
+    ax.set(xlabel="trial", ylabel=metric, title=f"{cfg.sweep.name}: optimization history")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "optimization_history.png")
+    plt.close(fig)
+
+    if len(done) >= 3 and len(study.best_trial.params) >= 1:
+        try:
+            importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError):
+            importances = {}
+        if importances:
+            fig, ax = plt.subplots(figsize=(6, 1 + 0.5 * len(importances)), dpi=100)
+            ax.barh(list(importances)[::-1], list(importances.values())[::-1])
+            ax.set(xlabel="importance (fANOVA)", title=f"{cfg.sweep.name}: parameter importances")
+            fig.tight_layout()
+            fig.savefig(folder / "param_importances.png")
+            plt.close(fig)
+
+    lrs = np.array([t.params.get("optim.lr", t.user_attrs.get("lr", np.nan)) for t in done], dtype=float)
+    hidden = [t.params.get("model.hidden_size", cfg.model.hidden_size) for t in done]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    points = ax.scatter(lrs, values, c=np.log2(np.array(hidden, dtype=float)), cmap="viridis", s=22)
+    fig.colorbar(points, label="log2 hidden size")
+    ax.set_xscale("log")
+    if np.all(values > 0):
+        ax.set_yscale("log")
+    ax.set(xlabel="learning rate", ylabel=metric, title=f"{cfg.sweep.name}: {metric} over lr and hidden size")
+    fig.tight_layout()
+    fig.savefig(folder / f"{metric}_vs_lr_hidden.png")
+    plt.close(fig)
+
+
+def summary_table(cfg: DictConfig, study: optuna.Study, where: str) -> str:
+    """The console's closing table: best trial, top five, counts by state, where things live."""
+    from tabulate import tabulate
+
+    trials = study.get_trials(deepcopy=False)
+    counts = tally(trials)
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    sign = 1.0 if cfg.sweep.direction == "minimize" else -1.0
+    done.sort(key=lambda t: sign * float(t.value or 0.0))
+    rows = [[t.number, f"{t.value:.4g}", "yes" if t.user_attrs.get("diverged") else "",
+             *(f"{v:.3g}" if isinstance(v, float) else v for v in t.params.values())] for t in done[:5]]
+    keys = list(study.best_trial.params) if done else []
+    lines = [f"Study {cfg.sweep.name!r}: {counts['done']} of {cfg.sweep.n_trials} trials "
+             f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed, "
+             f"{counts['diverged']} diverged; {counts['not counted']} interrupted or lost, not counted)"]
+    if done:
+        lines += [f"Best: trial {done[0].number}, {cfg.sweep.metric} = {done[0].value:.4g}", "",
+                  tabulate(rows, headers=["trial", cfg.sweep.metric, "diverged", *keys], tablefmt="simple"), ""]
+    lines += [f"Study storage: {where}",
+              f"MLflow: experiment {cfg.tracking.experiment!r} in {mask_secrets(cfg.tracking.uri)}",
+              f"Open the UI: {ui_command(cfg.tracking.uri)}"]
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
+    """Run (or resume, or join) the study `cfg.sweep` describes; return the best value."""
+    from tqdm.auto import tqdm
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    sweep = Sweep(cfg, overrides)
+    study, n = sweep.study, cfg.sweep.n_trials
+    counts = tally(study.get_trials(deepcopy=False))
+    if counts["done"] >= n:
+        print(summary_table(cfg, study, sweep.where))
+        return _best_value(study)
+    sweep.parent_run_id = _parent_run(cfg, study)
+    deadline = time.time() + cfg.sweep.timeout if cfg.sweep.timeout else None
+    bar = tqdm(total=n, initial=counts["done"], desc=f"sweep {cfg.sweep.name}", unit="trial")
+
+    def refresh(*_: Any) -> None:
+        trials = study.get_trials(deepcopy=False)
+        bar.n = min(n, tally(trials).get("done", 0))
+        best = _best(study)
+        if best is not None:
+            bar.set_postfix_str(f"best {cfg.sweep.metric}={best.value:.4g} (trial {best.number})")
+        bar.refresh()
+
+    status = "KILLED"
+    workers: list[Any] = []
+    try:
+        if cfg.sweep.n_workers == 1:
+            sweep.work(deadline, on_trial=refresh)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            lock = ctx.Lock()
+            threads = max(1, (os.cpu_count() or 1) // cfg.sweep.n_workers)
+            plain = as_dict(cfg)
+            for i in range(cfg.sweep.n_workers):
+                p = ctx.Process(target=_worker_main, args=(plain, list(overrides), i, threads, lock,
+                                                           sweep.parent_run_id, deadline))
+                p.start()
+                workers.append(p)
+            while any(p.is_alive() for p in workers):
+                refresh()
+                time.sleep(POLL_S)
+            for p in workers:
+                p.join()
+        refresh()
+        status = "FINISHED"
+    finally:
+        for p in workers:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        for p in workers:
+            p.join(timeout=60)
+        bar.close()
+        sweep.reap_stale()
+        _finish_parent(cfg, study, sweep.parent_run_id, status)
+    print(summary_table(cfg, study, sweep.where))
+    return _best_value(study)
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    best = _best(study)
+    return None if best is None else float(best.value)  # type: ignore[arg-type]

@@ -1,0 +1,233 @@
+"""The MLflow adapter: one run per training run, metrics buffered, status always set.
+
+`MlflowTracker` is a training callback. It creates the run when training begins (so a config or
+data error leaves no run behind), keeps metrics in memory and writes them in batches (at most one
+write per `tracking.flush_every_s`, asynchronously, and once at the end), and ends the run FINISHED,
+FAILED or KILLED after flushing everything it was given. Names (params, metrics, tags, artifacts)
+are a public contract: the README lists them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from gdexp import regimes
+from gdexp.config import as_dict, flatten, mask_secrets
+from gdexp.data import Dataset
+from gdexp.nn import MLP
+from gdexp.train import Callback, History
+
+__all__ = ["MlflowTracker", "client_for", "ensure_experiment", "run_name", "ui_command"]
+
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+FINAL_METRICS = ("test_loss", "test_accuracy", "n_params", "train_time_s")
+MAX_METRICS_PER_CALL = 1000  # MLflow's limit for one log_batch
+MAX_PARAMS_PER_CALL = 100
+
+
+@functools.cache
+def client_for(uri: str) -> Any:
+    """One MlflowClient per tracking URI and process (a SQLite store opens its engine once)."""
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """Beside a SQLite store (`mlruns/artifacts/<experiment>`); a server decides for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts" / experiment).as_uri()
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """The id of experiment `name`, created if needed (safe when several workers race to create it)."""
+    from mlflow.exceptions import MlflowException
+
+    client = client_for(uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    try:
+        return str(client.create_experiment(name, artifact_location=_artifact_location(uri, name)))
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+def run_name(cfg: DictConfig) -> str:
+    """`sgd-minibatch32-lr0.1-h64`: optimizer, GD variant (+ batch size), learning rate, hidden layers."""
+    variant = cfg.gd.variant + (str(cfg.gd.batch_size) if cfg.gd.variant == "minibatch" else "")
+    layers = cfg.model.hidden_layers
+    hidden = "linear" if layers == 0 else f"h{cfg.model.hidden_size}" + (f"x{layers}" if layers > 1 else "")
+    return f"{cfg.optim.name}-{variant}-lr{cfg.optim.lr:.3g}-{hidden}"
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on this store."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {mask_secrets(uri)} --host 127.0.0.1 --port 5000   (or: python -m gdexp.ui)"
+
+
+def _metric(key: str, value: float, step: int, timestamp: int) -> Any:
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), timestamp, step)
+
+
+class MlflowTracker(Callback):
+    """Records one training run in MLflow. `parent_run_id` makes it a child (a sweep's trial);
+    `tags` are set at creation, `end_tags(history, status)` adds tags when the run ends, and
+    `on_run(run_id)` is told the id as soon as the run exists."""
+
+    def __init__(self, cfg: DictConfig, *, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None,
+                 end_tags: Callable[[History, str], Mapping[str, str]] | None = None,
+                 on_run: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.uri: str = cfg.tracking.uri
+        self.parent_run_id, self.extra_tags, self.end_tags, self.on_run = parent_run_id, tags or {}, end_tags, on_run
+        self.run_id: str | None = None
+        self._buffer: list[Any] = []
+        self._pending: list[Any] = []
+        self._last_flush = time.monotonic()
+        self._logged_updates = 0
+        self._stride = 1
+
+    # -------------------------------------------------------------------------------- callbacks
+    def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, history: History) -> None:
+        from mlflow.entities import Param
+
+        client = client_for(self.uri)
+        experiment_id = ensure_experiment(self.uri, cfg.tracking.experiment)
+        tags = {
+            "dataset": data.name,
+            "task": data.task,
+            "gd.variant": cfg.gd.variant,
+            "optimizer": cfg.optim.name,
+            **self.extra_tags,
+        }
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        run = client.create_run(experiment_id, run_name=run_name(cfg), tags=tags)
+        self.run_id = run.info.run_id
+        if self.on_run:
+            self.on_run(self.run_id)
+        params = [Param(k, str(mask_secrets(v))[:6000]) for k, v in flatten(as_dict(cfg)).items()]
+        for i in range(0, len(params), MAX_PARAMS_PER_CALL):
+            client.log_batch(self.run_id, params=params[i : i + MAX_PARAMS_PER_CALL])
+        stride = cfg.tracking.batch_loss_stride
+        total = len(history.batch_loss)
+        self._stride = max(1, math.ceil(total / cfg.tracking.batch_loss_points)) if stride == "auto" else int(stride)
+        now = int(time.time() * 1000)
+        self._buffer += [_metric(f"initial_{k}", v, 0, now) for k, v in history.initial.items()]
+
+    def on_epoch_end(self, history: History) -> None:
+        now = int(time.time() * 1000)
+        row = history.epochs[-1]
+        epoch = int(row["epoch"])
+        self._buffer += [_metric(k, row[k], epoch, now) for k in EPOCH_METRICS if k in row]
+        first, last = self._logged_updates, history.updates
+        steps = np.arange(first, last)
+        steps = steps[(steps + 1) % self._stride == 0]  # update numbers are 1-based: step = index + 1
+        self._buffer += [_metric("batch_loss", history.batch_loss[i], int(i) + 1, now) for i in steps]
+        self._logged_updates = last
+        if time.monotonic() - self._last_flush >= self.cfg.tracking.flush_every_s:
+            self._flush(synchronous=False)
+
+    def on_end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
+        if self.run_id is None:
+            return
+        client = client_for(self.uri)
+        now = int(time.time() * 1000)
+        epochs = len(history.epochs)
+        self._buffer += [_metric(k, history.final[k], epochs, now) for k in FINAL_METRICS if k in history.final]
+        self._buffer.append(_metric("epochs_run", epochs, epochs, now))
+        regime, reason = regimes.classify(
+            history.initial.get("train_loss", math.nan), history.curve("train_loss"),
+            diverged=history.diverged, note=history.note, rules=self.cfg.regimes,
+        ) if history.epochs else ("", "")
+        tags = {"diverged": str(history.diverged).lower(), "regime": regime, "regime_reason": reason}
+        if history.stop_reason:
+            tags["stop_reason"] = history.stop_reason
+        if error is not None and status == "FAILED":
+            tags["error"] = f"{type(error).__name__}: {error}"[:5000]
+        if self.end_tags:
+            tags.update(self.end_tags(history, status))
+        try:
+            self._flush(synchronous=True, tags=tags)
+            if self.cfg.tracking.artifacts and status != "KILLED":
+                self._log_artifacts(history, model)
+        finally:
+            client.set_terminated(self.run_id, status)
+
+    # ---------------------------------------------------------------------------------- writing
+    def _flush(self, *, synchronous: bool, tags: Mapping[str, str] | None = None) -> None:
+        """Write the buffered metrics in batches; the last, synchronous flush also waits for the earlier
+        asynchronous ones, so nothing handed to the tracker is lost when the run ends."""
+        from mlflow.entities import RunTag
+
+        client = client_for(self.uri)
+        buffered, self._buffer = self._buffer, []
+        for i in range(0, len(buffered), MAX_METRICS_PER_CALL):
+            chunk = buffered[i : i + MAX_METRICS_PER_CALL]
+            op = client.log_batch(self.run_id, metrics=chunk, synchronous=synchronous)
+            if op is not None:
+                self._pending.append(op)
+        if synchronous:
+            pending, self._pending = self._pending, []
+            for op in pending:
+                op.wait()
+            if tags:
+                client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self._last_flush = time.monotonic()
+
+    def _log_artifacts(self, history: History, model: MLP) -> None:
+        client = client_for(self.uri)
+        with tempfile.TemporaryDirectory(prefix="gdexp-artifacts-") as tmp:
+            folder = Path(tmp)
+            text = OmegaConf.to_yaml(self.cfg, resolve=True)
+            (folder / "config.yaml").write_text("\n".join(mask_secrets(line) for line in text.splitlines()) + "\n")
+            model.save(folder / "weights.npz")
+            plot_loss_curve(history, folder / "loss_curve.png", title=run_name(self.cfg))
+            client.log_artifacts(self.run_id, str(folder))
+
+
+def plot_loss_curve(history: History, path: Path, *, title: str) -> None:
+    """Train and validation loss per epoch (log scale when every value is positive)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    epochs = history.curve("epoch")
+    for key, label in (("train_loss", "train (epoch mean)"), ("val_loss", "validation")):
+        values = history.curve(key)
+        if np.any(np.isfinite(values)):
+            ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, label=label)
+    finite = np.concatenate([history.curve("train_loss"), history.curve("val_loss")])
+    finite = finite[np.isfinite(finite)]
+    if finite.size and np.all(finite > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title + ("  (diverged)" if history.diverged else ""))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

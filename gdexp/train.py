@@ -1,0 +1,176 @@
+"""One training run: `run(cfg, callbacks)` -> `History`, the batch / stochastic / mini-batch loop.
+
+The loop is the same for the three variants (only the batch size differs): each update is a forward
+and backward pass plus an in-place optimizer step, and its loss goes into a preallocated array.
+Everything else happens once per epoch in callbacks (tracking, pruning, the progress bar), so
+observing a run never slows its updates. A run that diverges (a loss that is NaN, infinite or above
+`train.divergence_factor` times the initial loss) stops early and is a finished result marked
+`diverged`, not an error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from gdexp.data import Batches, Dataset, load
+from gdexp.nn import MLP
+from gdexp.optim import Optimizer, make_optimizer
+
+__all__ = ["Callback", "History", "ProgressBar", "build_model", "fit", "run"]
+
+Schedule = Callable[[int, int], float]  # (update index from 0, total updates) -> learning rate
+
+
+@dataclass
+class History:
+    """Everything a run measured, as data. Epoch rows hold `epoch` (1-based), `train_loss` and
+    `train_accuracy` (means over the epoch's batches, Keras-style), `val_loss`, `val_accuracy`, `lr`."""
+
+    batch_loss: np.ndarray  # loss of every update, in order; valid up to `updates`
+    lr: np.ndarray  # learning rate of every update
+    updates: int = 0
+    updates_per_epoch: int = 0
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    initial: dict[str, float] = field(default_factory=dict)  # losses before the first update
+    final: dict[str, float] = field(default_factory=dict)  # test_loss, test_accuracy, n_params, train_time_s
+    diverged: bool = False
+    stop_reason: str | None = None  # "diverged", "pruned", ... : why the loop stopped before its end
+    note: str = ""  # a sentence on how the run ended early
+
+    def curve(self, key: str) -> np.ndarray:
+        """One epoch metric as an array (NaN where an epoch has no value)."""
+        return np.array([row.get(key, math.nan) for row in self.epochs], dtype=float)
+
+
+class Callback:
+    """Hooks around a run; the loop calls them once per run or per epoch, never per update."""
+
+    def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, history: History) -> None:
+        """After data and model exist, before the first update."""
+
+    def on_epoch_end(self, history: History) -> None:
+        """After each epoch's row is appended; set `history.stop_reason` to stop the run."""
+
+    def on_end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
+        """Always called: status FINISHED, FAILED (error raised) or KILLED (KeyboardInterrupt)."""
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over epochs with the latest losses."""
+
+    def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, history: History) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=cfg.train.epochs, desc="train", unit="epoch", leave=False)
+
+    def on_epoch_end(self, history: History) -> None:
+        row = history.epochs[-1]
+        self.bar.set_postfix(train_loss=f"{row['train_loss']:.4g}", val_loss=f"{row.get('val_loss', math.nan):.4g}")
+        self.bar.update()
+
+    def on_end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
+        self.bar.close()
+
+
+def build_model(cfg: DictConfig, data: Dataset, rng: np.random.Generator, dtype: str) -> MLP:
+    sizes = [data.n_features, *[cfg.hidden_size] * cfg.hidden_layers, data.n_outputs]
+    return MLP(sizes, activation=cfg.activation, init=cfg.init, task=data.task, rng=rng, dtype=dtype)
+
+
+def _evaluate(model: MLP, X: np.ndarray, y: np.ndarray, prefix: str, into: dict[str, float]) -> None:
+    if len(X) == 0:
+        return
+    loss, accuracy = model.evaluate(X, y)
+    into[f"{prefix}_loss"] = loss
+    if model.loss.classification:
+        into[f"{prefix}_accuracy"] = accuracy
+
+
+def fit(model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, epochs: int, history: History,
+        *, divergence_factor: float, callbacks: Sequence[Callback] = (), schedule: Schedule | None = None) -> None:
+    """Train for `epochs` epochs (or until divergence or a callback's stop), appending to `history`."""
+    start = history.initial.get("train_loss", math.inf)
+    limit = divergence_factor * start if math.isfinite(start) and start > 0 else math.inf
+    losses, lrs = history.batch_loss, history.lr
+    step = history.updates
+    classification = model.loss.classification
+    for epoch in range(1, epochs + 1):
+        total, correct, seen = 0.0, 0, 0
+        for xb, yb in batches:
+            if schedule is not None:
+                optimizer.lr = schedule(step, len(losses))
+            loss, right = model.train_step(xb, yb)
+            losses[step], lrs[step] = loss, optimizer.lr
+            step += 1
+            total += loss * len(xb)
+            correct += right
+            seen += len(xb)
+            if not loss <= limit:  # also true for NaN
+                history.diverged, history.stop_reason = True, "diverged"
+                what = f"{loss:.4g}" if math.isfinite(loss) else str(loss)
+                history.note = (f"the training loss reached {what} at update {step} (epoch {epoch}), "
+                                f"over {divergence_factor:g} times its initial {start:.4g}")
+                break
+            optimizer.step(model.params, model.grads)
+        history.updates = step
+        row = {"epoch": float(epoch), "train_loss": total / seen, "lr": optimizer.lr}
+        if classification:
+            row["train_accuracy"] = correct / seen
+        _evaluate(model, data.X_val, data.y_val, "val", row)
+        history.epochs.append(row)
+        for callback in callbacks:
+            callback.on_epoch_end(history)
+        if history.stop_reason:
+            break
+
+
+def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule | None = None) -> History:
+    """Load the data, build model and optimizer from `cfg`, train, evaluate on the test split.
+
+    Callbacks see the run begin (after the data loaded: a bad data set fails before any of them),
+    every epoch, and its end, whatever the outcome. The same config and seed give the same numbers.
+    """
+    data = load(cfg.data, cfg.train.dtype)
+    rng = np.random.default_rng(cfg.train.seed)
+    model = build_model(cfg.model, data, rng, cfg.train.dtype)
+    optimizer = make_optimizer(cfg.optim)
+    batches = Batches(data.X_train, data.y_train, cfg.gd.batch_size, cfg.gd.shuffle, rng)
+    n_updates = cfg.train.epochs * len(batches)
+    history = History(np.full(n_updates, np.nan), np.full(n_updates, np.nan), updates_per_epoch=len(batches))
+    with np.errstate(all="ignore"):  # overflow is how divergence looks; the loop checks for it itself
+        _evaluate(model, data.X_train, data.y_train, "train", history.initial)
+        _evaluate(model, data.X_val, data.y_val, "val", history.initial)
+    for callback in callbacks:
+        callback.on_begin(cfg, data, model, history)
+    status: str = "FINISHED"
+    error: BaseException | None = None
+    try:
+        began = time.perf_counter()
+        with np.errstate(all="ignore"):
+            fit(model, optimizer, data, batches, cfg.train.epochs, history,
+                divergence_factor=cfg.train.divergence_factor, callbacks=callbacks, schedule=schedule)
+            history.final["train_time_s"] = time.perf_counter() - began
+            _evaluate(model, data.X_test, data.y_test, "test", history.final)
+        history.final["n_params"] = float(model.n_params)
+    except KeyboardInterrupt as exc:
+        status, error = "KILLED", exc
+        raise
+    except BaseException as exc:
+        status, error = "FAILED", exc
+        raise
+    finally:
+        for callback in callbacks:
+            callback.on_end(history, model, status, error)
+    return history
+
+
+def summary(history: History) -> dict[str, Any]:
+    """The last epoch's row merged with the final metrics: what a console summary shows."""
+    return {**(history.epochs[-1] if history.epochs else {}), **history.final, "diverged": history.diverged}

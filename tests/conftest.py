@@ -1,0 +1,54 @@
+"""Shared fixtures: the real Hydra config (composed, then shrunk) and a throw-away project folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from gdexp.config import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work in an empty folder, as a user would in a fresh checkout: mlruns/ and sweeps/ land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def make_cfg(project: Path) -> Iterator[Callable[..., DictConfig]]:
+    """compose("optim=adam", ...) -> the validated-by-Hydra config, quiet and tracked into `project`."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+
+        def make(*overrides: str) -> DictConfig:
+            return compose("config", overrides=["train.progress=false", *overrides])
+
+        yield make
+
+
+def gdexp(*args: str, cwd: Path, timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run `python -m gdexp ...` (or another module with `-m` first) as a user would."""
+    cmd = [sys.executable, *(args if args and args[0] == "-m" else ("-m", "gdexp", *args))]
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kw)  # type: ignore[call-overload]
+
+
+def store(path: Path):  # noqa: ANN201 - MlflowClient
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{path / 'mlruns' / 'mlflow.db'}")
+
+
+def all_runs(path: Path) -> list:
+    client = store(path)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, max_results=10000) if ids else []

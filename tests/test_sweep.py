@@ -1,0 +1,164 @@
+"""Optuna sweeps on a real journal storage and a real MLflow SQLite store, in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from gdexp import sweep
+from gdexp.config import ConfigError
+from tests.conftest import ROOT, all_runs, gdexp
+
+pytestmark = pytest.mark.slow
+
+
+def study(project: Path, name: str = "lr") -> optuna.Study:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(project / "sweeps" / name / "study.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def children(project: Path) -> list:
+    return [r for r in all_runs(project) if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_six_trials_one_parent_six_children(project: Path) -> None:
+    result = gdexp("+sweep=lr", "sweep.n_trials=6", "train.epochs=2", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "Study 'lr': 6 of 6 trials" in result.stdout and "mlflow ui" in result.stdout
+    trials = study(project).get_trials()
+    assert [t.state for t in trials].count(TrialState.COMPLETE) + [t.state for t in trials].count(
+        TrialState.PRUNED) == 6 and len(trials) == 6
+    kids = children(project)
+    parents = {r.data.tags["mlflow.parentRunId"] for r in kids}
+    assert len(kids) == 6 and len(parents) == 1
+    (parent,) = [r for r in all_runs(project) if r.info.run_id in parents]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] + parent.data.metrics["n_pruned"] == 6
+    assert "best_value" in parent.data.metrics and "sweep.params.optim.lr" in parent.data.params
+    by_id = {r.info.run_id: r for r in kids}
+    for t in trials:
+        run = by_id[t.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["optuna.trial"] == str(t.number) and run.data.tags["optuna.study"] == "lr"
+        assert run.data.tags["optuna.state"] == t.state.name and run.info.status == "FINISHED"
+        assert float(run.data.params["optim.lr"]) == pytest.approx(t.params["optim.lr"])
+        assert int(run.data.params["model.hidden_size"]) == t.params["model.hidden_size"]
+
+
+def test_resume_completes_the_total_under_the_same_parent(project: Path) -> None:
+    first = gdexp("+sweep=lr", "sweep.n_trials=3", "train.epochs=2", cwd=project)
+    second = gdexp("+sweep=lr", "sweep.n_trials=6", "train.epochs=2", cwd=project)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert sorted(t.number for t in study(project).get_trials()) == [0, 1, 2, 3, 4, 5]
+    assert len({r.data.tags["mlflow.parentRunId"] for r in children(project)}) == 1
+    again = gdexp("+sweep=lr", "sweep.n_trials=6", "train.epochs=2", cwd=project)
+    assert again.returncode == 0 and "6 of 6 trials" in again.stdout and len(study(project).get_trials()) == 6
+
+
+def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
+    args = ["+sweep=lr", "sweep.n_trials=3", "gd=stochastic", "train.epochs=40", "sweep.pruner=none"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    proc = subprocess.Popen([sys.executable, "-m", "gdexp", *args], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = project / "sweeps" / "lr" / "study.journal"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            running = study(project).get_trials(states=(TrialState.RUNNING,)) if journal.exists() else []
+        except KeyError:  # the journal exists, the study not yet
+            continue
+        if running and "mlflow_run_id" in running[0].user_attrs:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert all(r.info.status != "RUNNING" for r in all_runs(project))
+    interrupted = [t for t in study(project).get_trials() if t.user_attrs.get("interrupted")]
+    assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
+    killed = [r for r in all_runs(project) if r.info.status == "KILLED"]
+    assert {r.info.run_id for r in killed} >= {interrupted[0].user_attrs["mlflow_run_id"]}
+    rerun = gdexp(*args, cwd=project)
+    assert rerun.returncode == 0, rerun.stderr
+    counted = [t for t in study(project).get_trials() if sweep.counted(t)]
+    assert len(counted) == 3
+    assert len({r.data.tags["mlflow.parentRunId"] for r in children(project)}) == 1
+    assert all(r.info.status != "RUNNING" for r in all_runs(project))
+
+
+def test_two_workers_exact_total(project: Path) -> None:
+    result = gdexp("+sweep=lr", "sweep.n_trials=8", "sweep.n_workers=2", "train.epochs=3", cwd=project)
+    assert result.returncode == 0, result.stderr
+    trials = study(project).get_trials()
+    counted = [t for t in trials if sweep.counted(t)]
+    assert len(counted) == 8 and len({t.number for t in counted}) == 8
+    assert len({t.user_attrs["worker"] for t in counted}) == 2, "both processes ran trials"
+    assert len(children(project)) == len([t for t in trials if "mlflow_run_id" in t.user_attrs]) >= 8
+
+
+def test_diverging_learning_rates_are_recorded_and_the_best_is_sane(make_cfg, project: Path) -> None:
+    overrides = ["+sweep=lr", "sweep.sampler=grid", "sweep.n_trials=4", "train.epochs=3", "sweep.pruner=none"]
+    cfg = make_cfg(*overrides)
+    cfg.sweep.params = {"optim.lr": "choice(0.1, 0.3, 100.0, 5000.0)"}
+    best = sweep.run(cfg, overrides)
+    trials = study(project).get_trials()
+    diverged = [t for t in trials if t.user_attrs.get("diverged")]
+    assert len(trials) == 4 and {t.params["optim.lr"] for t in diverged} >= {5000.0}
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert study(project).best_trial.params["optim.lr"] in (0.1, 0.3) and best is not None and best < 1.0
+    tags = {r.data.params["optim.lr"]: r.data.tags for r in children(project)}
+    assert tags["5000.0"]["diverged"] == "true" and tags["5000.0"]["regime"] == "too_large"
+
+
+def test_pruner_stops_a_hopeless_trial(make_cfg, project: Path) -> None:
+    overrides = ["+sweep=lr", "sweep.n_trials=6", "train.epochs=8", "sweep.pruner=median"]
+    cfg = make_cfg(*overrides)
+    s = sweep.Sweep(cfg, overrides)
+    s.parent_run_id = sweep._parent_run(cfg, s.study)
+    for lr in (0.1, 0.2, 0.15, 0.3, 0.12, 1e-6):
+        s.study.enqueue_trial({"optim.lr": lr, "model.hidden_size": 64})
+    s.work()
+    trials = s.study.get_trials()
+    hopeless = [t for t in trials if t.params["optim.lr"] == 1e-6][0]
+    assert hopeless.state == TrialState.PRUNED
+    assert all(t.state == TrialState.COMPLETE for t in trials if t is not hopeless)
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"optim.lrr": "interval(0.1, 1)"}, "sweep.params.optim.lrr"),
+    ({"optim.lr": "interval(1, 0.1)"}, "is empty"),
+    ({"optim.lr": "tag(log, interval(0, 1))"}, "lower bound > 0"),
+    ({"model.hidden_size": "choice()"}, "sweep.params.model.hidden_size"),
+])
+def test_bad_search_space_fails_before_the_first_trial(make_cfg, project: Path, params, message: str) -> None:
+    cfg = make_cfg("+sweep=lr")
+    cfg.sweep.params = params
+    with pytest.raises(ConfigError, match=message):
+        sweep.run(cfg, ["+sweep=lr"])
+    assert all_runs(project) == []
+
+
+def test_bad_search_space_on_the_command_line(project: Path) -> None:
+    result = gdexp("+sweep=lr", "sweep.sampler=annealing", cwd=project)
+    assert result.returncode == 2 and "sweep.sampler" in result.stderr and "tpe" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_hydra_multirun_logs_one_run_per_job(project: Path) -> None:
+    result = gdexp("-m", "gdexp", "-m", "optim.lr=0.01,0.1", "gd=batch,minibatch", "train.epochs=2",
+                   "train.progress=false", cwd=project)
+    assert result.returncode == 0, result.stderr
+    runs = all_runs(project)
+    assert sorted((r.data.params["optim.lr"], r.data.params["gd.variant"]) for r in runs) == [
+        ("0.01", "batch"), ("0.01", "minibatch"), ("0.1", "batch"), ("0.1", "minibatch")]
+    assert (project / "sweeps" / "hydra" / "multirun").is_dir()

@@ -1,0 +1,156 @@
+"""The training loop: classic results, determinism, divergence, and the records in a real MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gdexp import train
+from gdexp.data import load
+from gdexp.tracking import MlflowTracker, client_for
+from tests.conftest import all_runs, gdexp, store
+
+
+def test_batch_gd_recovers_the_tutorial_line(make_cfg) -> None:
+    """y = 4 + 3x + noise, no hidden layer, batch GD: w ≈ 3, b ≈ 4 (the classic first example)."""
+    cfg = make_cfg("data=linear", "data.n=2000", "model.hidden_layers=0", "gd=batch", "optim.lr=0.3",
+                   "train.epochs=1000", "train.dtype=float64", "tracking.enabled=false")
+    weights = {}
+
+    class Keep(train.Callback):
+        def on_end(self, history, model, status, error):
+            weights.update({k: v.copy() for k, v in model.params.items()})
+
+    history = train.run(cfg, [Keep()])
+    data = load(cfg.data, "float64")
+    ols = np.linalg.lstsq(np.c_[data.X_train, np.ones(len(data.X_train))], data.y_train[:, 0], rcond=None)[0]
+    assert weights["W0"][0, 0] == pytest.approx(ols[0], abs=1e-6) and weights["b0"][0] == pytest.approx(ols[1], abs=1e-6)
+    assert weights["W0"][0, 0] == pytest.approx(3.0, abs=0.15)
+    assert weights["b0"][0] == pytest.approx(4.0, abs=0.15)
+    assert history.final["test_loss"] < 0.8  # the noise alone gives σ²/2 = 0.5
+
+
+def test_every_variant_and_optimizer_trains(make_cfg) -> None:
+    for overrides in (["gd=batch", "optim.lr=0.5"], ["gd=stochastic", "optim.lr=0.01", "train.epochs=3"],
+                      ["optim=adam"], ["optim=rmsprop", "optim.lr=0.001"], ["optim=adagrad"],
+                      ["optim.momentum=0.9", "optim.nesterov=true", "optim.lr=0.01"],
+                      ["model.activation=tanh", "model.init=xavier", "model.hidden_layers=2"],
+                      ["train.dtype=float64"]):
+        history = train.run(make_cfg("train.epochs=10", *overrides))
+        assert history.final["test_accuracy"] > 0.85, overrides
+
+
+def test_normal_001_init_trains_worse_than_he(make_cfg) -> None:
+    base = ("train.epochs=5", "model.hidden_layers=3", "model.activation=sigmoid")
+    he = train.run(make_cfg(*base, "model.init=he")).final["test_accuracy"]
+    tiny = train.run(make_cfg(*base, "model.init=normal_0.01")).final["test_accuracy"]
+    assert tiny < he
+
+
+def test_huge_learning_rate_diverges_as_a_result(make_cfg) -> None:
+    history = train.run(make_cfg("optim.lr=1000"))
+    assert history.diverged and history.stop_reason == "diverged" and len(history.epochs) == 1
+    assert "over 1000 times its initial" in history.note
+
+
+def test_recorded_run_in_a_real_store(make_cfg, project: Path) -> None:
+    cfg = make_cfg("train.epochs=3", "tracking.batch_loss_stride=5")
+    tracker = MlflowTracker(cfg)
+    history = train.run(cfg, [tracker])
+    client = store(project)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "sgd-minibatch32-lr0.1-h64"
+    params = run.data.params
+    assert params["optim.lr"] == "0.1" and params["gd.variant"] == "minibatch" and params["gd.batch_size"] == "32"
+    assert params["model.hidden_size"] == "64" and params["train.seed"] == "0" and params["data.name"] == "digits"
+    tags = run.data.tags
+    assert (tags["dataset"], tags["gd.variant"], tags["optimizer"], tags["diverged"]) == (
+        "digits", "minibatch", "sgd", "false")
+    assert tags["regime"] in ("too_small", "just_right", "too_large") and tags["regime_reason"]
+    m = run.data.metrics
+    assert m["test_accuracy"] == pytest.approx(history.final["test_accuracy"])
+    assert m["n_params"] == 64 * 64 + 64 + 64 * 10 + 10 and m["train_time_s"] > 0
+    train_loss = client.get_metric_history(tracker.run_id, "train_loss")
+    assert [p.step for p in train_loss] == [1, 2, 3]
+    assert [p.value for p in train_loss] == pytest.approx(list(history.curve("train_loss")))
+    batch = client.get_metric_history(tracker.run_id, "batch_loss")
+    assert [p.step for p in batch] == list(range(5, history.updates + 1, 5))
+    assert batch[0].value == pytest.approx(history.batch_loss[4])
+    for key in ("val_loss", "val_accuracy", "train_accuracy"):
+        assert len(client.get_metric_history(tracker.run_id, key)) == 3
+    artifacts = {a.path for a in client.list_artifacts(tracker.run_id)}
+    assert {"config.yaml", "loss_curve.png", "weights.npz"} <= artifacts
+    local = Path(client.download_artifacts(tracker.run_id, "weights.npz", str(project)))
+    with np.load(local, allow_pickle=False) as weights:
+        assert sorted(weights.files) == ["W0", "W1", "b0", "b1"] and weights["W0"].shape == (64, 64)
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(make_cfg, project: Path) -> None:
+    def weights(seed: int) -> tuple[bytes, list[float]]:
+        history = train.run(make_cfg("train.epochs=2", f"train.seed={seed}"), [saver := _Saver(project)])
+        return saver.blob, list(history.batch_loss)
+
+    a, b, c = weights(1), weights(1), weights(2)
+    assert a[0] == b[0] and a[1] == b[1]
+    assert a[0] != c[0] and a[1] != c[1]
+
+
+class _Saver(train.Callback):
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "w.npz"
+
+    def on_end(self, history, model, status, error) -> None:
+        model.save(self.path)
+        self.blob = self.path.read_bytes()
+
+
+@pytest.mark.parametrize("raised,status", [(KeyboardInterrupt, "KILLED"), (RuntimeError, "FAILED")])
+def test_interrupted_or_failing_run_is_closed_with_its_metrics(make_cfg, project: Path, raised, status) -> None:
+    class Boom(train.Callback):
+        def on_epoch_end(self, history) -> None:
+            if len(history.epochs) == 2:
+                raise raised("stop here")
+
+    cfg = make_cfg("train.epochs=5", "tracking.flush_every_s=1000")
+    tracker = MlflowTracker(cfg)
+    with pytest.raises(raised):
+        train.run(cfg, [tracker, Boom()])
+    client = client_for(cfg.tracking.uri)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == status
+    assert len(client.get_metric_history(tracker.run_id, "train_loss")) == 2, "buffered metrics were flushed"
+    assert ("error" in run.data.tags) == (status == "FAILED")
+
+
+def test_default_command_reaches_95_percent_and_records_everything(project: Path) -> None:
+    result = gdexp(cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "MLflow run" in result.stdout and "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db" in result.stdout
+    (run,) = all_runs(project)
+    assert run.info.status == "FINISHED" and run.data.metrics["test_accuracy"] >= 0.95
+
+
+def test_diverging_command_finishes_marked_diverged(project: Path) -> None:
+    result = gdexp("optim.lr=1e4", cwd=project)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    (run,) = all_runs(project)
+    assert run.info.status == "FINISHED" and run.data.tags["diverged"] == "true"
+    assert run.data.tags["regime"] == "too_large"
+
+
+@pytest.mark.parametrize("args,key,shown", [
+    (["optim.lr=-1"], "optim.lr", "-1"), (["gd.batch_size=0"], "gd.batch_size", "0"),
+    (["model.activation=foo"], "model.activation", "relu, sigmoid, tanh"),
+    (["data=file"], "data.path", "required"), (["data=file", "data.path=missing.csv"], "data.path", "no such file"),
+    (["data=file", "data.path=nan.npz"], "data.path", "NaN"), (["data=file", "data.path=short.npz"], "data.path", "rows"),
+    (["optim.lrr=1"], "optim.lrr", "not in struct"), (["optim=nadam"], "optim", "adam"),
+])
+def test_bad_input_fails_before_training_with_no_run(project: Path, args, key: str, shown: str) -> None:
+    np.savez(project / "nan.npz", X=np.array([[np.nan, 1.0], [1.0, 2.0], [0, 0]]), y=np.array([0, 1, 0]))
+    np.savez(project / "short.npz", X=np.ones((4, 2)), y=np.array([0, 1]))
+    result = gdexp(*args, cwd=project)
+    output = result.stderr + result.stdout
+    assert result.returncode != 0 and key in output and shown in output and "Traceback" not in output
+    assert all_runs(project) == []
