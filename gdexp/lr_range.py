@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from gdexp import train
+from gdexp import plots, train
 from gdexp.nn import MLP
 from gdexp.tracking import MlflowTracker, client_for, ui_command
 
@@ -84,29 +84,8 @@ class _RangeLog(train.Callback):
             client.log_batch(run_id, metrics=metrics[i : i + 1000])
         with tempfile.TemporaryDirectory(prefix="gdexp-lr-range-") as tmp:
             path = Path(tmp) / "lr_range.png"
-            plot(lrs, losses, self.result, path)
+            plots.lr_range(lrs, losses, self.result, path)
             client.log_artifact(run_id, str(path))
-
-
-def plot(lrs: np.ndarray, losses: np.ndarray, result: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(lrs, losses, lw=1)
-    ax.set_xscale("log")
-    if np.all(losses[np.isfinite(losses)] > 0):
-        ax.set_yscale("log")
-    if math.isfinite(result["window_low"]):
-        ax.axvspan(result["window_low"], result["window_high"], color="C2", alpha=0.2, label="just-right window")
-        ax.axvline(result["divergence_lr"], color="C3", ls="--", label="divergence edge")
-        ax.legend()
-    ax.set(xlabel="learning rate", ylabel="batch loss", title="learning-rate range test")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def run(cfg: DictConfig) -> float:

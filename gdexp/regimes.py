@@ -7,12 +7,14 @@ The rule reads the training-loss curve (one value per epoch, plus the loss befor
    `rise_tolerance`): the steps overshoot.
 2. too_small when the loss fell by less than `min_progress` of its initial value, or when it was
    still falling steadily at the end: it fell in every epoch of the last `tail_fraction` of the
-   run, and that tail holds more than `still_falling` of the whole decrease. The steps are so short
-   that the run stopped before it got anywhere near the bottom.
+   run, and, continuing at the pace those epochs set (each epoch's decrease shrinking by the ratio
+   it shrank by over the tail), as many epochs again would add more than `still_falling` of the
+   decrease so far. The steps are so short that the run stopped far from where it was heading.
 3. just_right otherwise: the loss fell and flattened out.
 
 Within a sweep (`label_siblings`) a run is also compared with its siblings that differ only in the
-learning rate: a run that did not overshoot is just_right when its final validation loss is within
+learning rate (and the hidden size, when the sweep searches both): a run that did not overshoot is
+just_right when its final validation loss is within
 `sibling_tolerance` of the best sibling's, and otherwise too_small or too_large by which side of the
 best learning rate it lies on.
 
@@ -56,14 +58,26 @@ def classify(initial: float, losses: Sequence[float] | np.ndarray, *, diverged: 
     progress = (initial - final) / initial if initial > 0 else 1.0
     if progress < rules["min_progress"]:
         return "too_small", f"the loss fell only {_pct(progress)} in {n} epochs"
-    tail = max(1, round(n * rules["tail_fraction"]))
+    tail = max(2, round(n * rules["tail_fraction"]))
     segment = full[-(tail + 1):]
-    falling = bool(np.all(np.diff(segment) < 0))
-    share = (segment[0] - final) / (initial - final)
-    if falling and share > rules["still_falling"]:
-        return "too_small", (f"the loss fell {_pct(progress)} in {n} epochs and was still falling: the last "
-                             f"{tail} epochs gave {_pct(share)} of the decrease")
+    steps = -np.diff(segment)
+    if np.all(steps > 0):
+        share = _ahead(steps, n) / (initial - final)
+        if share > rules["still_falling"]:
+            return "too_small", (f"the loss fell {_pct(progress)} in {n} epochs and was still falling: at its "
+                                 f"last pace another {n} epochs would add {_pct(share)} more")
     return "just_right", f"the loss fell {_pct(progress)} in {n} epochs and levelled off"
+
+
+def _ahead(steps: np.ndarray, epochs: int) -> float:
+    """The decrease the next `epochs` epochs would bring if the per-epoch decrease kept shrinking at the
+    rate it shrank over `steps` (the last epochs' decreases): d·r(1 − r^epochs)/(1 − r). For GD on a
+    quadratic the decrease shrinks geometrically, so this is the exact forecast of its slowest mode."""
+    ratio = float((steps[-1] / steps[0]) ** (1 / (len(steps) - 1))) if len(steps) > 1 else 0.5
+    ratio = min(ratio, 1.0)
+    if ratio == 1.0:
+        return float(steps[-1] * epochs)
+    return float(steps[-1] * ratio * (1 - ratio**epochs) / (1 - ratio))
 
 
 @dataclass

@@ -44,7 +44,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from gdexp import regimes, train
+from gdexp import plots, regimes, train
 from gdexp.config import CONFIG_DIR, ConfigError, as_dict, flatten, mask_secrets, validate
 from gdexp.tracking import MlflowTracker, client_for, ensure_experiment, ui_command
 
@@ -54,6 +54,7 @@ SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 PARENT_ATTR = "mlflow_parent_run_id"
 POLL_S = 0.5
+SIBLING_FREE = ("optim.lr", "model.hidden_size")  # searched keys that siblings may differ in
 
 
 class SurplusTrialError(RuntimeError):
@@ -194,8 +195,10 @@ def tally(trials: Sequence[FrozenTrial]) -> Counter[str]:
             counts["done"] += 1
             counts[{TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(t.state, "failed")] += 1
             counts["diverged"] += bool(t.user_attrs.get("diverged"))
-        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+        elif t.state == TrialState.RUNNING:
             counts["active"] += 1
+        elif t.state == TrialState.WAITING:
+            counts["waiting"] += 1  # enqueued: the next optimize() takes it
         else:
             counts["not counted"] += 1
     return counts
@@ -481,12 +484,14 @@ def _parent_run(cfg: DictConfig, study: optuna.Study) -> str:
 
 def relabel_siblings(cfg: DictConfig, study: optuna.Study) -> None:
     """Within the sweep, compare runs that differ only in the learning rate (`regimes.label_siblings`)
-    and update their `regime` / `regime_reason` tags."""
+    and update their `regime` / `regime_reason` tags. The hidden size is not part of a sibling group's
+    key: it moves the loss far less than the learning rate does, and in the `lr` sweep, where both are
+    sampled, no two runs would otherwise share a group."""
     client = client_for(cfg.tracking.uri)
     groups: dict[tuple[Any, ...], list[FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if "mlflow_run_id" in t.user_attrs:
-            key = tuple(sorted((k, str(v)) for k, v in t.params.items() if k != "optim.lr"))
+            key = tuple(sorted((k, str(v)) for k, v in t.params.items() if k not in SIBLING_FREE))
             groups.setdefault(key, []).append(t)
     for trials in groups.values():
         if len(trials) < 2:
@@ -537,11 +542,6 @@ def _best(study: optuna.Study) -> FrozenTrial | None:
 
 def _plots(cfg: DictConfig, study: optuna.Study, folder: Path) -> None:
     """optimization_history.png, param_importances.png, and the metric over learning rate x hidden size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metric = cfg.sweep.metric
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     if not done:
@@ -549,42 +549,36 @@ def _plots(cfg: DictConfig, study: optuna.Study, folder: Path) -> None:
     numbers = [t.number for t in done]
     values = np.array([t.value for t in done], dtype=float)
     best = np.minimum.accumulate(values) if cfg.sweep.direction == "minimize" else np.maximum.accumulate(values)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = plots.axes()
     ax.scatter(numbers, values, s=14, label=metric)
     ax.plot(numbers, best, color="C1", label="best so far")
-    if np.all(values > 0):
-        ax.set_yscale("log")
+    if plots.positive(values):
+        plots.log_y(ax)
     ax.set(xlabel="trial", ylabel=metric, title=f"{cfg.sweep.name}: optimization history")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "optimization_history.png")
-    plt.close(fig)
+    plots.save(fig, folder / "optimization_history.png")
 
-    if len(done) >= 3 and len(study.best_trial.params) >= 1:
+    if len(done) >= 3:
         try:
             importances = optuna.importance.get_param_importances(study)
         except (RuntimeError, ValueError):
             importances = {}
         if importances:
-            fig, ax = plt.subplots(figsize=(6, 1 + 0.5 * len(importances)), dpi=100)
+            fig, ax = plots.axes(6, 1.5 + 0.5 * len(importances), left=0.3)
             ax.barh(list(importances)[::-1], list(importances.values())[::-1])
             ax.set(xlabel="importance (fANOVA)", title=f"{cfg.sweep.name}: parameter importances")
-            fig.tight_layout()
-            fig.savefig(folder / "param_importances.png")
-            plt.close(fig)
+            plots.save(fig, folder / "param_importances.png")
 
     lrs = np.array([t.params.get("optim.lr", t.user_attrs.get("lr", np.nan)) for t in done], dtype=float)
-    hidden = [t.params.get("model.hidden_size", cfg.model.hidden_size) for t in done]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    points = ax.scatter(lrs, values, c=np.log2(np.array(hidden, dtype=float)), cmap="viridis", s=22)
+    hidden = np.array([t.params.get("model.hidden_size", cfg.model.hidden_size) for t in done], dtype=float)
+    fig, ax = plots.axes(left=0.14)
+    points = ax.scatter(lrs, values, c=np.log2(hidden), cmap="viridis", s=22)
     fig.colorbar(points, label="log2 hidden size")
     ax.set_xscale("log")
-    if np.all(values > 0):
-        ax.set_yscale("log")
+    if plots.positive(values):
+        plots.log_y(ax)
     ax.set(xlabel="learning rate", ylabel=metric, title=f"{cfg.sweep.name}: {metric} over lr and hidden size")
-    fig.tight_layout()
-    fig.savefig(folder / f"{metric}_vs_lr_hidden.png")
-    plt.close(fig)
+    plots.save(fig, folder / f"{metric}_vs_lr_hidden.png")
 
 
 def summary_table(cfg: DictConfig, study: optuna.Study, where: str) -> str:

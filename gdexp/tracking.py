@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gdexp import regimes
+from gdexp import plots, regimes
 from gdexp.config import as_dict, flatten, mask_secrets
 from gdexp.data import Dataset
 from gdexp.nn import MLP
@@ -34,13 +34,21 @@ MAX_METRICS_PER_CALL = 1000  # MLflow's limit for one log_batch
 MAX_PARAMS_PER_CALL = 100
 
 
-@functools.cache
 def client_for(uri: str) -> Any:
-    """One MlflowClient per tracking URI and process (a SQLite store opens its engine once)."""
+    """The MlflowClient for a tracking URI, one per store and process. A relative SQLite path
+    (`sqlite:///mlruns/mlflow.db`) is made absolute first: MLflow caches its store by URI, and a cached
+    relative one would follow the process into another working folder."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri.removeprefix("sqlite:///")).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{path}"
+    return _client(uri)
+
+
+@functools.cache
+def _client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -202,32 +210,5 @@ class MlflowTracker(Callback):
             text = OmegaConf.to_yaml(self.cfg, resolve=True)
             (folder / "config.yaml").write_text("\n".join(mask_secrets(line) for line in text.splitlines()) + "\n")
             model.save(folder / "weights.npz")
-            plot_loss_curve(history, folder / "loss_curve.png", title=run_name(self.cfg))
+            plots.loss_curve(history, folder / "loss_curve.png", title=run_name(self.cfg))
             client.log_artifacts(self.run_id, str(folder))
-
-
-def plot_loss_curve(history: History, path: Path, *, title: str) -> None:
-    """Train and validation loss per epoch (log scale when every value is positive)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    epochs = history.curve("epoch")
-    for key, label in (("train_loss", "train (epoch mean)"), ("val_loss", "validation")):
-        values = history.curve(key)
-        if np.any(np.isfinite(values)):
-            ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, label=label)
-    finite = np.concatenate([history.curve("train_loss"), history.curve("val_loss")])
-    finite = finite[np.isfinite(finite)]
-    if finite.size and np.all(finite > 0):
-        ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title(title + ("  (diverged)" if history.diverged else ""))
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

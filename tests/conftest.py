@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,9 +18,21 @@ from gdexp.config import CONFIG_DIR
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real MLflow SQLite store with its schema made once: MLflow's migrations take ~2 s per new file."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Work in an empty folder, as a user would in a fresh checkout: mlruns/ and sweeps/ land there."""
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> Path:
+    """Work in a fresh folder, as a user would in a fresh checkout: mlruns/ and sweeps/ land there."""
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(empty_store, tmp_path / "mlruns" / "mlflow.db")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -42,7 +55,7 @@ def gdexp(*args: str, cwd: Path, timeout: float = 300, **kw: object) -> subproce
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kw)  # type: ignore[call-overload]
 
 
-def store(path: Path):  # noqa: ANN201 - MlflowClient
+def store(path: Path):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=f"sqlite:///{path / 'mlruns' / 'mlflow.db'}")

@@ -81,7 +81,7 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
             break
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert all(r.info.status != "RUNNING" for r in all_runs(project))
     interrupted = [t for t in study(project).get_trials() if t.user_attrs.get("interrupted")]
@@ -129,7 +129,7 @@ def test_pruner_stops_a_hopeless_trial(make_cfg, project: Path) -> None:
         s.study.enqueue_trial({"optim.lr": lr, "model.hidden_size": 64})
     s.work()
     trials = s.study.get_trials()
-    hopeless = [t for t in trials if t.params["optim.lr"] == 1e-6][0]
+    hopeless = next(t for t in trials if t.params["optim.lr"] == 1e-6)
     assert hopeless.state == TrialState.PRUNED
     assert all(t.state == TrialState.COMPLETE for t in trials if t is not hopeless)
 

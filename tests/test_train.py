@@ -26,7 +26,8 @@ def test_batch_gd_recovers_the_tutorial_line(make_cfg) -> None:
     history = train.run(cfg, [Keep()])
     data = load(cfg.data, "float64")
     ols = np.linalg.lstsq(np.c_[data.X_train, np.ones(len(data.X_train))], data.y_train[:, 0], rcond=None)[0]
-    assert weights["W0"][0, 0] == pytest.approx(ols[0], abs=1e-6) and weights["b0"][0] == pytest.approx(ols[1], abs=1e-6)
+    assert weights["W0"][0, 0] == pytest.approx(ols[0], abs=1e-6)
+    assert weights["b0"][0] == pytest.approx(ols[1], abs=1e-6)
     assert weights["W0"][0, 0] == pytest.approx(3.0, abs=0.15)
     assert weights["b0"][0] == pytest.approx(4.0, abs=0.15)
     assert history.final["test_loss"] < 0.8  # the noise alone gives σ²/2 = 0.5
@@ -144,7 +145,8 @@ def test_diverging_command_finishes_marked_diverged(project: Path) -> None:
     (["optim.lr=-1"], "optim.lr", "-1"), (["gd.batch_size=0"], "gd.batch_size", "0"),
     (["model.activation=foo"], "model.activation", "relu, sigmoid, tanh"),
     (["data=file"], "data.path", "required"), (["data=file", "data.path=missing.csv"], "data.path", "no such file"),
-    (["data=file", "data.path=nan.npz"], "data.path", "NaN"), (["data=file", "data.path=short.npz"], "data.path", "rows"),
+    (["data=file", "data.path=nan.npz"], "data.path", "NaN"),
+    (["data=file", "data.path=short.npz"], "data.path", "rows"),
     (["optim.lrr=1"], "optim.lrr", "not in struct"), (["optim=nadam"], "optim", "adam"),
 ])
 def test_bad_input_fails_before_training_with_no_run(project: Path, args, key: str, shown: str) -> None:

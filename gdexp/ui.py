@@ -1,0 +1,96 @@
+"""`python -m gdexp.ui`: the MLflow UI on this project's store, bound to 127.0.0.1.
+
+It runs MLflow's own server (`mlflow ui`) with the store gdexp writes to (`tracking.uri`), so the
+experiment, its sweeps (parent runs) and their trials (child runs) are there with their regime tags.
+`python -m gdexp.server` starts the same server for several machines; both build the command here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from gdexp.config import mask_secrets
+
+__all__ = ["command", "free_port", "main", "wait_until_up"]
+
+DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
+
+
+def command(backend: str, *, host: str = "127.0.0.1", port: int = 5000, artifacts: str | None = None,
+            workers: int = 1) -> list[str]:
+    """The `mlflow server` command line: a backend store, an address, and, when `artifacts` is given,
+    a served artifact root (clients on other machines upload through the server)."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--host", host,
+           "--port", str(port), "--workers", str(workers)]
+    if artifacts:
+        cmd += ["--serve-artifacts", "--artifacts-destination", artifacts]
+    if host not in ("127.0.0.1", "localhost"):
+        cmd += ["--allowed-hosts", "*"]  # reachable by name or address from other machines
+    return cmd
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60.0) -> None:
+    """Poll the server's /health until it answers; raise with the reason when it does not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the MLflow server exited with code {proc.returncode} before it answered")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"the MLflow server at {url} did not answer within {timeout:.0f} s")
+
+
+def serve(cmd: Sequence[str], url: str, what: str) -> int:
+    """Start the server, say where it is once it answers, and stay until Ctrl-C."""
+    proc = subprocess.Popen(list(cmd))
+    try:
+        wait_until_up(url, proc)
+        print(f"{what} at {url}  (Ctrl-C stops it)", flush=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"gdexp: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gdexp.ui",
+                                     description="Open the MLflow UI on gdexp's store (bound to 127.0.0.1).")
+    parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI),
+                        help=f"the tracking store (default {DEFAULT_URI}, or $MLFLOW_TRACKING_URI)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
+    args = parser.parse_args(argv)
+    if args.uri.startswith("sqlite:///") and not Path(args.uri.removeprefix("sqlite:///")).exists():
+        print(f"gdexp: no MLflow store at {args.uri} yet: run `python -m gdexp` first", file=sys.stderr)
+        return 2
+    port = args.port or free_port(args.host)
+    url = f"http://{args.host}:{port}"
+    return serve(command(args.uri, host=args.host, port=port), url, f"MLflow UI on {mask_secrets(args.uri)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Regime labels against optimisation theory, and the rule's pieces on hand-made curves.
+
+On a quadratic loss (linear regression, MSE, full-batch GD, plain SGD) theory is exact: with L the
+largest eigenvalue of the Hessian (1/m)·X̃ᵀX̃ (X̃ = [X, 1]), GD converges for steps below 2/L and
+diverges above. The runs here go through the real pipeline (`data=file`, `train.run`) in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import DictConfig
+
+from gdexp import regimes, train
+from gdexp.data import load
+
+DATASETS = [(0, 3, 1.0), (1, 5, 3.0), (2, 8, 0.3), (3, 4, 10.0)]  # seed, features, feature scale
+
+
+def quadratic(make_cfg: Callable[..., DictConfig], project: Path, seed: int, d: int, scale: float
+              ) -> tuple[Callable[..., train.History], float]:
+    """A generated regression set (y = Xw + b + noise) -> (run at a step of k/L, L)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(400, d)) * rng.uniform(0.5, 1.5, size=d) * scale
+    y = X @ rng.normal(size=d) + 2.0 + 0.1 * rng.normal(size=400)
+    np.savez(project / f"q{seed}.npz", X=X, y=y)
+    base = ["data=file", f"data.path=q{seed}.npz", "data.task=regression", "model.hidden_layers=0", "gd=batch",
+            "optim=sgd", "train.dtype=float64", "tracking.enabled=false"]
+    data = load(make_cfg(*base).data, "float64")
+    Xt = np.c_[data.X_train, np.ones(len(data.X_train))]
+    L = float(np.linalg.eigvalsh(Xt.T @ Xt / len(Xt))[-1])
+
+    def run(k: float, epochs: int = 50) -> train.History:
+        return train.run(make_cfg(*base, f"optim.lr={k / L!r}", f"train.epochs={epochs}"), [])
+
+    return run, L
+
+
+def label(h: train.History, make_cfg: Callable[..., DictConfig]) -> str:
+    return regimes.classify(h.initial["train_loss"], h.curve("train_loss"), diverged=h.diverged, note=h.note,
+                            rules=make_cfg().regimes)[0]
+
+
+@pytest.mark.parametrize("seed,d,scale", DATASETS)
+def test_labels_agree_with_the_2_over_L_bound(make_cfg, project: Path, seed: int, d: int, scale: float) -> None:
+    run, _ = quadratic(make_cfg, project, seed, d, scale)
+    for k in (0.02, 0.03):
+        h = run(k)
+        assert label(h, make_cfg) == "too_small" and not h.diverged, k
+    h = run(1.0)
+    assert label(h, make_cfg) == "just_right" and not h.diverged
+    for k in (2.5, 3.0, 10.0):
+        h = run(k)
+        assert label(h, make_cfg) == "too_large" and h.diverged, k
+
+
+@pytest.mark.parametrize("seed,d,scale", DATASETS[:2])
+def test_divergence_starts_exactly_past_2_over_L(make_cfg, project: Path, seed: int, d: int, scale: float) -> None:
+    run, _ = quadratic(make_cfg, project, seed, d, scale)
+    below, above = run(1.95, epochs=200), run(2.05, epochs=200)
+    assert not below.diverged and below.curve("train_loss")[-1] < below.initial["train_loss"]
+    assert above.diverged and label(above, make_cfg) == "too_large"
+
+
+RULES = {"min_progress": 0.1, "tail_fraction": 0.2, "still_falling": 0.05, "rise_tolerance": 0.01,
+         "oscillation": 0.25}
+
+
+@pytest.mark.parametrize("curve,expected,words", [
+    (10 * 0.98 ** np.arange(1, 41), "too_small", "still falling"),   # slow geometric decay, far from done
+    (10 - 0.02 * np.arange(1, 41), "too_small", "fell only"),        # barely moved
+    (1 + 9 * 0.5 ** np.arange(1, 41), "just_right", "levelled off"), # fast decay to a floor
+    (1 + 9 / np.arange(2, 42), "just_right", "levelled off"),        # power-law tail: slow but flat
+    (np.r_[5, 3, 6, 2, 7, 3, 8, 4, 9, 5], "too_large", "rose"),      # oscillating
+    (np.r_[8, 9, 11, 12], "too_large", "above its initial"),         # ended above the start
+])
+def test_rule_on_hand_made_curves(curve: np.ndarray, expected: str, words: str) -> None:
+    regime, reason = regimes.classify(10.0, curve, diverged=False, rules=RULES)
+    assert (regime, words in reason) == (expected, True), reason
+
+
+def test_diverged_is_too_large_with_the_note() -> None:
+    assert regimes.classify(1.0, [0.5, np.inf], diverged=True, note="NaN at update 7", rules=RULES) == (
+        "too_large", "the loss diverged: NaN at update 7")
+
+
+def test_siblings_by_place_around_the_best() -> None:
+    runs = [regimes.Siblings(lr, loss, "just_right", "r") for lr, loss in
+            ((1e-3, 2.0), (1e-2, 0.5), (1e-1, 0.21), (1.0, 0.2), (3.0, 0.9))]
+    runs.append(regimes.Siblings(10.0, float("nan"), "too_large", "diverged"))
+    labels = [r for r, _ in regimes.label_siblings(runs, tolerance=0.25)]
+    assert labels == ["too_small", "too_small", "just_right", "just_right", "too_large", "too_large"]

@@ -1,0 +1,158 @@
+"""Regimes on digits, the report and the MLflow UI, on a real store made by a real `regimes` sweep."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gdexp.ui import free_port, wait_until_up
+from tests.conftest import all_runs, gdexp, store
+
+pytestmark = pytest.mark.slow
+
+LRS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+FILES = ["runs.csv", "regimes.csv", "regimes.md", "regimes.tex", "regimes.html", "regimes.json", "loss_curves.png",
+         "final_loss_vs_lr.png"]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> Path:
+    """A folder holding the `regimes` sweep (6 learning rates x 3 variants, 10 epochs) and a range test."""
+    folder = tmp_path_factory.mktemp("swept")
+    (folder / "mlruns").mkdir()
+    shutil.copy(empty_store, folder / "mlruns" / "mlflow.db")
+    result = gdexp("+sweep=regimes", "train.epochs=10", cwd=folder, timeout=900)
+    assert result.returncode == 0, result.stderr
+    result = gdexp("+sweep=lr_range", "train.epochs=3", "train.progress=false", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reported(swept: Path) -> Path:
+    result = gdexp("-m", "gdexp.report", "regimes", cwd=swept)
+    assert result.returncode == 0, result.stderr
+    return swept / "sweeps" / "regimes" / "report"
+
+
+def children(folder: Path) -> list:
+    return [r for r in all_runs(folder) if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_regimes_sweep_labels_small_large_and_between(swept: Path) -> None:
+    runs = children(swept)
+    assert len(runs) == 18
+    for variant in ("batch", "minibatch", "stochastic"):
+        by_lr = {float(r.data.params["optim.lr"]): r.data.tags["regime"] for r in runs
+                 if r.data.params["gd.variant"] == variant}
+        assert sorted(by_lr) == LRS
+        assert by_lr[min(LRS)] == "too_small" and by_lr[max(LRS)] == "too_large", (variant, by_lr)
+        assert "just_right" in [by_lr[lr] for lr in LRS[1:-1]], (variant, by_lr)
+        for r in runs:
+            assert r.data.tags["regime_reason"] and r.data.tags["diverged"] in ("true", "false")
+
+
+def test_report_files_pivot_and_numbers(swept: Path, reported: Path) -> None:
+    assert sorted(p.name for p in reported.iterdir()) == sorted(FILES)
+    pivot = pd.read_csv(reported / "regimes.csv", index_col=0)
+    assert pivot.shape == (6, 3) and list(pivot.columns) == ["batch", "minibatch", "stochastic"]
+    assert list(pivot.index) == LRS  # written as 1.00e-04 ...: read back as numbers
+    runs = pd.read_csv(reported / "runs.csv")
+    assert len(runs) == 18 and runs["run_id"].is_unique
+    stored = {r.info.run_id: r for r in children(swept)}
+    for row in runs.itertuples():
+        run = stored[row.run_id]
+        assert row.final_val_loss == run.data.metrics["val_loss"]
+        assert row.test_accuracy == run.data.metrics["test_accuracy"]
+        assert row.lr == float(run.data.params["optim.lr"]) and row.regime == run.data.tags["regime"]
+        assert row.trial == int(run.data.tags["optuna.trial"]) and row.state == run.data.tags["optuna.state"]
+    cell = pivot.loc[1e-4, "batch"]
+    row = runs[(runs.lr == 1e-4) & (runs.gd_variant == "batch")].iloc[0]
+    assert cell.startswith(f"{row.final_val_loss:.4g} (") and cell.endswith(row.regime)
+    assert runs["epochs_to_90pct"].dropna().between(0, 10).all()
+
+
+def test_report_text_formats(reported: Path) -> None:
+    tex = (reported / "regimes.tex").read_text()
+    for rule in ("\\toprule", "\\midrule", "\\bottomrule", "\\caption{", "\\begin{tabular}"):
+        assert rule in tex
+    assert "just\\_right" in tex and "too\\_small" in tex and " just_right" not in tex
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 2
+    md = (reported / "regimes.md").read_text()
+    assert "| learning rate" in md and "> Sweep 'regimes'" in md and "18 runs" in md
+    assert "Learning-rate range test" in md, "the range test's suggestion sits beside the sweep's"
+    html = (reported / "regimes.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.count("<table>") == 2
+    doc = json.loads((reported / "regimes.json").read_text())
+    assert len(doc["regimes"]) == 6 and {b["GD variant"] for b in doc["best_per_variant"]} == {
+        "batch", "minibatch", "stochastic"}
+    assert doc["range_test"]["suggested_lr"] > 0
+
+
+def test_report_is_logged_to_the_parent_run(swept: Path, reported: Path) -> None:
+    client = store(swept)
+    (parent,) = [r for r in all_runs(swept) if r.data.tags.get("gdexp.role") == "sweep"]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert logged == {f"report/{name}" for name in FILES}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["nosuch"], "no sweep named 'nosuch'"),
+    (["regimes", "--experiment", "other"], "no experiment 'other'"),
+    (["regimes", "--formats", "pdf"], "--formats"),
+])
+def test_report_bad_names_give_a_message(swept: Path, args: list[str], message: str) -> None:
+    result = gdexp("-m", "gdexp.report", *args, "--no-log", cwd=swept)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_report_on_an_empty_sweep_and_an_empty_folder(project: Path) -> None:
+    client = store(project)
+    experiment = client.create_experiment("gdexp")
+    client.create_run(experiment, tags={"gdexp.role": "sweep", "gdexp.sweep": "empty"})
+    result = gdexp("-m", "gdexp.report", "empty", cwd=project)
+    assert result.returncode == 2 and "has no runs yet" in result.stderr and "Traceback" not in result.stderr
+    result = gdexp("-m", "gdexp.report", "lr", "--uri", f"sqlite:///{project / 'none' / 'mlflow.db'}", cwd=project)
+    assert result.returncode == 2 and "no MLflow store" in result.stderr
+
+
+def test_ui_serves_the_sweep_through_the_rest_api(swept: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gdexp.ui", "--port", str(port)], cwd=swept,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(url, timeout=90)
+
+        def post(path: str, body: dict) -> dict:
+            request = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return json.loads(answer.read())
+
+        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=gdexp") as answer:
+            experiment_id = json.loads(answer.read())["experiment"]["experiment_id"]
+        (parent,) = post("runs/search", {"experiment_ids": [experiment_id],
+                                         "filter": "tags.`gdexp.role` = 'sweep'"})["runs"]
+        kids = post("runs/search", {"experiment_ids": [experiment_id], "max_results": 100,
+                                    "filter": f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'"})["runs"]
+        assert len(kids) == 18
+        tags = [{t["key"]: t["value"] for t in k["data"]["tags"]} for k in kids]
+        assert {t["regime"] for t in tags} == {"too_small", "just_right", "too_large"}
+        assert all(t["optuna.study"] == "regimes" and t["gd.variant"] for t in tags)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert np.isfinite(port)
