@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from gdexp.config import CONFIG_DIR, ConfigError, validate
+from gdexp.config import CONFIG_DIR, ConfigError, mask_secrets, validate
 
 for noisy in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -61,6 +61,14 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except ConfigError as exc:
         print(f"gdexp: config error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(exc, MlflowException):
+            raise
+        print(f"gdexp: the MLflow store at tracking.uri={mask_secrets(cfg.tracking.uri)} failed "
+              f"(after MLflow's own bounded retries): {str(exc).splitlines()[0][:500]}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("gdexp: interrupted; the runs so far are recorded", file=sys.stderr)
         sys.exit(130)

@@ -270,3 +270,12 @@ def mask_secrets(value: Any) -> Any:
         return value
     value = _SECRET_IN_URL.sub(r"\g<head>***", value)
     return _SECRET_IN_QUERY.sub(r"\g<head>***", value)
+
+
+def database_url(url: str) -> str:
+    """`postgresql://...` -> `postgresql+psycopg://...`: SQLAlchemy's plain scheme means psycopg2, but
+    gdexp installs psycopg 3, so the scheme users know works as written. Other URLs pass unchanged."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url.removeprefix(plain)
+    return url

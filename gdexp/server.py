@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gdexp.config import mask_secrets
+from gdexp.config import database_url, mask_secrets
 from gdexp.ui import command, free_port, serve
 
 __all__ = ["main"]
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
     args = parser.parse_args(argv)
     port = args.port or free_port(args.host)
-    cmd = command(args.backend_store_uri, host=args.host, port=port, artifacts=args.artifacts_destination,
+    cmd = command(database_url(args.backend_store_uri), host=args.host, port=port, artifacts=args.artifacts_destination,
                   workers=args.workers)
     return serve(cmd, f"http://{args.host}:{port}", f"MLflow tracking server on {mask_secrets(args.backend_store_uri)}")
 

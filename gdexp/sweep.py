@@ -16,6 +16,7 @@ trial is COMPLETE with a penalty value (the worst finite value it reached times
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import multiprocessing
@@ -26,8 +27,9 @@ import sys
 import tempfile
 import time
 import warnings
+import zlib
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from gdexp import plots, regimes, train
-from gdexp.config import CONFIG_DIR, ConfigError, as_dict, flatten, mask_secrets, validate
+from gdexp.config import CONFIG_DIR, ConfigError, as_dict, database_url, flatten, mask_secrets, validate
 from gdexp.tracking import MlflowTracker, client_for, ensure_experiment, ui_command
 
 __all__ = ["PRUNERS", "SAMPLERS", "Sweep", "counted", "parse_space", "run"]
@@ -250,10 +252,10 @@ def open_storage(cfg: DictConfig) -> tuple[optuna.storages.BaseStorage, str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         return _journal(path), str(path)
     spec = str(spec)
-    if spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "sqlite"):
+    if spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres", "mysql", "sqlite"):
         hb = int(cfg.sweep.heartbeat_s)
         storage = optuna.storages.RDBStorage(
-            spec, heartbeat_interval=hb, grace_period=2 * hb,
+            database_url(spec), heartbeat_interval=hb, grace_period=2 * hb,
             failed_trial_callback=_EndStaleRun(cfg.tracking.uri),
         )
         return storage, mask_secrets(spec)
@@ -461,6 +463,34 @@ def _worker_main(cfg: dict[str, Any], overrides: list[str], worker: int, threads
         pass
 
 
+@contextlib.contextmanager
+def _exclusive(storage: optuna.storages.BaseStorage, where: str, name: str) -> Iterator[None]:
+    """Serialise one step (creating the parent run) between all processes and machines that share the
+    study: a PostgreSQL advisory lock for an RDB storage on PostgreSQL, a file lock beside a journal file;
+    other storages (SQLite, Redis) have no lock and rely on workers starting one after another."""
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        key = zlib.crc32(f"gdexp.sweep:{name}".encode())
+        with storage.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    elif isinstance(storage, optuna.storages.JournalStorage) and Path(where).is_file():
+        import fcntl
+
+        with open(f"{where}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    else:
+        yield
+
+
 def _parent_run(cfg: DictConfig, study: optuna.Study) -> str:
     """The sweep's MLflow parent run: created with the study, reopened (same id) when it resumes."""
     from mlflow.entities import Param
@@ -616,7 +646,8 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
     if counts["done"] >= n:
         print(summary_table(cfg, study, sweep.where))
         return _best_value(study)
-    sweep.parent_run_id = _parent_run(cfg, study)
+    with _exclusive(sweep.storage, sweep.where, cfg.sweep.name):
+        sweep.parent_run_id = _parent_run(cfg, study)
     deadline = time.time() + cfg.sweep.timeout if cfg.sweep.timeout else None
     bar = tqdm(total=n, initial=counts["done"], desc=f"sweep {cfg.sweep.name}", unit="trial")
 

@@ -48,11 +48,12 @@ def make_cfg(project: Path) -> Iterator[Callable[..., DictConfig]]:
         yield make
 
 
-def gdexp(*args: str, cwd: Path, timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
-    """Run `python -m gdexp ...` (or another module with `-m` first) as a user would."""
+def gdexp(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    """Run `python -m gdexp ...` (or another module with `-m` first) as a user would; `env` adds variables."""
     cmd = [sys.executable, *(args if args and args[0] == "-m" else ("-m", "gdexp", *args))]
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kw)  # type: ignore[call-overload]
+    full = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full, check=False)
 
 
 def store(path: Path):
