@@ -267,13 +267,29 @@ def open_storage(cfg: DictConfig) -> tuple[optuna.storages.BaseStorage, str]:
 
 
 def _journal(path: Path) -> optuna.storages.BaseStorage:
+    """A journal file storage; a journal whose last record is cut short is refused, untouched: Optuna
+    would append the next record to the broken line and so corrupt a record that was whole."""
     from optuna.storages.journal import JournalFileBackend
 
+    if _ends_mid_record(path):
+        time.sleep(0.5)  # another worker may be in the middle of a write
+        if _ends_mid_record(path):
+            raise ConfigError(f"sweep.storage: the study journal {path} ends in a cut-off record (was it "
+                              "truncated?); it was left as it is -- delete its incomplete last line to keep "
+                              "the trials before it, then run the same command again")
     try:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     except Exception as exc:  # a corrupt or truncated journal: say so, touch nothing
         raise ConfigError(f"sweep.storage: the study journal {path} cannot be read ({type(exc).__name__}: {exc}); "
                           "it was left as it is -- move it away to start the study afresh") from exc
+
+
+def _ends_mid_record(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
 
 
 # -------------------------------------------------------------------------------------------- sweep
@@ -481,7 +497,7 @@ def _exclusive(storage: optuna.storages.BaseStorage, where: str, name: str) -> I
     elif isinstance(storage, optuna.storages.JournalStorage) and Path(where).is_file():
         import fcntl
 
-        with open(f"{where}.lock", "a") as handle:
+        with open(f"{where}.parent-lock", "a") as handle:  # not .lock: Optuna's own journal lock file
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

@@ -1,0 +1,127 @@
+"""Bad input and broken state: each either works or fails with a clear message, and nothing stored is lost.
+
+Property-based tests (hypothesis) push random config values and random small data sets through
+validation and training; the others break a study journal and run two sweeps into one store at once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from omegaconf import OmegaConf
+
+from gdexp import sweep, train
+from gdexp.config import ConfigError, validate
+from tests.conftest import ROOT, all_runs, gdexp
+
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6),
+                   st.text(max_size=8), st.booleans(), st.none())
+keys = st.sampled_from(["optim.lr", "optim.momentum", "optim.weight_decay", "gd.batch_size", "model.hidden_size",
+                        "model.hidden_layers", "model.activation", "model.init", "train.epochs", "train.dtype",
+                        "train.divergence_factor", "data.val_fraction", "data.task", "data.standardize"])
+
+
+def attempt(cfg) -> train.History | None:
+    """Validate then train; None when refused with a ConfigError (whose message names a key)."""
+    try:
+        validate(cfg)
+        return train.run(cfg, [])
+    except ConfigError as exc:
+        assert "=" in str(exc) or "data." in str(exc), str(exc)
+        return None
+
+
+@PROPERTY
+@given(changes=st.dictionaries(keys, values, min_size=1, max_size=3))
+def test_random_config_values_train_or_are_refused(make_cfg, changes: dict) -> None:
+    cfg = make_cfg("data=blobs", "data.n=60", "train.epochs=2", "tracking.enabled=false")
+    OmegaConf.set_struct(cfg, False)
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    history = attempt(cfg)
+    if history is not None:
+        assert history.epochs or history.diverged
+
+
+special = st.sampled_from([0.0, 1.0, -1.0, 1e30, -1e30, np.nan, np.inf, -np.inf, 1e-30])
+cells = st.one_of(st.floats(-1e3, 1e3, width=32), special)
+
+
+@PROPERTY
+@given(X=arrays(np.float64, st.tuples(st.integers(0, 12), st.integers(1, 3)), elements=cells),
+       labels=st.lists(st.integers(-2, 4), min_size=0, max_size=14),
+       task=st.sampled_from(["auto", "multiclass", "binary", "regression"]))
+def test_random_small_data_sets_train_or_are_refused(make_cfg, project: Path, X: np.ndarray, labels: list,
+                                                     task: str) -> None:
+    y = np.array(labels[: len(X)] + [0] * max(0, len(X) - len(labels)), dtype=float)
+    np.savez(project / "d.npz", X=X, y=y)
+    cfg = make_cfg("data=file", "data.path=d.npz", f"data.task={task}", "train.epochs=2", "tracking.enabled=false")
+    history = attempt(cfg)
+    if history is not None:
+        assert history.diverged or np.all(np.isfinite(history.curve("train_loss")))
+
+
+def test_bad_data_on_the_command_line_leaves_no_run(project: Path) -> None:
+    np.savez(project / "one.npz", X=np.ones((1, 2)), y=np.zeros(1))
+    (project / "notazip.npz").write_bytes(b"this is not a zip file")
+    (project / "folder.csv").mkdir()
+    for path, words in (("one.npz", "at least 2 samples"), ("notazip.npz", "cannot be read"),
+                        ("folder.csv", "no such file")):
+        result = gdexp("data=file", f"data.path={path}", cwd=project)
+        assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert all_runs(project) == []
+
+
+def test_corrupt_journal_is_refused_and_left_as_it_was(make_cfg, project: Path) -> None:
+    overrides = ["+sweep=lr", "sweep.n_trials=2", "train.epochs=1"]
+    sweep.run(make_cfg(*overrides), overrides)
+    journal = project / "sweeps" / "lr" / "study.journal"
+    good = journal.read_bytes()
+    lines = good.splitlines(keepends=True)
+    broken = b"".join(lines[:3]) + b'{"op_code": 5, "worker_id": "x", "trial_id": \n' + b"".join(lines[3:])
+    journal.write_bytes(broken)
+    result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
+    assert result.returncode == 2 and "study journal" in result.stderr and "Traceback" not in result.stderr
+    assert journal.read_bytes() == broken, "the journal is not touched"
+    journal.write_bytes(good[: len(good) - 7])  # truncated in its last record
+    result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
+    assert result.returncode == 2 and "cut-off record" in result.stderr and "Traceback" not in result.stderr
+    assert journal.read_bytes() == good[: len(good) - 7]
+    journal.write_bytes(good)  # as the message says: with the incomplete line gone, the study goes on
+    result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides))[0])
+    assert len([t for t in study.get_trials() if sweep.counted(t)]) == 3
+
+
+def test_two_sweeps_at_once_into_one_store_and_one_storage(project: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    shared = project / "sweeps" / "shared.journal"
+    shared.parent.mkdir(parents=True)
+    procs = {name: subprocess.Popen(
+        [sys.executable, "-m", "gdexp", "+sweep=lr", f"sweep.name={name}", f"sweep.storage={shared}",
+         "sweep.n_trials=4", "train.epochs=2", *extra], cwd=project, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE) for name, extra in (("a", []), ("b", ["gd=batch"]))}
+    for p in procs.values():
+        assert p.wait(timeout=300) == 0, p.stderr.read().decode() if p.stderr else ""
+    storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": str(shared), "name": "a"}}))[0]
+    runs = all_runs(project)
+    for name in ("a", "b"):
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials = study.get_trials()
+        assert len(trials) == 4 and sorted(t.number for t in trials) == [0, 1, 2, 3]
+        (parent,) = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep" and r.data.tags["gdexp.sweep"] == name]
+        kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert {r.info.run_id for r in kids} == {t.user_attrs["mlflow_run_id"] for t in trials}
+        assert {r.data.tags["optuna.study"] for r in kids} == {name}
+        assert {r.data.params["gd.variant"] for r in kids} == {"batch" if name == "b" else "minibatch"}
