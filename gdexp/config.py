@@ -59,6 +59,10 @@ def _get(cfg: DictConfig, key: str) -> Any:
     return parent[leaf]
 
 
+MAX_HIDDEN_SIZE = 65536  # a 784 x 65536 float32 layer is 200 MB: beyond this it is a typo, not a model
+MAX_HIDDEN_LAYERS = 100  # deeper plain MLPs do not train with these initialisations anyway
+
+
 def _number(
     cfg: DictConfig,
     key: str,
@@ -187,8 +191,8 @@ def _validate_optim(cfg: DictConfig) -> None:
 
 
 def _validate_rest(cfg: DictConfig) -> None:
-    _number(cfg, "model.hidden_size", low=1, integer=True)
-    _number(cfg, "model.hidden_layers", low=0, integer=True)
+    _number(cfg, "model.hidden_size", low=1, high=MAX_HIDDEN_SIZE, integer=True)
+    _number(cfg, "model.hidden_layers", low=0, high=MAX_HIDDEN_LAYERS, integer=True)
     _choice(cfg, "model.activation", ACTIVATIONS)
     _choice(cfg, "model.init", INITS)
 

@@ -73,7 +73,8 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> dict[str, BaseDis
     """
     parser = OverridesParser.create()
     space: dict[str, BaseDistribution] = {}
-    for key, spec in params.items():
+    plain = params if isinstance(params, dict) else as_dict(params)
+    for key, spec in flatten(plain).items():  # +sweep.params.optim.momentum=... nests: flatten it back
         where = f"sweep.params.{key}"
         is_group = (CONFIG_DIR / str(key)).is_dir()
         if not is_group and OmegaConf.select(cfg, str(key), default=KeyError) is KeyError:
