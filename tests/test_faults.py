@@ -22,7 +22,7 @@ from gdexp import sweep, train
 from gdexp.config import ConfigError, validate
 from tests.conftest import ROOT, all_runs, gdexp
 
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-1000, 1000),
                    st.sampled_from([10**6, 10**9, -(10**9)]),

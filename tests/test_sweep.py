@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from gdexp import sweep
 from gdexp.config import ConfigError
-from tests.conftest import ROOT, all_runs, gdexp
+from tests.conftest import ROOT, all_runs, gdexp, store
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def test_resume_completes_the_total_under_the_same_parent(project: Path) -> None
 
 
 def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
-    args = ["+sweep=lr", "sweep.n_trials=3", "gd=stochastic", "train.epochs=40", "sweep.pruner=none"]
+    args = ["+sweep=lr", "sweep.n_trials=2", "gd=stochastic", "train.epochs=12", "sweep.pruner=none"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
     proc = subprocess.Popen([sys.executable, "-m", "gdexp", *args], cwd=project, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -77,9 +77,9 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
             running = study(project).get_trials(states=(TrialState.RUNNING,)) if journal.exists() else []
         except KeyError:  # the journal exists, the study not yet
             continue
-        if running and "mlflow_run_id" in running[0].user_attrs:
-            break
-    time.sleep(0.5)
+        if running and "mlflow_run_id" in running[0].user_attrs and running[0].intermediate_values:
+            break  # in the middle of a trial that has finished at least one epoch
+    epochs_seen = len(running[0].intermediate_values)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
@@ -88,10 +88,13 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
     assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
     killed = [r for r in all_runs(project) if r.info.status == "KILLED"]
     assert {r.info.run_id for r in killed} >= {interrupted[0].user_attrs["mlflow_run_id"]}
+    kept = store(project).get_metric_history(interrupted[0].user_attrs["mlflow_run_id"], "val_loss")
+    assert len(kept) >= epochs_seen and [m.step for m in kept] == list(range(1, len(kept) + 1)), \
+        "the interrupted run keeps its metrics up to the interrupt"
     rerun = gdexp(*args, cwd=project)
     assert rerun.returncode == 0, rerun.stderr
     counted = [t for t in study(project).get_trials() if sweep.counted(t)]
-    assert len(counted) == 3
+    assert len(counted) == 2
     assert len({r.data.tags["mlflow.parentRunId"] for r in children(project)}) == 1
     assert all(r.info.status != "RUNNING" for r in all_runs(project))
 
