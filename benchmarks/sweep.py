@@ -34,7 +34,7 @@ def sweep(folder: Path, workers: int, trials: int, epochs: int) -> tuple[float, 
     wall = time.perf_counter() - began
     client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("gdexp")
-    runs = client.search_runs([exp.experiment_id], f"tags.`optuna.study` = '{name}' and tags.`gdexp.role` != 'sweep'",
+    runs = client.search_runs([exp.experiment_id], f"tags.`optuna.study` = '{name}'",
                               max_results=10000)
     runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return wall, sum(r.data.metrics.get("train_time_s", 0.0) for r in runs)

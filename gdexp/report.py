@@ -97,10 +97,22 @@ def _find_parent(client: Any, experiment_id: str, name: str) -> Any:
     raise ReportError(f"no sweep named {name!r} (nor a run with that id): {known}")
 
 
-def _history(client: Any, run_id: str, initial: float) -> np.ndarray:
-    points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val_loss"))
-    values = [initial] + [v for _, v in points]
-    return np.array(values, dtype=float)
+def histories(client: Any, run_ids: Sequence[str], key: str, threads: int = 8) -> dict[str, list[float]]:
+    """Each run's values of metric `key`, in step order. A database store answers for 500 runs per query
+    (its bulk read); a tracking server is asked run by run, `threads` requests at a time."""
+    found: dict[str, list[tuple[int, float]]] = {run_id: [] for run_id in run_ids}
+    store: Any = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if hasattr(store, "get_metric_history_bulk"):  # MLflow's SqlAlchemyStore (SQLite, PostgreSQL, ...)
+        for i in range(0, len(run_ids), 500):
+            chunk = list(run_ids[i : i + 500])
+            for point in store.get_metric_history_bulk(chunk, key, max_results=10**9):
+                found[point.run_id].append((point.step, point.value))
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            answers = pool.map(lambda run_id: client.get_metric_history(run_id, key), run_ids)
+            for run_id, points in zip(run_ids, answers, strict=True):
+                found[run_id] = [(m.step, m.value) for m in points]
+    return {run_id: [v for _, v in sorted(points)] for run_id, points in found.items()}
 
 
 def _number(value: Any) -> float:
@@ -138,7 +150,7 @@ def _row(run: Any, curve: np.ndarray, fraction: float) -> dict[str, Any]:
         "hidden_layers": _number(p.get("model.hidden_layers")),
         "epochs_run": m.get("epochs_run", float(len(epochs))),
         "final_train_loss": m.get("train_loss", math.nan),
-        "best_train_loss": math.nan,  # filled below from the history when asked; see build()
+        "best_train_loss": math.nan,  # filled in by build() from the train_loss history
         "final_val_loss": m.get("val_loss", math.nan),
         "best_val_loss": float(finite.min()) if finite.size else math.nan,
         "val_accuracy": m.get("val_accuracy", math.nan),
@@ -168,29 +180,20 @@ def build(name: str, *, uri: str = DEFAULT_URI, experiment: str = "gdexp", fract
     if not children:
         raise ReportError(f"sweep {sweep_name!r} (parent run {parent.info.run_id}) has no runs yet")
 
-    def history(run: Any) -> np.ndarray:
-        return _history(client, run.info.run_id, run.data.metrics.get("initial_val_loss", math.nan))
-
-    with ThreadPoolExecutor(max_workers=1 if uri.startswith("sqlite") else threads) as pool:
-        curves = dict(zip((r.info.run_id for r in children), pool.map(history, children), strict=True))
+    ids = [r.info.run_id for r in children]
+    val, trn = histories(client, ids, "val_loss", threads), histories(client, ids, "train_loss", threads)
+    curves = {r.info.run_id: np.array([r.data.metrics.get("initial_val_loss", math.nan), *val[r.info.run_id]],
+                                      dtype=float) for r in children}
     rows = [_row(r, curves[r.info.run_id], fraction) for r in children]
-    for row, run in zip(rows, children, strict=True):
-        row["best_train_loss"] = _best_train(client, run)
+    for row, run_id in zip(rows, ids, strict=True):
+        finite = [v for v in trn[run_id] if math.isfinite(v)]
+        row["best_train_loss"] = min(finite) if finite else math.nan
     runs = pd.DataFrame(rows)
     order = pd.Categorical(runs["gd_variant"], [*VARIANTS, *sorted(set(runs["gd_variant"]) - set(VARIANTS))])
     runs = (runs.assign(_v=order).sort_values(["_v", "lr", "hidden_size", "trial", "run_id"], kind="stable")
             .drop(columns="_v").reset_index(drop=True))
     return Report(sweep_name, parent.info.run_id, experiment, uri, runs, curves,
                   _range_test(client, exp.experiment_id, parent), fraction)
-
-
-def _best_train(client: Any, run: Any) -> float:
-    """The lowest epoch train_loss: the final one unless the run overshot (only then is the history read)."""
-    final = run.data.metrics.get("train_loss", math.nan)
-    if run.data.tags.get("regime") in ("just_right", "too_small") and run.data.tags.get("diverged") != "true":
-        return float(final)
-    values = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss") if math.isfinite(m.value)]
-    return float(min(values)) if values else math.nan
 
 
 def _range_test(client: Any, experiment_id: str, parent: Any) -> dict[str, Any] | None:

@@ -681,19 +681,20 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
     try:
         if cfg.sweep.n_workers == 1:
             sweep.work(deadline, on_trial=refresh)
-        else:
+        else:  # this process is worker 0; n_workers - 1 more are spawned (each start-up costs ~3 s of imports)
+            from threadpoolctl import threadpool_limits
+
             ctx = multiprocessing.get_context("spawn")
-            lock = ctx.Lock()
+            sweep.lock = ctx.Lock()
             threads = max(1, (os.cpu_count() or 1) // cfg.sweep.n_workers)
             plain = as_dict(cfg)
-            for i in range(cfg.sweep.n_workers):
-                p = ctx.Process(target=_worker_main, args=(plain, list(overrides), i, threads, lock,
+            for i in range(1, cfg.sweep.n_workers):
+                p = ctx.Process(target=_worker_main, args=(plain, list(overrides), i, threads, sweep.lock,
                                                            sweep.parent_run_id, deadline))
                 p.start()
                 workers.append(p)
-            while any(p.is_alive() for p in workers):
-                refresh()
-                time.sleep(POLL_S)
+            with threadpool_limits(threads):
+                sweep.work(deadline, on_trial=refresh)
             for p in workers:
                 p.join()
         refresh()

@@ -100,7 +100,8 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
 
 
 def test_two_workers_exact_total(project: Path) -> None:
-    result = gdexp("+sweep=lr", "sweep.n_trials=8", "sweep.n_workers=2", "train.epochs=3", cwd=project)
+    result = gdexp("+sweep=lr", "sweep.n_trials=8", "sweep.n_workers=2", "gd=stochastic", "train.epochs=2",
+                   "sweep.pruner=none", cwd=project)
     assert result.returncode == 0, result.stderr
     trials = study(project).get_trials()
     counted = [t for t in trials if sweep.counted(t)]
