@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 from gdexp import train
 from gdexp.data import load
 from gdexp.tracking import MlflowTracker, client_for
-from tests.conftest import all_runs, gdexp, store
+from tests.conftest import ROOT, all_runs, gdexp, store
 
 
 def test_batch_gd_recovers_the_tutorial_line(make_cfg) -> None:
@@ -156,3 +159,25 @@ def test_bad_input_fails_before_training_with_no_run(project: Path, args, key: s
     output = result.stderr + result.stdout
     assert result.returncode != 0 and key in output and shown in output and "Traceback" not in output
     assert all_runs(project) == []
+
+
+def test_installed_package_ships_its_config(tmp_path: Path) -> None:
+    """A plain (non-editable) install, run from another folder: --help and --cfg job still work."""
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = wheels.glob("gdexp-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)
+    assert (site / "gdexp" / "conf" / "config.yaml").is_file()
+    assert (site / "gdexp" / "conf" / "sweep" / "lr.yaml").is_file()
+    env = dict(os.environ, PYTHONPATH=str(site))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for args, shown in ((["--help"], "optim: adagrad, adam, rmsprop, sgd"), (["--cfg", "job"], "hidden_size: 64"),
+                        (["+sweep=lr", "--cfg", "job"], "n_trials: 30")):
+        result = subprocess.run([sys.executable, "-m", "gdexp", *args], cwd=elsewhere, env=env, capture_output=True,
+                                text=True, check=False)
+        assert result.returncode == 0 and shown in result.stdout, result.stderr
+    where = subprocess.run([sys.executable, "-c", "import gdexp; print(gdexp.__file__)"], cwd=elsewhere, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(site)), where
