@@ -673,7 +673,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
         bar.n = min(n, tally(trials).get("done", 0))
         best = _best(study)
         if best is not None:
-            bar.set_postfix_str(f"best {cfg.sweep.metric}={best.value:.4g} (trial {best.number})")
+            bar.set_postfix_str(f"best {cfg.sweep.metric}={best.value:.4g} (trial {best.number})", refresh=False)
         bar.refresh()
 
     status = "KILLED"

@@ -129,11 +129,11 @@ def test_pruner_stops_a_hopeless_trial(make_cfg, project: Path) -> None:
     cfg = make_cfg(*overrides)
     s = sweep.Sweep(cfg, overrides)
     s.parent_run_id = sweep._parent_run(cfg, s.study)
-    for lr in (0.1, 0.2, 0.15, 0.3, 0.12, 1e-6):
+    for lr in (0.1, 0.2, 0.15, 0.3, 0.12, 1e-4):
         s.study.enqueue_trial({"optim.lr": lr, "model.hidden_size": 64})
     s.work()
     trials = s.study.get_trials()
-    hopeless = next(t for t in trials if t.params["optim.lr"] == 1e-6)
+    hopeless = next(t for t in trials if t.params["optim.lr"] == 1e-4)
     assert hopeless.state == TrialState.PRUNED
     assert all(t.state == TrialState.COMPLETE for t in trials if t is not hopeless)
 
