@@ -69,7 +69,10 @@ def loss_curve(history: History, path: Path, *, title: str) -> Path:
         log_y(ax)
     ax.set(xlabel="epoch", ylabel="loss", title=title + ("  (diverged)" if history.diverged else ""))
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    if ax.get_lines():
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no epoch finished", ha="center", va="center", transform=ax.transAxes)
     return save(fig, path)
 
 

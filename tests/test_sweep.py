@@ -166,3 +166,29 @@ def test_hydra_multirun_logs_one_run_per_job(project: Path) -> None:
     assert sorted((r.data.params["optim.lr"], r.data.params["gd.variant"]) for r in runs) == [
         ("0.01", "batch"), ("0.01", "minibatch"), ("0.1", "batch"), ("0.1", "minibatch")]
     assert (project / "sweeps" / "hydra" / "multirun").is_dir()
+
+
+def test_a_trial_that_raises_is_fail_and_failed_and_the_sweep_goes_on(make_cfg, project: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: training raises for one learning rate (as a bug or a full disk would)."""
+    from gdexp import train
+
+    real_fit = train.fit
+
+    def fit(model, optimizer, *args, **kwargs):
+        if optimizer.lr == 0.3:
+            raise RuntimeError("disk full")
+        return real_fit(model, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(train, "fit", fit)
+    overrides = ["+sweep=lr", "sweep.sampler=grid", "sweep.n_trials=3", "train.epochs=2", "sweep.pruner=none"]
+    cfg = make_cfg(*overrides)
+    cfg.sweep.params = {"optim.lr": "choice(0.1, 0.3, 0.05)"}
+    best = sweep.run(cfg, overrides)
+    trials = study(project).get_trials()
+    (failed,) = [t for t in trials if t.params["optim.lr"] == 0.3]
+    assert failed.state == TrialState.FAIL and failed.user_attrs["error"] == "RuntimeError: disk full"
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2 and best is not None
+    run = store(project).get_run(failed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: disk full"
+    assert run.data.tags["optuna.state"] == "FAIL"
