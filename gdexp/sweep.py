@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import math
 import multiprocessing
 import os
@@ -180,6 +181,9 @@ def validate_sweep(cfg: DictConfig) -> dict[str, BaseDistribution]:
     space = parse_space(s.params, cfg)
     if s.sampler == "grid":
         _make_sampler("grid", 0, space)
+    if s.sampler == "gp" and importlib.util.find_spec("torch") is None:
+        raise ConfigError("sweep.sampler=gp needs PyTorch, which Optuna's GPSampler runs on: "
+                          "pip install torch==2.13.0 (or pip install -e '.[bench]'), or choose tpe, random, cmaes, qmc")
     return space
 
 
@@ -378,9 +382,9 @@ class Sweep:
             trial.set_user_attr("surplus", True)
             raise SurplusTrialError(f"trial {trial.number} is beyond sweep.n_trials={self.cfg.sweep.n_trials}")
         trial.set_user_attr("worker", _worker_id())
-        params = {name: _suggest(trial, name, dist) for name, dist in self.space.items()}
         name, metric = self.cfg.sweep.name, self.cfg.sweep.metric
-        try:
+        try:  # from here on every error is the trial's own: counted as failed, so the sweep always ends
+            params = {key: _suggest(trial, key, dist) for key, dist in self.space.items()}
             cfg = self.trial_config(params)
             validate(cfg)
 

@@ -192,3 +192,21 @@ def test_a_trial_that_raises_is_fail_and_failed_and_the_sweep_goes_on(make_cfg, 
     run = store(project).get_run(failed.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: disk full"
     assert run.data.tags["optuna.state"] == "FAIL"
+
+
+@pytest.mark.parametrize("sampler,pruner", [("tpe", "percentile"), ("random", "successive_halving"),
+                                            ("cmaes", "hyperband"), ("qmc", "median"), ("gp", "none")])
+def test_every_sampler_and_pruner_by_its_optuna_name(make_cfg, project: Path, sampler: str, pruner: str) -> None:
+    import importlib.util
+
+    overrides = ["+sweep=lr", f"sweep.name={sampler}", f"sweep.sampler={sampler}", f"sweep.pruner={pruner}",
+                 "sweep.n_trials=4", "train.epochs=2", "tracking.artifacts=false"]
+    cfg = make_cfg(*overrides)
+    if sampler == "gp" and importlib.util.find_spec("torch") is None:
+        with pytest.raises(ConfigError, match="sweep.sampler=gp needs PyTorch"):
+            sweep.run(cfg, overrides)
+        return
+    sweep.run(cfg, overrides)
+    trials = study(project, sampler).get_trials()
+    assert len(trials) == 4 and all(sweep.counted(t) for t in trials)
+    assert all(t.state != TrialState.FAIL for t in trials), [t.user_attrs.get("error") for t in trials]
