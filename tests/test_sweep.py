@@ -203,7 +203,7 @@ def test_every_sampler_and_pruner_by_its_optuna_name(make_cfg, project: Path, sa
                  "sweep.n_trials=4", "train.epochs=2", "tracking.artifacts=false"]
     cfg = make_cfg(*overrides)
     if sampler == "gp" and importlib.util.find_spec("torch") is None:
-        with pytest.raises(ConfigError, match="sweep.sampler=gp needs PyTorch"):
+        with pytest.raises(ConfigError, match=r"sweep\.sampler=gp needs PyTorch"):
             sweep.run(cfg, overrides)
         return
     sweep.run(cfg, overrides)
