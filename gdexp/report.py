@@ -33,11 +33,10 @@ import pandas as pd
 from gdexp import plots
 from gdexp.config import mask_secrets
 from gdexp.regimes import REGIMES
-from gdexp.tracking import client_for
+from gdexp.tracking import DEFAULT_URI, client_for, local_store_missing
 
 __all__ = ["Report", "ReportError", "build", "main", "write"]
 
-DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 FORMATS = ("csv", "md", "tex", "html", "json", "png")
 VARIANTS = ("batch", "minibatch", "stochastic")
 REGIME_COLORS = {"too_small": "tab:blue", "just_right": "tab:green", "too_large": "tab:red", "": "tab:gray"}
@@ -64,7 +63,7 @@ class Report:
 
 # ------------------------------------------------------------------------------------------ reading
 def _client(uri: str) -> Any:
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    if local_store_missing(uri):
         raise ReportError(f"no MLflow store at {uri}: run a sweep first, or pass --uri")
     return client_for(uri)
 
@@ -132,7 +131,7 @@ def epochs_to(curve: np.ndarray, fraction: float) -> float:
     return float(np.argmax(np.where(np.isfinite(curve), curve, np.inf) <= target))
 
 
-def _row(run: Any, curve: np.ndarray, fraction: float) -> dict[str, Any]:
+def _row(run: Any, curve: np.ndarray, fraction: float, train_losses: Sequence[float]) -> dict[str, Any]:
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     epochs = curve[1:]
     finite = epochs[np.isfinite(epochs)]
@@ -150,7 +149,7 @@ def _row(run: Any, curve: np.ndarray, fraction: float) -> dict[str, Any]:
         "hidden_layers": _number(p.get("model.hidden_layers")),
         "epochs_run": m.get("epochs_run", float(len(epochs))),
         "final_train_loss": m.get("train_loss", math.nan),
-        "best_train_loss": math.nan,  # filled in by build() from the train_loss history
+        "best_train_loss": min((v for v in train_losses if math.isfinite(v)), default=math.nan),
         "final_val_loss": m.get("val_loss", math.nan),
         "best_val_loss": float(finite.min()) if finite.size else math.nan,
         "val_accuracy": m.get("val_accuracy", math.nan),
@@ -189,11 +188,7 @@ def build(name: str, *, uri: str = DEFAULT_URI, experiment: str = "gdexp", fract
     trn.update(histories(client, rose, "train_loss", threads))
     curves = {r.info.run_id: np.array([r.data.metrics.get("initial_val_loss", math.nan), *val[r.info.run_id]],
                                       dtype=float) for r in children}
-    rows = [_row(r, curves[r.info.run_id], fraction) for r in children]
-    for row, run_id in zip(rows, ids, strict=True):
-        finite = [v for v in trn[run_id] if math.isfinite(v)]
-        row["best_train_loss"] = min(finite) if finite else math.nan
-    runs = pd.DataFrame(rows)
+    runs = pd.DataFrame([_row(r, curves[r.info.run_id], fraction, trn[r.info.run_id]) for r in children])
     order = pd.Categorical(runs["gd_variant"], [*VARIANTS, *sorted(set(runs["gd_variant"]) - set(VARIANTS))])
     runs = (runs.assign(_v=order).sort_values(["_v", "lr", "hidden_size", "trial", "run_id"], kind="stable")
             .drop(columns="_v").reset_index(drop=True))

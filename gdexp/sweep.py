@@ -49,7 +49,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gdexp import plots, regimes, train
 from gdexp.config import CONFIG_DIR, ConfigError, as_dict, database_url, flatten, mask_secrets, validate
-from gdexp.tracking import MlflowTracker, client_for, ensure_experiment, ui_command
+from gdexp.tracking import MlflowTracker, client_for, ensure_experiment, log_config, ui_command
 
 __all__ = ["PRUNERS", "SAMPLERS", "Sweep", "counted", "parse_space", "run"]
 
@@ -74,8 +74,7 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> dict[str, BaseDis
     """
     parser = OverridesParser.create()
     space: dict[str, BaseDistribution] = {}
-    plain = params if isinstance(params, dict) else as_dict(params)
-    for key, spec in flatten(plain).items():  # +sweep.params.optim.momentum=... nests: flatten it back
+    for key, spec in flatten(as_dict(params)).items():  # +sweep.params.optim.momentum=... nests: flatten it
         where = f"sweep.params.{key}"
         is_group = (CONFIG_DIR / str(key)).is_dir()
         if not is_group and OmegaConf.select(cfg, str(key), default=KeyError) is KeyError:
@@ -514,7 +513,6 @@ def _exclusive(storage: optuna.storages.BaseStorage, where: str, name: str) -> I
 
 def _parent_run(cfg: DictConfig, study: optuna.Study) -> str:
     """The sweep's MLflow parent run: created with the study, reopened (same id) when it resumes."""
-    from mlflow.entities import Param
 
     client = client_for(cfg.tracking.uri)
     run_id = study.user_attrs.get(PARENT_ATTR)
@@ -526,9 +524,7 @@ def _parent_run(cfg: DictConfig, study: optuna.Study) -> str:
     tags = {"gdexp.sweep": name, "optuna.study": name, "gdexp.role": "sweep",
             "dataset": cfg.data.name, "optimizer": cfg.optim.name, "gd.variant": cfg.gd.variant}
     run = client.create_run(experiment_id, run_name=f"sweep-{name}", tags=tags)
-    params = [Param(k, str(mask_secrets(v))[:6000]) for k, v in flatten(as_dict(cfg)).items()]
-    for i in range(0, len(params), 100):
-        client.log_batch(run.info.run_id, params=params[i : i + 100])
+    log_config(client, run.info.run_id, cfg)
     study.set_user_attr(PARENT_ATTR, run.info.run_id)
     return str(run.info.run_id)
 

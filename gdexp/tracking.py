@@ -32,6 +32,7 @@ EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 FINAL_METRICS = ("test_loss", "test_accuracy", "n_params", "train_time_s")
 MAX_METRICS_PER_CALL = 1000  # MLflow's limit for one log_batch
 MAX_PARAMS_PER_CALL = 100
+DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # tracking.uri's default (conf/tracking/mlflow.yaml)
 
 
 def client_for(uri: str) -> Any:
@@ -50,6 +51,20 @@ def _client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+def local_store_missing(uri: str) -> bool:
+    """Is `uri` a SQLite store whose file does not exist yet (nothing has been tracked there)?"""
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
+
+
+def log_config(client: Any, run_id: str, cfg: DictConfig) -> None:
+    """The resolved config as params with dotted keys, secrets masked, in MLflow's batches of 100."""
+    from mlflow.entities import Param
+
+    params = [Param(k, str(mask_secrets(v))[:6000]) for k, v in flatten(as_dict(cfg)).items()]
+    for i in range(0, len(params), MAX_PARAMS_PER_CALL):
+        client.log_batch(run_id, params=params[i : i + MAX_PARAMS_PER_CALL])
 
 
 def _artifact_location(uri: str, experiment: str) -> str | None:
@@ -117,7 +132,6 @@ class MlflowTracker(Callback):
 
     # -------------------------------------------------------------------------------- callbacks
     def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, history: History) -> None:
-        from mlflow.entities import Param
 
         client = client_for(self.uri)
         experiment_id = ensure_experiment(self.uri, cfg.tracking.experiment)
@@ -134,9 +148,7 @@ class MlflowTracker(Callback):
         self.run_id = run.info.run_id
         if self.on_run:
             self.on_run(self.run_id)
-        params = [Param(k, str(mask_secrets(v))[:6000]) for k, v in flatten(as_dict(cfg)).items()]
-        for i in range(0, len(params), MAX_PARAMS_PER_CALL):
-            client.log_batch(self.run_id, params=params[i : i + MAX_PARAMS_PER_CALL])
+        log_config(client, self.run_id, cfg)
         stride = cfg.tracking.batch_loss_stride
         total = len(history.batch_loss)
         self._stride = max(1, math.ceil(total / cfg.tracking.batch_loss_points)) if stride == "auto" else int(stride)

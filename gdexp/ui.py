@@ -15,13 +15,12 @@ import sys
 import time
 import urllib.request
 from collections.abc import Sequence
-from pathlib import Path
 
 from gdexp.config import mask_secrets
+from gdexp.tracking import DEFAULT_URI, local_store_missing
 
 __all__ = ["command", "free_port", "main", "wait_until_up"]
 
-DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 
 
 def command(backend: str, *, host: str = "127.0.0.1", port: int = 5000, artifacts: str | None = None,
@@ -84,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
     args = parser.parse_args(argv)
-    if args.uri.startswith("sqlite:///") and not Path(args.uri.removeprefix("sqlite:///")).exists():
+    if local_store_missing(args.uri):
         print(f"gdexp: no MLflow store at {args.uri} yet: run `python -m gdexp` first", file=sys.stderr)
         return 2
     port = args.port or free_port(args.host)
