@@ -467,19 +467,63 @@ def _report_failure(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 # --------------------------------------------------------------------------------- parent & workers
-def _worker_main(cfg: dict[str, Any], overrides: list[str], worker: int, threads: int, lock: Any,
-                 parent_run_id: str, deadline: float | None) -> None:
-    """Entry point of a worker process (spawned): its own BLAS thread share, the same study."""
-    from hydra import initialize_config_dir
+class _Workers:
+    """The `sweep.n_workers - 1` local workers beside this process (worker 0).
+
+    They are forked before this process opens the study's storage or the MLflow store, so no
+    connection is shared, and after it imported what a trial needs, so they inherit the imports: a
+    spawned worker spent ~3 s importing before its first trial. Each waits for the parent run's id
+    (None: nothing to do), then runs trials like any other worker.
+    """
+
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str], deadline: float | None) -> None:
+        import matplotlib.figure  # noqa: F401 -- imported here once, inherited by every worker
+        import mlflow.tracking  # noqa: F401
+
+        n = cfg.sweep.n_workers
+        ctx = multiprocessing.get_context("fork")
+        self.lock = ctx.Lock()
+        self.threads = max(1, (os.cpu_count() or 1) // n)
+        self.procs: list[Any] = []
+        self.pipes: list[Any] = []
+        for i in range(1, n):
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker_main, name=f"gdexp-sweep-worker-{i}",
+                               args=(cfg, overrides, i, self.threads, self.lock, receive, deadline))
+            proc.start()
+            receive.close()
+            self.procs.append(proc)
+            self.pipes.append(send)
+
+    def start(self, parent_run_id: str | None) -> None:
+        for pipe in self.pipes:
+            pipe.send(parent_run_id)
+            pipe.close()
+
+    def stop(self, *, interrupt: bool) -> None:
+        """Wait for the workers; on an interruption first pass it on (each closes its own trial)."""
+        for pipe in self.pipes:
+            if not pipe.closed:
+                pipe.close()  # a worker still waiting for the parent run's id gets EOF and ends
+        for proc in self.procs:
+            if interrupt and proc.is_alive():
+                os.kill(proc.pid, signal.SIGINT)
+        for proc in self.procs:
+            proc.join(timeout=None if not interrupt else 60)
+
+
+def _worker_main(cfg: DictConfig, overrides: Sequence[str], worker: int, threads: int, lock: Any,
+                 receive: Any, deadline: float | None) -> None:
+    """A forked worker: its own BLAS thread share, its own storage and MLflow connections, the same study."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base=None):
-            sweep = Sweep(OmegaConf.create(cfg), overrides, worker=worker, lock=lock, parent_run_id=parent_run_id)
-            sweep.work(deadline)
-    except KeyboardInterrupt:
+        parent_run_id = receive.recv()
+        if parent_run_id is None:
+            return
+        Sweep(cfg, overrides, worker=worker, lock=lock, parent_run_id=parent_run_id).work(deadline)
+    except (KeyboardInterrupt, EOFError):
         pass
 
 
@@ -654,62 +698,56 @@ def summary_table(cfg: DictConfig, study: optuna.Study, where: str) -> str:
 
 def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
     """Run (or resume, or join) the study `cfg.sweep` describes; return the best value."""
+    from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    sweep = Sweep(cfg, overrides)
-    study, n = sweep.study, cfg.sweep.n_trials
-    counts = tally(study.get_trials(deepcopy=False))
-    if counts["done"] >= n:
-        print(summary_table(cfg, study, sweep.where))
-        return _best_value(study)
-    with _exclusive(sweep.storage, sweep.where, cfg.sweep.name):
-        sweep.parent_run_id = _parent_run(cfg, study)
+    validate_sweep(cfg)
     deadline = time.time() + cfg.sweep.timeout if cfg.sweep.timeout else None
-    bar = tqdm(total=n, initial=counts["done"], desc=f"sweep {cfg.sweep.name}", unit="trial")
-
-    def refresh(*_: Any) -> None:
-        trials = study.get_trials(deepcopy=False)
-        bar.n = min(n, tally(trials).get("done", 0))
-        best = _best(study)
-        if best is not None:
-            bar.set_postfix_str(f"best {cfg.sweep.metric}={best.value:.4g} (trial {best.number})", refresh=False)
-        bar.refresh()
-
+    workers = _Workers(cfg, overrides, deadline) if cfg.sweep.n_workers > 1 else None
     status = "KILLED"
-    workers: list[Any] = []
+    sweep: Sweep | None = None
+    bar: Any = None
     try:
-        if cfg.sweep.n_workers == 1:
-            sweep.work(deadline, on_trial=refresh)
-        else:  # this process is worker 0; n_workers - 1 more are spawned (each start-up costs ~3 s of imports)
-            from threadpoolctl import threadpool_limits
+        sweep = Sweep(cfg, overrides, lock=workers.lock if workers else None)
+        study, n = sweep.study, cfg.sweep.n_trials
+        counts = tally(study.get_trials(deepcopy=False))
+        if counts["done"] >= n:
+            status = "DONE"
+            if workers:
+                workers.start(None)
+            print(summary_table(cfg, study, sweep.where))
+            return _best_value(study)
+        with _exclusive(sweep.storage, sweep.where, cfg.sweep.name):
+            sweep.parent_run_id = _parent_run(cfg, study)
+        if workers:
+            workers.start(sweep.parent_run_id)
+        bar = tqdm(total=n, initial=counts["done"], desc=f"sweep {cfg.sweep.name}", unit="trial")
 
-            ctx = multiprocessing.get_context("spawn")
-            sweep.lock = ctx.Lock()
-            threads = max(1, (os.cpu_count() or 1) // cfg.sweep.n_workers)
-            plain = as_dict(cfg)
-            for i in range(1, cfg.sweep.n_workers):
-                p = ctx.Process(target=_worker_main, args=(plain, list(overrides), i, threads, sweep.lock,
-                                                           sweep.parent_run_id, deadline))
-                p.start()
-                workers.append(p)
-            with threadpool_limits(threads):
-                sweep.work(deadline, on_trial=refresh)
-            for p in workers:
-                p.join()
+        def refresh(*_: Any) -> None:
+            trials = study.get_trials(deepcopy=False)
+            bar.n = min(n, tally(trials).get("done", 0))
+            best = _best(study)
+            if best is not None:
+                bar.set_postfix_str(f"best {cfg.sweep.metric}={best.value:.4g} (trial {best.number})", refresh=False)
+            bar.refresh()
+
+        with threadpool_limits(workers.threads if workers else None):
+            sweep.work(deadline, on_trial=refresh)
+        if workers:
+            workers.stop(interrupt=False)
         refresh()
         status = "FINISHED"
     finally:
-        for p in workers:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGINT)
-        for p in workers:
-            p.join(timeout=60)
-        bar.close()
-        sweep.reap_stale()
-        _finish_parent(cfg, study, sweep.parent_run_id, status)
-    print(summary_table(cfg, study, sweep.where))
-    return _best_value(study)
+        if workers:
+            workers.stop(interrupt=status == "KILLED")
+        if bar is not None:
+            bar.close()
+        if sweep is not None and sweep.parent_run_id is not None:
+            sweep.reap_stale()
+            _finish_parent(cfg, sweep.study, sweep.parent_run_id, status)
+    print(summary_table(cfg, sweep.study, sweep.where))
+    return _best_value(sweep.study)
 
 
 def _best_value(study: optuna.Study) -> float | None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gdexp.data import DataError, fetch_mnist, load
+from gdexp.data import DataError, _digits, fetch_mnist, load
 
 
 def test_digits_split_is_fixed_and_scaled(make_cfg) -> None:
@@ -25,6 +25,16 @@ def test_digits_split_is_fixed_and_scaled(make_cfg) -> None:
     assert data.X_train.dtype == np.float32
     again = load(make_cfg("train.seed=5").data)
     np.testing.assert_array_equal(data.X_test, again.X_test)
+
+
+def test_digits_are_scikit_learns(make_cfg) -> None:
+    """gdexp reads scikit-learn's digits file itself (no scikit-learn import): the same numbers."""
+    from sklearn.datasets import load_digits
+
+    X, y = _digits(make_cfg().data)
+    bunch = load_digits()
+    np.testing.assert_array_equal(X, bunch.data / 16.0)
+    np.testing.assert_array_equal(y, bunch.target)
 
 
 def test_standardize_uses_training_statistics_only(make_cfg) -> None:

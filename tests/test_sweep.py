@@ -64,21 +64,30 @@ def test_resume_completes_the_total_under_the_same_parent(project: Path) -> None
     assert again.returncode == 0 and "6 of 6 trials" in again.stdout and len(study(project).get_trials()) == 6
 
 
-def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
-    args = ["+sweep=lr", "sweep.n_trials=2", "gd=stochastic", "train.epochs=12", "sweep.pruner=none"]
+def _start_and_wait_for_trials(project: Path, args: list[str], n: int) -> tuple[subprocess.Popen[str], list]:
+    """Start the sweep in its own session; return once `n` trials are mid-way (an epoch reported)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    proc = subprocess.Popen([sys.executable, "-m", "gdexp", *args], cwd=project, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "gdexp", *args], cwd=project, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = project / "sweeps" / "lr" / "study.journal"
     deadline = time.time() + 120
+    running: list = []
     while time.time() < deadline:
         time.sleep(0.2)
         try:
             running = study(project).get_trials(states=(TrialState.RUNNING,)) if journal.exists() else []
         except KeyError:  # the journal exists, the study not yet
             continue
-        if running and "mlflow_run_id" in running[0].user_attrs and running[0].intermediate_values:
-            break  # in the middle of a trial that has finished at least one epoch
+        running = [t for t in running if "mlflow_run_id" in t.user_attrs and t.intermediate_values]
+        if len(running) >= n:
+            break
+    assert len(running) >= n, f"{n} trials never ran at once"
+    return proc, running
+
+
+def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
+    args = ["+sweep=lr", "sweep.n_trials=2", "gd=stochastic", "train.epochs=12", "sweep.pruner=none"]
+    proc, running = _start_and_wait_for_trials(project, args, 1)
     epochs_seen = len(running[0].intermediate_values)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)
@@ -96,6 +105,23 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
     counted = [t for t in study(project).get_trials() if sweep.counted(t)]
     assert len(counted) == 2
     assert len({r.data.tags["mlflow.parentRunId"] for r in children(project)}) == 1
+    assert all(r.info.status != "RUNNING" for r in all_runs(project))
+
+
+def test_ctrl_c_on_two_workers_then_rerun(project: Path) -> None:
+    """Ctrl-C reaches the whole process group: both workers close their trials, nothing stays RUNNING."""
+    args = ["+sweep=lr", "sweep.n_trials=4", "sweep.n_workers=2", "gd=stochastic", "train.epochs=12",
+            "sweep.pruner=none"]
+    proc, _running = _start_and_wait_for_trials(project, args, 2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert all(r.info.status != "RUNNING" for r in all_runs(project))
+    interrupted = [t for t in study(project).get_trials() if t.user_attrs.get("interrupted")]
+    assert len(interrupted) == 2 and len({t.user_attrs["worker"] for t in interrupted}) == 2
+    rerun = gdexp(*args[:-2], "train.epochs=2", "sweep.pruner=none", cwd=project)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len([t for t in study(project).get_trials() if sweep.counted(t)]) == 4
     assert all(r.info.status != "RUNNING" for r in all_runs(project))
 
 
