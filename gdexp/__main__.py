@@ -2,14 +2,16 @@
 
 The wrapper stays thin: everything it calls is plain Python that tests drive with `compose()`.
 A config error ends the command with one line naming the key (exit code 2), before any data is
-loaded or any MLflow run exists; Ctrl-C ends it with exit code 130 after the runs are closed.
+loaded or any MLflow run exists; Ctrl-C ends it with exit code 130, SIGTERM with 143, after the runs are closed.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
+from types import FrameType
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,6 +21,15 @@ from gdexp.config import CONFIG_DIR, ConfigError, mask_secrets, validate
 
 for noisy in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a job scheduler, `docker stop`) taken like Ctrl-C: the runs so far are flushed and
+    ended KILLED, a sweep's trials are closed, instead of leaving MLflow runs RUNNING for ever."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"signal {signum}")
 
 
 def single(cfg: DictConfig) -> float:
@@ -69,12 +80,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         print(f"gdexp: the MLflow store at tracking.uri={mask_secrets(cfg.tracking.uri)} failed "
               f"(after MLflow's own bounded retries): {str(exc).splitlines()[0][:500]}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("gdexp: interrupted; the runs so far are recorded", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT))
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     _hydra_main()
 
 

@@ -332,10 +332,11 @@ def trial_value(history: train.History, metric: str, direction: str, factor: flo
 class Sweep:
     """One process's view of a study: its storage, search space, parent run and trial loop."""
 
-    def __init__(self, cfg: DictConfig, overrides: Sequence[str], *, worker: int = 0,
-                 lock: Any = None, parent_run_id: str | None = None) -> None:
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str], *, worker: int = 0, lock: Any = None,
+                 parent_run_id: str | None = None, space: dict[str, BaseDistribution] | None = None) -> None:
+        """`space`: what `validate_sweep(cfg)` returned, when the caller validated `cfg` already."""
         self.cfg, self.overrides, self.worker, self.lock = cfg, list(overrides), worker, lock
-        self.space = validate_sweep(cfg)
+        self.space = validate_sweep(cfg) if space is None else space
         self.storage, self.where = open_storage(cfg)
         self.parent_run_id = parent_run_id
         self._held = False
@@ -476,7 +477,8 @@ class _Workers:
     (None: nothing to do), then runs trials like any other worker.
     """
 
-    def __init__(self, cfg: DictConfig, overrides: Sequence[str], deadline: float | None) -> None:
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution],
+                 deadline: float | None) -> None:
         import matplotlib.figure  # noqa: F401 -- imported here once, inherited by every worker
         import mlflow.tracking  # noqa: F401
 
@@ -489,7 +491,7 @@ class _Workers:
         for i in range(1, n):
             receive, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_worker_main, name=f"gdexp-sweep-worker-{i}",
-                               args=(cfg, overrides, i, self.threads, self.lock, receive, deadline))
+                               args=(cfg, overrides, space, i, self.threads, self.lock, receive, deadline))
             proc.start()
             receive.close()
             self.procs.append(proc)
@@ -509,11 +511,11 @@ class _Workers:
             if interrupt and proc.is_alive():
                 os.kill(proc.pid, signal.SIGINT)
         for proc in self.procs:
-            proc.join(timeout=None if not interrupt else 60)
+            proc.join(timeout=60 if interrupt else None)
 
 
-def _worker_main(cfg: DictConfig, overrides: Sequence[str], worker: int, threads: int, lock: Any,
-                 receive: Any, deadline: float | None) -> None:
+def _worker_main(cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution], worker: int,
+                 threads: int, lock: Any, receive: Any, deadline: float | None) -> None:
     """A forked worker: its own BLAS thread share, its own storage and MLflow connections, the same study."""
     from threadpoolctl import threadpool_limits
 
@@ -522,7 +524,7 @@ def _worker_main(cfg: DictConfig, overrides: Sequence[str], worker: int, threads
         parent_run_id = receive.recv()
         if parent_run_id is None:
             return
-        Sweep(cfg, overrides, worker=worker, lock=lock, parent_run_id=parent_run_id).work(deadline)
+        Sweep(cfg, overrides, worker=worker, lock=lock, parent_run_id=parent_run_id, space=space).work(deadline)
     except (KeyboardInterrupt, EOFError):
         pass
 
@@ -702,14 +704,14 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
     from tqdm.auto import tqdm
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    validate_sweep(cfg)
+    space = validate_sweep(cfg)  # before any worker is forked
     deadline = time.time() + cfg.sweep.timeout if cfg.sweep.timeout else None
-    workers = _Workers(cfg, overrides, deadline) if cfg.sweep.n_workers > 1 else None
+    workers = _Workers(cfg, overrides, space, deadline) if cfg.sweep.n_workers > 1 else None
     status = "KILLED"
     sweep: Sweep | None = None
     bar: Any = None
     try:
-        sweep = Sweep(cfg, overrides, lock=workers.lock if workers else None)
+        sweep = Sweep(cfg, overrides, lock=workers.lock if workers else None, space=space)
         study, n = sweep.study, cfg.sweep.n_trials
         counts = tally(study.get_trials(deepcopy=False))
         if counts["done"] >= n:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -54,6 +55,12 @@ def gdexp(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | Non
     cmd = [sys.executable, *(args if args and args[0] == "-m" else ("-m", "gdexp", *args))]
     full = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full, check=False)
+
+
+def default_sigint() -> None:
+    """Popen's preexec_fn for a child that must see Ctrl-C: a shell's background job (`cmd &`) starts with
+    SIGINT ignored, and Python then never turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def store(path: Path):

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from gdexp import sweep
 from gdexp.config import ConfigError
-from tests.conftest import ROOT, all_runs, gdexp, store
+from tests.conftest import ROOT, all_runs, default_sigint, gdexp, store
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def _start_and_wait_for_trials(project: Path, args: list[str], n: int) -> tuple[
     """Start the sweep in its own session; return once `n` trials are mid-way (an epoch reported)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
     proc = subprocess.Popen([sys.executable, "-m", "gdexp", *args], cwd=project, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            preexec_fn=default_sigint, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = project / "sweeps" / "lr" / "study.journal"
     deadline = time.time() + 120
     running: list = []
@@ -108,14 +108,15 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
     assert all(r.info.status != "RUNNING" for r in all_runs(project))
 
 
-def test_ctrl_c_on_two_workers_then_rerun(project: Path) -> None:
-    """Ctrl-C reaches the whole process group: both workers close their trials, nothing stays RUNNING."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_on_two_workers_then_rerun(project: Path, signum: int) -> None:
+    """Ctrl-C (or `kill` of the whole group) reaches every worker: each closes its trial, nothing stays RUNNING."""
     args = ["+sweep=lr", "sweep.n_trials=4", "sweep.n_workers=2", "gd=stochastic", "train.epochs=12",
             "sweep.pruner=none"]
     proc, _running = _start_and_wait_for_trials(project, args, 2)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signum)
     _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert proc.returncode == 128 + signum and "Traceback" not in err, err
     assert all(r.info.status != "RUNNING" for r in all_runs(project))
     interrupted = [t for t in study(project).get_trials() if t.user_attrs.get("interrupted")]
     assert len(interrupted) == 2 and len({t.user_attrs["worker"] for t in interrupted}) == 2

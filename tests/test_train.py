@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,23 @@ def test_interrupted_or_failing_run_is_closed_with_its_metrics(make_cfg, project
     assert run.info.status == status
     assert len(client.get_metric_history(tracker.run_id, "train_loss")) == 2, "buffered metrics were flushed"
     assert ("error" in run.data.tags) == (status == "FAILED")
+
+
+def test_sigterm_ends_the_run_killed_with_its_metrics(project: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    args = ["gd=stochastic", "train.epochs=200", "train.progress=false"]
+    proc = subprocess.Popen([sys.executable, "-m", "gdexp", *args], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not [r for r in all_runs(project) if r.info.status == "RUNNING"]:
+        time.sleep(0.2)
+    time.sleep(1.5)  # a few epochs
+    proc.terminate()
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    (run,) = all_runs(project)
+    assert run.info.status == "KILLED"
+    assert len(store(project).get_metric_history(run.info.run_id, "train_loss")) >= 1, "metrics flushed first"
 
 
 def test_default_command_reaches_95_percent_and_records_everything(project: Path) -> None:
