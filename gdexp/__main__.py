@@ -9,27 +9,17 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import sys
-from types import FrameType
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from gdexp import stopping
 from gdexp.config import CONFIG_DIR, ConfigError, mask_secrets, validate
 
 for noisy in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill`, a job scheduler, `docker stop`) taken like Ctrl-C: the runs so far are flushed and
-    ended KILLED, a sweep's trials are closed, instead of leaving MLflow runs RUNNING for ever."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(f"signal {signum}")
 
 
 def single(cfg: DictConfig) -> float:
@@ -82,11 +72,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(1)
     except KeyboardInterrupt as exc:
         print("gdexp: interrupted; the runs so far are recorded", file=sys.stderr)
-        sys.exit(128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT))
+        sys.exit(stopping.exit_code(exc))
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    stopping.take_sigterm()
     _hydra_main()
 
 

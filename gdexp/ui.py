@@ -8,7 +8,9 @@ experiment, its sweeps (parent runs) and their trials (child runs) are there wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,10 +18,11 @@ import time
 import urllib.request
 from collections.abc import Sequence
 
+from gdexp import stopping
 from gdexp.config import mask_secrets
 from gdexp.tracking import DEFAULT_URI, local_store_missing
 
-__all__ = ["command", "free_port", "main", "wait_until_up"]
+__all__ = ["command", "free_port", "main", "serve", "stop_group", "wait_until_up"]
 
 
 
@@ -58,8 +61,12 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes] | None = None, timeout
 
 
 def serve(cmd: Sequence[str], url: str, what: str) -> int:
-    """Start the server, say where it is once it answers, and stay until Ctrl-C."""
-    proc = subprocess.Popen(list(cmd))
+    """Start the server, say where it is once it answers, and stay until Ctrl-C or SIGTERM.
+
+    The server runs in a process group of its own, which is stopped whole: `mlflow server` starts
+    uvicorn and job consumers that a signal to it alone leaves running."""
+    stopping.take_sigterm()
+    proc = subprocess.Popen(list(cmd), start_new_session=True)
     try:
         wait_until_up(url, proc)
         print(f"{what} at {url}  (Ctrl-C stops it)", flush=True)
@@ -70,9 +77,20 @@ def serve(cmd: Sequence[str], url: str, what: str) -> int:
         print(f"gdexp: {exc}", file=sys.stderr)
         return 1
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM to the process group `proc` leads, then SIGKILL to whatever of it is left after `grace` s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            proc.poll()  # reap it, or the group never looks empty
+            os.killpg(proc.pid, 0)  # raises ProcessLookupError once the whole group is gone
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from gdexp.ui import free_port, wait_until_up
-from tests.conftest import all_runs, gdexp, store
+from tests.conftest import all_runs, default_sigint, descendants, gdexp, still_running, store
 
 pytestmark = pytest.mark.slow
 
@@ -128,10 +128,12 @@ def test_report_on_an_empty_sweep_and_an_empty_folder(project: Path) -> None:
 def test_ui_serves_the_sweep_through_the_rest_api(swept: Path) -> None:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gdexp.ui", "--port", str(port)], cwd=swept,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            preexec_fn=default_sigint, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server: set[int] = set()
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_up(url, timeout=90)
+        server = descendants(proc.pid)  # mlflow server, uvicorn, its job consumers
 
         def post(path: str, body: dict) -> dict:
             request = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
@@ -150,9 +152,11 @@ def test_ui_serves_the_sweep_through_the_rest_api(swept: Path) -> None:
         assert {t["regime"] for t in tags} == {"too_small", "just_right", "too_large"}
         assert all(t["optuna.study"] == "regimes" and t["gd.variant"] for t in tags)
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+    assert proc.returncode == 0 and len(server) >= 2
+    assert not still_running(server), "Ctrl-C on the UI stops every process of its server"
     assert np.isfinite(port)

@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 
 from gdexp import sweep
 from gdexp.config import database_url
-from gdexp.ui import free_port, wait_until_up
-from tests.conftest import ROOT, gdexp
+from gdexp.ui import free_port, stop_group, wait_until_up
+from tests.conftest import ROOT, descendants, gdexp, still_running
 
 pytestmark = pytest.mark.slow
 
@@ -66,13 +66,11 @@ class Server:
         wait_until_up(self.url, timeout=120)
 
     def stop(self) -> None:
+        """SIGTERM, as `kill` would send: gdexp.server stops its MLflow server's process group, then exits."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            server = descendants(self.proc.pid)
+            stop_group(self.proc, grace=30)
+            assert not still_running(server), "SIGTERM to gdexp.server stops every process of its server"
 
 
 @pytest.fixture(scope="module")
