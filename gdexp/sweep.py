@@ -715,7 +715,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
         study, n = sweep.study, cfg.sweep.n_trials
         counts = tally(study.get_trials(deepcopy=False))
         if counts["done"] >= n:
-            status = "DONE"
+            status = "FINISHED"  # nothing to run: no parent run is reopened, the workers are told to end
             if workers:
                 workers.start(None)
             print(summary_table(cfg, study, sweep.where))

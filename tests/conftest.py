@@ -64,8 +64,13 @@ def gdexp(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | Non
           ) -> subprocess.CompletedProcess[str]:
     """Run `python -m gdexp ...` (or another module with `-m` first) as a user would; `env` adds variables."""
     cmd = [sys.executable, *(args if args and args[0] == "-m" else ("-m", "gdexp", *args))]
-    full = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full, check=False)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=child_env(env),
+                          check=False)
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `python -m gdexp...` child: this checkout importable, no GUI backend."""
+    return dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT), **(extra or {}))
 
 
 def default_sigint() -> None:
@@ -74,34 +79,28 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _live_parent(pid: int) -> int | None:
+    """The parent of process `pid` from /proc, or None when it is gone or a zombie."""
+    try:
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except OSError:
+        return None  # it ended while we looked
+    return None if state == "Z" else int(parent)
+
+
+def still_running(pids: set[int]) -> set[int]:
+    """Those of `pids` that are alive (not gone, not zombies)."""
+    return {pid for pid in pids if _live_parent(pid) is not None}
+
+
 def descendants(pid: int) -> set[int]:
     """The live processes below `pid` (children, grandchildren, ...), read from /proc."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # it ended while we looked
-        if fields[0] != "Z":
-            parents[int(stat.parent.name)] = int(fields[1])
+    parents = {p: _live_parent(p) for p in (int(d.name) for d in Path("/proc").glob("[0-9]*"))}
     found, frontier = set(), {pid}
     while frontier:
         frontier = {child for child, parent in parents.items() if parent in frontier} - found
         found |= frontier
     return found
-
-
-def still_running(pids: set[int]) -> set[int]:
-    """Those of `pids` that are alive (not gone, not zombies)."""
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive.add(pid)
-    return alive
 
 
 def store(path: Path):

@@ -6,7 +6,6 @@ validation and training; the others break a study journal and run two sweeps int
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from omegaconf import OmegaConf
 
 from gdexp import sweep, train
 from gdexp.config import ConfigError, validate
-from tests.conftest import ROOT, all_runs, gdexp
+from tests.conftest import all_runs, child_env, gdexp
 
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -108,7 +107,7 @@ def test_corrupt_journal_is_refused_and_left_as_it_was(make_cfg, project: Path) 
 
 
 def test_two_sweeps_at_once_into_one_store_and_one_storage(project: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    env = child_env()
     shared = project / "sweeps" / "shared.journal"
     shared.parent.mkdir(parents=True)
     procs = {name: subprocess.Popen(

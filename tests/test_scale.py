@@ -3,7 +3,6 @@ drops its own databases) and an MLflow tracking server started here on a free 12
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from optuna.trial import TrialState
 from gdexp import sweep
 from gdexp.config import database_url
 from gdexp.ui import free_port, stop_group, wait_until_up
-from tests.conftest import ROOT, descendants, gdexp, still_running
+from tests.conftest import child_env, descendants, gdexp, still_running
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +60,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gdexp.server", "--backend-store-uri", self.backend, "--port", str(self.port),
              "--workers", "1", "--artifacts-destination", self.artifacts.as_uri()],
-            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         wait_until_up(self.url, timeout=120)
 
@@ -133,7 +132,7 @@ def test_sigkill_one_of_three_workers(project: Path, database: Callable[[], str]
     storage = database()
     args = sweep_cmd(storage, server.url, experiment, "sweep.n_trials=6", "sweep.heartbeat_s=1", "gd=stochastic",
                      "train.epochs=3", "sweep.pruner=none")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    env = child_env()
     first = subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     victim: optuna.trial.FrozenTrial | None = None
     deadline = time.time() + 120
@@ -171,7 +170,7 @@ def test_server_outage_mid_sweep_loses_nothing(project: Path, database: Callable
     storage = database()
     args = sweep_cmd(storage, server.url, experiment, "sweep.n_trials=4", "train.epochs=6", "sweep.pruner=none",
                      "tracking.flush_every_s=0")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    env = child_env()
     proc = subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from gdexp import sweep
 from gdexp.config import ConfigError
-from tests.conftest import ROOT, all_runs, default_sigint, gdexp, store
+from tests.conftest import all_runs, child_env, default_sigint, gdexp, store
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_resume_completes_the_total_under_the_same_parent(project: Path) -> None
 
 def _start_and_wait_for_trials(project: Path, args: list[str], n: int) -> tuple[subprocess.Popen[str], list]:
     """Start the sweep in its own session; return once `n` trials are mid-way (an epoch reported)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    env = child_env()
     proc = subprocess.Popen([sys.executable, "-m", "gdexp", *args], cwd=project, env=env, start_new_session=True,
                             preexec_fn=default_sigint, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = project / "sweeps" / "lr" / "study.journal"

@@ -15,7 +15,7 @@ import pytest
 from gdexp import train
 from gdexp.data import load
 from gdexp.tracking import MlflowTracker, client_for
-from tests.conftest import ROOT, all_runs, gdexp, store
+from tests.conftest import ROOT, all_runs, child_env, gdexp, store
 
 
 def test_batch_gd_recovers_the_tutorial_line(make_cfg) -> None:
@@ -131,7 +131,7 @@ def test_interrupted_or_failing_run_is_closed_with_its_metrics(make_cfg, project
 
 
 def test_sigterm_ends_the_run_killed_with_its_metrics(project: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    env = child_env()
     args = ["gd=stochastic", "train.epochs=200", "train.progress=false"]
     proc = subprocess.Popen([sys.executable, "-m", "gdexp", *args], cwd=project, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
