@@ -77,7 +77,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     stopping.take_sigterm()
-    _hydra_main()
+    try:
+        _hydra_main()
+    finally:
+        stopping.spare_exit_collection()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gdexp import plots
+from gdexp import plots, stopping
 from gdexp.config import mask_secrets
 from gdexp.regimes import REGIMES
 from gdexp.tracking import DEFAULT_URI, client_for, local_store_missing
@@ -522,4 +522,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    stopping.spare_exit_collection()
+    sys.exit(code)

@@ -1,17 +1,21 @@
-"""How a gdexp command stops: SIGTERM is taken like Ctrl-C.
+"""How a gdexp command stops: SIGTERM is taken like Ctrl-C, and the exit skips a needless last sweep of memory.
 
 `kill`, job schedulers and `docker stop` send SIGTERM, whose default ends a process at once: its MLflow
 runs would stay RUNNING for ever, and the child processes of a server it started would be left behind.
 `take_sigterm()` turns SIGTERM into `Terminated`, a KeyboardInterrupt, so the close-out paths Ctrl-C
 already runs (flush, end runs KILLED, stop workers and servers) run for it too.
+
+`spare_exit_collection()` spares the interpreter's exit the garbage collections over every object the
+imports made (MLflow, SQLAlchemy, Optuna, matplotlib): 0.5 s at the end of every command, measured.
 """
 
 from __future__ import annotations
 
+import gc
 import signal
 from types import FrameType
 
-__all__ = ["Terminated", "exit_code", "take_sigterm"]
+__all__ = ["Terminated", "exit_code", "spare_exit_collection", "take_sigterm"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -30,3 +34,11 @@ def take_sigterm() -> None:
 def exit_code(exc: KeyboardInterrupt) -> int:
     """The shell's convention: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
     return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+
+
+def spare_exit_collection() -> None:
+    """Call as a command ends, after its work is closed (runs ended, files written): the objects alive
+    now are moved out of the collector's reach, so the exit does not walk them. Exit handlers still run
+    and objects freed by reference counting are still finalized; what is skipped is only the search for
+    reference cycles among objects that the process, about to end, would free anyway."""
+    gc.freeze()

@@ -45,6 +45,8 @@ def test_six_trials_one_parent_six_children(project: Path) -> None:
     (parent,) = [r for r in all_runs(project) if r.info.run_id in parents]
     assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] + parent.data.metrics["n_pruned"] == 6
     assert "best_value" in parent.data.metrics and "sweep.params.optim.lr" in parent.data.params
+    plots = {a.path for a in store(project).list_artifacts(parent.info.run_id)}
+    assert {"optimization_history.png", "param_importances.png", "val_loss_vs_lr_hidden.png"} <= plots
     by_id = {r.info.run_id: r for r in kids}
     for t in trials:
         run = by_id[t.user_attrs["mlflow_run_id"]]
@@ -237,3 +239,23 @@ def test_every_sampler_and_pruner_by_its_optuna_name(make_cfg, project: Path, sa
     trials = study(project, sampler).get_trials()
     assert len(trials) == 4 and all(sweep.counted(t) for t in trials)
     assert all(t.state != TrialState.FAIL for t in trials), [t.user_attrs.get("error") for t in trials]
+
+
+def test_param_importances_are_optunas_ped_anova_without_loading_scikit_learn() -> None:
+    """The importances plot needs no scikit-learn: importing it cost every sweep 1 s at its end."""
+    code = """
+import math, sys, optuna
+from gdexp import sweep
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+def objective(t):  # only the learning rate matters; h is searched but unused
+    t.suggest_int("h", 8, 64)
+    return math.log10(t.suggest_float("lr", 1e-4, 1, log=True) / 0.01) ** 2
+study.optimize(objective, 40)
+got = sweep.param_importances(study)
+want = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+assert got == want and set(got) == {"lr", "h"} and got["lr"] > got["h"], got
+assert "sklearn" not in sys.modules
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env())
+    assert result.returncode == 0, result.stderr
