@@ -50,6 +50,20 @@ def test_task_auto(make_cfg, project: Path, y: np.ndarray, task: str) -> None:
     assert load(make_cfg("data=file", "data.path=d.npz").data).task == task
 
 
+def test_loaded_once_per_config_and_file_version(make_cfg, project: Path) -> None:
+    """A sweep's trials share one loaded data set; a changed file or config loads afresh."""
+    path = project / "d.npz"
+    np.savez(path, X=np.arange(40, dtype=float).reshape(-1, 2), y=np.array([0, 1] * 10))
+    cfg = make_cfg("data=file", "data.path=d.npz").data
+    first = load(cfg)
+    assert load(cfg) is first and not first.X_train.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        first.X_train[0, 0] = 1.0
+    assert load(make_cfg("data=file", "data.path=d.npz", "data.split_seed=1").data) is not first
+    np.savez(path, X=np.arange(60, dtype=float).reshape(-1, 2), y=np.array([0, 1] * 15))
+    assert len(load(cfg).X_train) + len(load(cfg).X_val) + len(load(cfg).X_test) == 30
+
+
 def test_csv_with_target_column(make_cfg, project: Path) -> None:
     (project / "d.csv").write_text("a,label,b\n" + "".join(f"{i},{i % 2},{i * 2}\n" for i in range(30)))
     data = load(make_cfg("data=file", "data.path=d.csv", "data.target=label").data)
