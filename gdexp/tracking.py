@@ -29,7 +29,7 @@ from gdexp.train import Callback, History
 __all__ = ["MlflowTracker", "client_for", "ensure_experiment", "run_name", "ui_command"]
 
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-FINAL_METRICS = ("test_loss", "test_accuracy", "n_params", "train_time_s")
+FINAL_METRICS = ("test_loss", "test_accuracy", "n_params", "train_time_s", "callback_time_s")
 MAX_METRICS_PER_CALL = 1000  # MLflow's limit for one log_batch
 MAX_PARAMS_PER_CALL = 100
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # tracking.uri's default (conf/tracking/mlflow.yaml)

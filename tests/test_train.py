@@ -61,6 +61,43 @@ def test_huge_learning_rate_diverges_as_a_result(make_cfg) -> None:
     assert "over 1000 times its initial" in history.note
 
 
+@pytest.mark.parametrize(("batch", "sizes", "threads"), [
+    (32, [64, 512, 10], 1),  # digits, wide hidden layer: 1.9x faster on one thread (measured)
+    (128, [64, 512, 10], 1),
+    (32, [784, 128, 10], 1),  # MNIST at batch 32: no faster on two
+    (128, [784, 128, 10], None),  # MNIST at batch 128 and full-batch digits: faster on two
+    (1437, [64, 512, 10], None),
+    (32, [64, 10], 1),  # no hidden layer
+])
+def test_small_products_run_on_one_blas_thread(batch: int, sizes: list[int], threads: int | None) -> None:
+    assert train.blas_threads(batch, sizes) == threads
+
+
+def test_blas_thread_count_changes_no_number(make_cfg) -> None:
+    """The one-thread rule changes speed only: a full-batch run (all threads) gives the same bits on one."""
+    from threadpoolctl import threadpool_limits
+
+    cfg = make_cfg("tracking.enabled=false", "model.hidden_size=512", "gd.batch_size=null", "train.epochs=3")
+    n_train = len(load(cfg.data, cfg.train.dtype).X_train)
+    assert train.blas_threads(n_train, [64, 512, 10]) is None and os.cpu_count() != 1  # all threads, here
+    with threadpool_limits(1, user_api="blas"):
+        one = train.run(cfg)
+    every = train.run(cfg)
+    assert np.array_equal(one.batch_loss, every.batch_loss, equal_nan=True) and one.epochs == every.epochs
+
+
+def test_callback_time_is_kept_out_of_the_training_time(make_cfg) -> None:
+    class Slow(train.Callback):
+        def on_epoch_end(self, history: train.History) -> None:
+            time.sleep(0.2)
+
+    cfg = make_cfg("tracking.enabled=false", "train.epochs=3")
+    plain = train.run(cfg).final
+    slow = train.run(cfg, [Slow()]).final
+    assert 0.6 <= slow["callback_time_s"] < 0.9 and plain["callback_time_s"] < 0.01
+    assert slow["train_time_s"] < 0.5 and plain["train_time_s"] > 0
+
+
 def test_recorded_run_in_a_real_store(make_cfg, project: Path) -> None:
     cfg = make_cfg("train.epochs=3", "tracking.batch_loss_stride=5")
     tracker = MlflowTracker(cfg)
@@ -128,6 +165,19 @@ def test_interrupted_or_failing_run_is_closed_with_its_metrics(make_cfg, project
     assert run.info.status == status
     assert len(client.get_metric_history(tracker.run_id, "train_loss")) == 2, "buffered metrics were flushed"
     assert ("error" in run.data.tags) == (status == "FAILED")
+
+
+def test_ctrl_c_while_the_run_is_being_created_still_ends_it(make_cfg, project: Path) -> None:
+    """A signal between creating the MLflow run and the first update (the tracker's on_begin) ends the run
+    KILLED; the progress bar after it, whose on_begin never ran, is left alone."""
+    def interrupt(run_id: str) -> None:
+        raise KeyboardInterrupt
+
+    cfg = make_cfg("train.epochs=2")
+    tracker = MlflowTracker(cfg, on_run=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg, [tracker, train.ProgressBar()])
+    assert tracker.run_id is not None and client_for(cfg.tracking.uri).get_run(tracker.run_id).info.status == "KILLED"
 
 
 def test_sigterm_ends_the_run_killed_with_its_metrics(project: Path) -> None:
