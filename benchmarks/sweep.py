@@ -1,11 +1,15 @@
 """How much of a sweep's wall time is training, and how much 2 local workers gain over 1.
 
-    python benchmarks/sweep.py [--trials 20] [--epochs 15] [--repeat 2]
+    python benchmarks/sweep.py [--epochs 15,150,500] [--mnist-epochs 4,8] [--repeat 2]
 
-Runs the user's command `python -m gdexp +sweep=lr` (digits, defaults of conf/sweep/lr.yaml, pruning
-off so every trial trains its full epochs) in a fresh folder, once with one worker and once with two,
-and reads every trial's `train_time_s` back from the MLflow store. Training share = the sum of the
-trials' training times / the command's wall time (start-up, Optuna, MLflow, plots make the rest).
+Runs the user's command `python -m gdexp +sweep=lr` on a fixed grid of 20 trials (learning rate 0.003,
+0.01, 0.03, 0.1 x hidden size 32 to 512; `sweep.sampler=grid`, pruning off), so that one and two workers
+train exactly the same trials: on digits for each trial length in `--epochs`, and on an MNIST-shaped data
+set for each length in `--mnist-epochs` (70,000 x 784 random pixels, labels a linear function of them,
+written to a temporary .npz and read with `data=file`). It reads every trial's `train_time_s` (the loop's
+updates and evaluations) and `callback_time_s` (its per-epoch callbacks: MLflow buffering, Optuna's
+report) back from the MLflow store. Training share = the trials' summed training time / the command's
+wall time; the rest is start-up, data loading, Optuna, MLflow and plots.
 """
 
 from __future__ import annotations
@@ -18,49 +22,70 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
+GRID = ['sweep.sampler=grid', 'sweep.pruner=none', 'sweep.n_trials=20',
+        'sweep.params.optim.lr="choice(0.003, 0.01, 0.03, 0.1)"',
+        'sweep.params.model.hidden_size="choice(32, 64, 128, 256, 512)"']
 
 
-def sweep(folder: Path, workers: int, trials: int, epochs: int) -> tuple[float, float]:
-    """(wall seconds of the command, summed training seconds of its trials)."""
+def mnist_shaped(folder: Path) -> list[str]:
+    """Write the MNIST-shaped data set; the overrides that train on it."""
+    rng = np.random.default_rng(0)
+    X = rng.random((70_000, 784), dtype=np.float32)
+    y = np.argmax((X - 0.5) @ rng.standard_normal((784, 10)).astype(np.float32), axis=1)
+    np.savez(folder / "mnist_shaped.npz", X=X, y=y)
+    return ["data=file", f"data.path={folder / 'mnist_shaped.npz'}", f"data.test_fraction={10_000 / 70_000}"]
+
+
+def sweep(folder: Path, name: str, workers: int, overrides: list[str]) -> tuple[float, float, float]:
+    """(wall seconds of the command, summed training seconds, summed callback seconds of its trials)."""
     from mlflow.tracking import MlflowClient
 
-    name = f"bench{workers}"
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "gdexp", "+sweep=lr", f"sweep.name={name}", f"sweep.n_trials={trials}",
-                    f"sweep.n_workers={workers}", f"train.epochs={epochs}", "sweep.pruner=none"],
-                   cwd=folder, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    subprocess.run([sys.executable, "-m", "gdexp", "+sweep=lr", f"sweep.name={name}", f"sweep.n_workers={workers}",
+                    *GRID, *overrides], cwd=folder, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env=dict(os.environ, PYTHONPATH=str(ROOT)))
     wall = time.perf_counter() - began
     client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("gdexp")
-    runs = client.search_runs([exp.experiment_id], f"tags.`optuna.study` = '{name}'",
-                              max_results=10000)
-    runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return wall, sum(r.data.metrics.get("train_time_s", 0.0) for r in runs)
+    runs = client.search_runs([exp.experiment_id], f"tags.`optuna.study` = '{name}'", max_results=10000)
+    metrics = [r.data.metrics for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(metrics) == 20, (name, len(metrics))
+    return wall, sum(m["train_time_s"] for m in metrics), sum(m["callback_time_s"] for m in metrics)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", default="15,150,500", help="digits trial lengths in epochs, comma-separated")
+    parser.add_argument("--mnist-epochs", default="4,8", help="MNIST-shaped trial lengths, comma-separated ('': none)")
     parser.add_argument("--repeat", type=int, default=2, help="alternate 1 and 2 workers this often; keep the best")
     args = parser.parse_args()
-    ones, twos = [], []
-    for _ in range(args.repeat):  # alternated, so that a slower spell of a shared machine hits both alike
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            sweep(folder, 1, 1, 1)  # make the MLflow store once, so neither timed run pays for its migrations
-            ones.append(sweep(folder, 1, args.trials, args.epochs))
-            twos.append(sweep(folder, 2, args.trials, args.epochs))
-    (wall1, train1), (wall2, train2) = min(ones), min(twos)
-    print(f"{args.trials} trials x {args.epochs} epochs on digits, {os.cpu_count()} cores, "
-          f"best of {args.repeat} (1-worker walls {', '.join(f'{w:.1f}' for w, _ in ones)} s; "
-          f"2-worker {', '.join(f'{w:.1f}' for w, _ in twos)} s)")
-    print(f"1 worker : wall {wall1:6.1f} s, training {train1:6.1f} s, training share {train1 / wall1:.0%}, "
-          f"overhead {(wall1 - train1) / args.trials:.2f} s per trial (start-up included)")
-    print(f"2 workers: wall {wall2:6.1f} s, training {train2:6.1f} s (summed over both), "
-          f"speed-up over 1 worker {wall1 / wall2:.2f}x")
+    results: dict[str, tuple[list[tuple[float, float, float]], list[tuple[float, float, float]]]] = {}
+    with tempfile.TemporaryDirectory() as data_dir:
+        workloads = {f"digits x {e}": [f"train.epochs={e}"] for e in map(int, args.epochs.split(","))}
+        mnist = mnist_shaped(Path(data_dir)) if args.mnist_epochs else []
+        for e in (int(e) for e in args.mnist_epochs.split(",") if e):
+            workloads[f"MNIST-shaped x {e}"] = [*mnist, f"train.epochs={e}"]
+        for _ in range(args.repeat):  # alternated, so that a slower spell of a shared machine hits both alike
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                sweep(folder, "warm-up", 1, ["train.epochs=1"])  # the MLflow store made once, untimed
+                for i, (label, overrides) in enumerate(workloads.items()):
+                    ones, twos = results.setdefault(label, ([], []))
+                    ones.append(sweep(folder, f"w1-{i}", 1, overrides))
+                    twos.append(sweep(folder, f"w2-{i}", 2, overrides))
+    print(f"`python -m gdexp +sweep=lr`, a 20-trial grid (lr 0.003..0.1 x hidden 32..512), pruning off, "
+          f"{os.cpu_count()} cores, best of {args.repeat} (1 and 2 workers alternated)")
+    print(f"{'data x epochs':>20} {'train/trial':>11} {'1-worker wall':>13} {'training':>9} {'share':>6} "
+          f"{'callbacks':>9} {'other/trial':>11} {'2-worker wall':>13} {'speed-up':>8}")
+    for label, (ones, twos) in results.items():
+        (wall1, train1, hooks1), (wall2, _, _) = min(ones), min(twos)
+        print(f"{label:>20} {train1 / 20:10.2f}s {wall1:12.1f}s {train1:8.1f}s {train1 / wall1:6.0%} "
+              f"{hooks1:8.2f}s {(wall1 - train1) / 20:10.2f}s {wall2:12.1f}s {wall1 / wall2:7.2f}x")
+    print("share = summed training time / wall (1 worker); callbacks = summed per-epoch callback time (part of "
+          "the rest); other/trial = (wall - training) / 20, start-up included")
 
 
 if __name__ == "__main__":

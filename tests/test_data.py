@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gdexp.data import DataError, _digits, fetch_mnist, load
+from gdexp.data import Batches, DataError, _digits, fetch_mnist, load
 
 
 def test_digits_split_is_fixed_and_scaled(make_cfg) -> None:
@@ -178,3 +178,21 @@ def test_mnist_unreachable_names_the_files_and_where_to_put_them(make_cfg, tmp_p
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                  "t10k-labels-idx1-ubyte.gz", str(tmp_path / "cache")):
         assert name in text
+
+
+@pytest.mark.parametrize("size", [1, 32, 37, 100, None])
+def test_batches_are_the_epochs_permutation_cut_in_order(size: int | None) -> None:
+    """Each epoch: rows perm[0:size], perm[size:2*size], ... of one permutation per epoch (the last batch
+    shorter); a full batch is the set itself, unshuffled."""
+    X = np.arange(100 * 3, dtype=np.float32).reshape(100, 3)
+    y = np.arange(100)
+    batches = Batches(X, y, size, True, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    for _ in range(2):
+        perm = rng.permutation(100) if size not in (None, 100) else np.arange(100)
+        seen = [(xb.copy(), yb.copy()) for xb, yb in batches]
+        step = size or 100
+        assert len(seen) == len(batches) == -(-100 // step)
+        for i, (xb, yb) in enumerate(seen):
+            rows = perm[i * step : (i + 1) * step]
+            assert np.array_equal(xb, X[rows]) and np.array_equal(yb, y[rows])
