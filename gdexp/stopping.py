@@ -15,7 +15,7 @@ import gc
 import signal
 from types import FrameType
 
-__all__ = ["Terminated", "exit_code", "spare_exit_collection", "take_sigterm"]
+__all__ = ["Terminated", "exit_code", "interrupt_once", "spare_exit_collection", "take_sigterm"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -42,3 +42,17 @@ def spare_exit_collection() -> None:
     and objects freed by reference counting are still finalized; what is skipped is only the search for
     reference cycles among objects that the process, about to end, would free anyway."""
     gc.freeze()
+
+
+def _once(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise (Terminated if signum == signal.SIGTERM else KeyboardInterrupt)(f"signal {signum}")
+
+
+def interrupt_once() -> None:
+    """For a sweep worker: the first SIGINT or SIGTERM interrupts it, later ones are ignored, so that a
+    second signal (the whole group's SIGTERM, then the command passing Ctrl-C on) cannot cut short the
+    close-out of its running trial and leave its MLflow run RUNNING."""
+    signal.signal(signal.SIGINT, _once)
+    signal.signal(signal.SIGTERM, _once)

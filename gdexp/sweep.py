@@ -47,7 +47,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from gdexp import plots, regimes, train
+from gdexp import plots, regimes, stopping, train
 from gdexp.config import CONFIG_DIR, ConfigError, as_dict, database_url, flatten, mask_secrets, validate
 from gdexp.tracking import MlflowTracker, client_for, ensure_experiment, log_config, ui_command
 
@@ -519,6 +519,7 @@ def _worker_main(cfg: DictConfig, overrides: Sequence[str], space: dict[str, Bas
     """A forked worker: its own BLAS thread share, its own storage and MLflow connections, the same study."""
     from threadpoolctl import threadpool_limits
 
+    stopping.interrupt_once()
     threadpool_limits(threads)
     try:
         parent_run_id = receive.recv()
