@@ -301,7 +301,8 @@ def _source(cfg: DictConfig, dtype: str) -> str:
     key = f"{dtype}\n{OmegaConf.to_yaml(cfg, resolve=True)}"
     if cfg.name == "file" and Path(cfg.path).is_file():
         path = Path(cfg.path).resolve()
-        key += f"{path}:{path.stat().st_mtime_ns}:{path.stat().st_size}"
+        stat = path.stat()
+        key += f"{path}:{stat.st_mtime_ns}:{stat.st_size}"
     return key
 
 

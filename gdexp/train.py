@@ -122,6 +122,7 @@ def fit(model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, epoch
     limit = divergence_factor * start if math.isfinite(start) and start > 0 else math.inf
     losses, lrs = history.batch_loss, history.lr
     step = history.updates
+    history.final.setdefault("callback_time_s", 0.0)
     classification = model.loss.classification
     for epoch in range(1, epochs + 1):
         total, correct, seen = 0.0, 0, 0
@@ -150,7 +151,7 @@ def fit(model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, epoch
         began = time.perf_counter()
         for callback in callbacks:
             callback.on_epoch_end(history)
-        history.final["callback_time_s"] = history.final.get("callback_time_s", 0.0) + time.perf_counter() - began
+        history.final["callback_time_s"] += time.perf_counter() - began
         if history.stop_reason:
             break
 
@@ -182,7 +183,6 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
         with np.errstate(all="ignore"), threadpool_limits(blas_threads(batches.size, model.sizes), user_api="blas"):
             fit(model, optimizer, data, batches, cfg.train.epochs, history,
                 divergence_factor=cfg.train.divergence_factor, callbacks=callbacks, schedule=schedule)
-            history.final.setdefault("callback_time_s", 0.0)
             history.final["train_time_s"] = time.perf_counter() - began - history.final["callback_time_s"]
             _evaluate(model, data.X_test, data.y_test, "test", history.final)
         history.final["n_params"] = float(model.n_params)
