@@ -1,11 +1,13 @@
 """How much of a sweep's wall time is training, and how much 2 local workers gain over 1.
 
-    python benchmarks/sweep.py [--epochs 15,150,500] [--mnist-epochs 4,8] [--repeat 2]
+    python benchmarks/sweep.py [--epochs 15,150,500] [--sgd-epochs 60] [--mnist-epochs 4,8] [--repeat 2]
 
 Runs the user's command `python -m gdexp +sweep=lr` on a fixed grid of 20 trials (learning rate 0.003,
 0.01, 0.03, 0.1 x hidden size 32 to 512; `sweep.sampler=grid`, pruning off), so that one and two workers
-train exactly the same trials: on digits for each trial length in `--epochs`, and on an MNIST-shaped data
-set for each length in `--mnist-epochs` (70,000 x 784 random pixels, labels a linear function of them,
+train exactly the same trials: on digits with the default mini-batches for each trial length in `--epochs`,
+with stochastic GD (one update per example: an epoch does 32 times the Python work of a mini-batch epoch,
+and no product is large enough for a second BLAS thread) for each length in `--sgd-epochs`, and on an
+MNIST-shaped data set for each length in `--mnist-epochs` (70,000 x 784 random pixels, labels a linear function of them,
 written to a temporary .npz and read with `data=file`). It reads every trial's `train_time_s` (the loop's
 updates and evaluations) and `callback_time_s` (its per-epoch callbacks: MLflow buffering, Optuna's
 report) back from the MLflow store. Training share = the trials' summed training time / the command's
@@ -59,12 +61,15 @@ def sweep(folder: Path, name: str, workers: int, overrides: list[str]) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", default="15,150,500", help="digits trial lengths in epochs, comma-separated")
+    parser.add_argument("--sgd-epochs", default="60", help="digits with gd=stochastic, comma-separated ('': none)")
     parser.add_argument("--mnist-epochs", default="4,8", help="MNIST-shaped trial lengths, comma-separated ('': none)")
     parser.add_argument("--repeat", type=int, default=2, help="alternate 1 and 2 workers this often; keep the best")
     args = parser.parse_args()
     results: dict[str, tuple[list[tuple[float, float, float]], list[tuple[float, float, float]]]] = {}
     with tempfile.TemporaryDirectory() as data_dir:
         workloads = {f"digits x {e}": [f"train.epochs={e}"] for e in map(int, args.epochs.split(","))}
+        for e in (int(e) for e in args.sgd_epochs.split(",") if e):
+            workloads[f"digits SGD x {e}"] = ["gd=stochastic", f"train.epochs={e}"]
         mnist = mnist_shaped(Path(data_dir)) if args.mnist_epochs else []
         for e in (int(e) for e in args.mnist_epochs.split(",") if e):
             workloads[f"MNIST-shaped x {e}"] = [*mnist, f"train.epochs={e}"]

@@ -76,7 +76,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    stopping.take_sigterm()
+    stopping.install()
     try:
         _hydra_main()
     finally:

@@ -1,9 +1,17 @@
-"""How a gdexp command stops: SIGTERM is taken like Ctrl-C, and the exit skips a needless last sweep of memory.
+"""How a gdexp command stops: SIGTERM is taken like Ctrl-C, a write to a store is never cut in half, and
+the exit skips a needless last sweep of memory.
 
 `kill`, job schedulers and `docker stop` send SIGTERM, whose default ends a process at once: its MLflow
 runs would stay RUNNING for ever, and the child processes of a server it started would be left behind.
-`take_sigterm()` turns SIGTERM into `Terminated`, a KeyboardInterrupt, so the close-out paths Ctrl-C
+`install()` turns SIGTERM into `Terminated`, a KeyboardInterrupt, so the close-out paths Ctrl-C
 already runs (flush, end runs KILLED, stop workers and servers) run for it too.
+
+A KeyboardInterrupt raised in the middle of a database library's code does worse than stop it: seen
+here, SQLAlchemy turned it into an MLflow error (the sweep went on and exited 0), the interrupted SQLite
+connection went back to its pool holding the write lock (every other writer waited 20 s), and a lazy
+import it hit came out as a RuntimeError. So the code that writes to a store runs `shielded()`: a signal
+arriving there is raised when the block ends. Only the training loop and waits are `interruptible()` at
+once. `requested()` tells, whatever a library did with the exception, that this process is stopping.
 
 `spare_exit_collection()` spares the interpreter's exit the garbage collections over every object the
 imports made (MLflow, SQLAlchemy, Optuna, matplotlib): 0.5 s at the end of every command, measured.
@@ -11,24 +19,87 @@ imports made (MLflow, SQLAlchemy, Optuna, matplotlib): 0.5 s at the end of every
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import signal
+from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["Terminated", "exit_code", "interrupt_once", "spare_exit_collection", "take_sigterm"]
+__all__ = ["Terminated", "exit_code", "install", "interruptible", "requested", "shielded", "spare_exit_collection"]
 
 
 class Terminated(KeyboardInterrupt):
-    """Raised in the main thread when SIGTERM arrives (after `take_sigterm()`)."""
+    """Raised in the main thread when SIGTERM arrives (after `install()`)."""
 
 
-def _raise(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(f"signal {signum}")
+_first: int | None = None  # the first stop signal this process received: it is stopping
+_pending: int | None = None  # a signal not raised yet (it arrived inside a shielded block)
+_shield = 0  # depth of shielded blocks around the running code (0: a signal is raised at once)
+_once = False  # a sweep worker: signals after the first are ignored
 
 
-def take_sigterm() -> None:
-    """From now on SIGTERM raises `Terminated` in the main thread (forked workers inherit this)."""
-    signal.signal(signal.SIGTERM, _raise)
+def _interruption(signum: int) -> KeyboardInterrupt:
+    return (Terminated if signum == signal.SIGTERM else KeyboardInterrupt)(f"signal {signum}")
+
+
+def _raise_pending() -> None:
+    global _pending
+    signum, _pending = _pending, None
+    if signum is not None:
+        raise _interruption(signum)
+
+
+def _handle(signum: int, frame: FrameType | None) -> None:
+    global _first, _pending
+    if _once and _first is not None:
+        return
+    if _first is None:
+        _first = signum
+    _pending = signum
+    if _shield == 0:
+        _raise_pending()
+
+
+def install(*, once: bool = False) -> None:
+    """From now on SIGINT and SIGTERM raise KeyboardInterrupt / `Terminated` in the main thread, deferred
+    while a shielded block runs. SIGINT stays ignored where the process started with it ignored (a shell's
+    background job). `once`: for a sweep worker, whose close-out a second signal (the group's SIGTERM,
+    then the command passing Ctrl-C on) must not cut short: later signals are ignored."""
+    global _first, _pending, _shield, _once
+    _first, _pending, _shield, _once = None, None, 0, once
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _handle)
+    signal.signal(signal.SIGTERM, _handle)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Run the block whole: a Ctrl-C or SIGTERM arriving inside is raised as the block ends."""
+    global _shield
+    _shield += 1
+    try:
+        yield
+    finally:
+        _shield -= 1
+        if _shield == 0:
+            _raise_pending()
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Inside a shielded block, a stretch (training, waiting) that a signal may stop at once."""
+    global _shield
+    outer, _shield = _shield, 0
+    try:
+        _raise_pending()
+        yield
+    finally:
+        _shield = outer
+
+
+def requested() -> KeyboardInterrupt | None:
+    """The interruption this process received, if any: also when a library caught or wrapped it."""
+    return None if _first is None else _interruption(_first)
 
 
 def exit_code(exc: KeyboardInterrupt) -> int:
@@ -42,17 +113,3 @@ def spare_exit_collection() -> None:
     and objects freed by reference counting are still finalized; what is skipped is only the search for
     reference cycles among objects that the process, about to end, would free anyway."""
     gc.freeze()
-
-
-def _once(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise (Terminated if signum == signal.SIGTERM else KeyboardInterrupt)(f"signal {signum}")
-
-
-def interrupt_once() -> None:
-    """For a sweep worker: the first SIGINT or SIGTERM interrupts it, later ones are ignored, so that a
-    second signal (the whole group's SIGTERM, then the command passing Ctrl-C on) cannot cut short the
-    close-out of its running trial and leave its MLflow run RUNNING."""
-    signal.signal(signal.SIGINT, _once)
-    signal.signal(signal.SIGTERM, _once)

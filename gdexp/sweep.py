@@ -309,8 +309,10 @@ class _Pruning(train.Callback):
         if not math.isfinite(value):
             return
         step = int(row["epoch"])
-        self.trial.report(value, step)
-        if self.trial.should_prune():
+        with stopping.shielded():  # a journal record cut short (or its lock left behind) would stall every worker
+            self.trial.report(value, step)
+            prune = self.trial.should_prune()
+        if prune:
             history.stop_reason = "pruned"
             history.note = f"pruned at epoch {step} with {self.metric}={value:.4g}"
 
@@ -402,6 +404,10 @@ class Sweep:
             trial.set_user_attr("interrupted", True)
             raise
         except Exception as exc:
+            stop = stopping.requested()
+            if stop is not None:  # a library turned the Ctrl-C into an error of its own: still an interruption
+                trial.set_user_attr("interrupted", True)
+                raise stop from exc
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
             raise
         val = history.curve("val_loss")
@@ -445,7 +451,8 @@ class Sweep:
         n = self.cfg.sweep.n_trials
         callbacks = [_report_failure, *([on_trial] if on_trial else [])]
         while True:
-            self.reap_stale()
+            with stopping.shielded():
+                self.reap_stale()
             counts = tally(self.study.get_trials(deepcopy=False))
             if counts["done"] >= n or (deadline is not None and time.time() >= deadline):
                 return
@@ -453,8 +460,9 @@ class Sweep:
                 time.sleep(POLL_S)  # the rest is in flight; stay to replace a trial whose worker dies
                 continue
             self._take()
-            try:
-                self.study.optimize(self._objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            try:  # Optuna's writes run whole; the trial's training is interruptible (train.run)
+                with stopping.shielded():
+                    self.study.optimize(self._objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
             finally:
                 self._release()
 
@@ -519,7 +527,7 @@ def _worker_main(cfg: DictConfig, overrides: Sequence[str], space: dict[str, Bas
     """A forked worker: its own BLAS thread share, its own storage and MLflow connections, the same study."""
     from threadpoolctl import threadpool_limits
 
-    stopping.interrupt_once()
+    stopping.install(once=True)
     threadpool_limits(threads)
     try:
         parent_run_id = receive.recv()
@@ -742,7 +750,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
                 workers.start(None)
             print(summary_table(cfg, study, sweep.where))
             return _best_value(study)
-        with _exclusive(sweep.storage, sweep.where, cfg.sweep.name):
+        with stopping.shielded(), _exclusive(sweep.storage, sweep.where, cfg.sweep.name):
             sweep.parent_run_id = _parent_run(cfg, study)
         if workers:
             workers.start(sweep.parent_run_id)
@@ -768,8 +776,9 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
         if bar is not None:
             bar.close()
         if sweep is not None and sweep.parent_run_id is not None:
-            sweep.reap_stale()
-            _finish_parent(cfg, sweep.study, sweep.parent_run_id, status)
+            with stopping.shielded():  # a second Ctrl-C waits until the parent run is ended
+                sweep.reap_stale()
+                _finish_parent(cfg, sweep.study, sweep.parent_run_id, status)
     print(summary_table(cfg, sweep.study, sweep.where))
     return _best_value(sweep.study)
 

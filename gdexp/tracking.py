@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gdexp import plots, regimes
+from gdexp import plots, regimes, stopping
 from gdexp.config import as_dict, flatten, mask_secrets
 from gdexp.data import Dataset
 from gdexp.nn import MLP
@@ -132,7 +132,10 @@ class MlflowTracker(Callback):
 
     # -------------------------------------------------------------------------------- callbacks
     def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, history: History) -> None:
+        with stopping.shielded():  # the run exists and is known (run_id, on_run) together, or not at all
+            self._begin(cfg, data, history)
 
+    def _begin(self, cfg: DictConfig, data: Dataset, history: History) -> None:
         client = client_for(self.uri)
         experiment_id = ensure_experiment(self.uri, cfg.tracking.experiment)
         tags = {
@@ -166,11 +169,16 @@ class MlflowTracker(Callback):
         self._buffer += [_metric("batch_loss", history.batch_loss[i], int(i) + 1, now) for i in steps]
         self._logged_updates = last
         if time.monotonic() - self._last_flush >= self.cfg.tracking.flush_every_s:
-            self._flush(synchronous=False)
+            with stopping.shielded():
+                self._flush(synchronous=False)
 
     def on_end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
         if self.run_id is None:
             return
+        with stopping.shielded():  # a signal now would leave the run RUNNING, or a store connection locked
+            self._end(history, model, status, error)
+
+    def _end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
         client = client_for(self.uri)
         now = int(time.time() * 1000)
         epochs = len(history.epochs)

@@ -28,6 +28,7 @@ import numpy as np
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
+from gdexp import stopping
 from gdexp.data import Batches, Dataset, load
 from gdexp.nn import MLP
 from gdexp.optim import Optimizer, make_optimizer
@@ -161,8 +162,10 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
 
     Callbacks see the run begin (after the data loaded: a bad data set fails before any of them),
     every epoch, and its end, whatever the outcome. The same config and seed give the same numbers.
+    Loading and the loop stop at Ctrl-C at once, also where the caller shields the rest (a sweep's trial).
     """
-    data = load(cfg.data, cfg.train.dtype)
+    with stopping.interruptible():  # also inside a sweep's shielded trial: a download stops at Ctrl-C
+        data = load(cfg.data, cfg.train.dtype)
     rng = np.random.default_rng(cfg.train.seed)
     model = build_model(cfg.model, data, rng, cfg.train.dtype)
     optimizer = make_optimizer(cfg.optim)
@@ -180,7 +183,8 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
             begun.append(callback)
             callback.on_begin(cfg, data, model, history)
         began = time.perf_counter()
-        with np.errstate(all="ignore"), threadpool_limits(blas_threads(batches.size, model.sizes), user_api="blas"):
+        with (np.errstate(all="ignore"), stopping.interruptible(),
+              threadpool_limits(blas_threads(batches.size, model.sizes), user_api="blas")):
             fit(model, optimizer, data, batches, cfg.train.epochs, history,
                 divergence_factor=cfg.train.divergence_factor, callbacks=callbacks, schedule=schedule)
             history.final["train_time_s"] = time.perf_counter() - began - history.final["callback_time_s"]

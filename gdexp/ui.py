@@ -65,7 +65,7 @@ def serve(cmd: Sequence[str], url: str, what: str) -> int:
 
     The server runs in a process group of its own, which is stopped whole: `mlflow server` starts
     uvicorn and job consumers that a signal to it alone leaves running."""
-    stopping.take_sigterm()
+    stopping.install()
     proc = subprocess.Popen(list(cmd), start_new_session=True)
     try:
         wait_until_up(url, proc)

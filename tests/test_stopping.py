@@ -1,0 +1,78 @@
+"""Signals are raised at once in training and waits, and only after a store write has finished."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gdexp import stopping, train
+from gdexp.tracking import MlflowTracker, client_for
+
+
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`stopping.install()` in this process, undone afterwards (pytest's own handlers, a clean state)."""
+    for name in ("_first", "_pending", "_shield", "_once"):
+        monkeypatch.setattr(stopping, name, getattr(stopping, name))
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    stopping.install()
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def _signal(signum: int) -> None:
+    os.kill(os.getpid(), signum)  # the handler runs before the next line does
+
+
+def test_a_signal_inside_a_shielded_block_is_raised_as_it_ends(installed: None) -> None:
+    done = []
+    with pytest.raises(stopping.Terminated), stopping.shielded():
+        _signal(signal.SIGTERM)
+        done.append("rest of the write")
+    assert done == ["rest of the write"] and isinstance(stopping.requested(), stopping.Terminated)
+
+
+def test_interruptible_raises_at_once_also_inside_a_shield(installed: None) -> None:
+    done = []
+    with pytest.raises(KeyboardInterrupt), stopping.shielded(), stopping.interruptible():
+        _signal(signal.SIGINT)
+        done.append("never")
+    assert done == [] and stopping._shield == 0
+
+
+def test_a_signal_pending_from_a_shield_stops_the_next_interruptible_stretch(installed: None) -> None:
+    with stopping.shielded():
+        with stopping.shielded():
+            _signal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt), stopping.interruptible():
+            pytest.fail("the pending Ctrl-C should stop this stretch before it starts")
+
+
+def test_a_worker_takes_the_first_signal_only(installed: None) -> None:
+    stopping.install(once=True)
+    with pytest.raises(stopping.Terminated):
+        _signal(signal.SIGTERM)
+    _signal(signal.SIGINT)  # ignored: the close-out goes on
+    assert isinstance(stopping.requested(), stopping.Terminated)
+
+
+def test_sigterm_while_the_run_is_being_closed_lets_it_close_first(installed: None, make_cfg, project: Path) -> None:
+    """The tracker's close-out (final flush, tags, artifacts, end) runs whole; the signal comes after it."""
+    def signal_then_tag(history: train.History, status: str) -> dict[str, str]:
+        _signal(signal.SIGTERM)
+        return {"closed": "whole"}
+
+    cfg = make_cfg("train.epochs=3")
+    tracker = MlflowTracker(cfg, end_tags=signal_then_tag)
+    with pytest.raises(stopping.Terminated):
+        train.run(cfg, [tracker])
+    client = client_for(cfg.tracking.uri)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["closed"] == "whole"
+    assert len(client.get_metric_history(tracker.run_id, "val_loss")) == 3 and "test_loss" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(tracker.run_id)} >= {"loss_curve.png", "weights.npz"}
