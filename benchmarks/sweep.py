@@ -84,13 +84,14 @@ def main() -> None:
     print(f"`python -m gdexp +sweep=lr`, a 20-trial grid (lr 0.003..0.1 x hidden 32..512), pruning off, "
           f"{os.cpu_count()} cores, best of {args.repeat} (1 and 2 workers alternated)")
     print(f"{'data x epochs':>20} {'train/trial':>11} {'1-worker wall':>13} {'training':>9} {'share':>6} "
-          f"{'callbacks':>9} {'other/trial':>11} {'2-worker wall':>13} {'speed-up':>8}")
+          f"{'callbacks':>9} {'other/trial':>11} {'2-worker wall':>13} {'training':>9} {'speed-up':>8}")
     for label, (ones, twos) in results.items():
-        (wall1, train1, hooks1), (wall2, _, _) = min(ones), min(twos)
+        (wall1, train1, hooks1), (wall2, train2, _) = min(ones), min(twos)
         print(f"{label:>20} {train1 / 20:10.2f}s {wall1:12.1f}s {train1:8.1f}s {train1 / wall1:6.0%} "
-              f"{hooks1:8.2f}s {(wall1 - train1) / 20:10.2f}s {wall2:12.1f}s {wall1 / wall2:7.2f}x")
+              f"{hooks1:8.2f}s {(wall1 - train1) / 20:10.2f}s {wall2:12.1f}s {train2:8.1f}s {wall1 / wall2:7.2f}x")
     print("share = summed training time / wall (1 worker); callbacks = summed per-epoch callback time (part of "
-          "the rest); other/trial = (wall - training) / 20, start-up included")
+          "the rest); other/trial = (wall - training) / 20, start-up included; training with 2 workers is summed "
+          "over both (more than with 1 worker where they slow each other down)")
 
 
 if __name__ == "__main__":
