@@ -113,7 +113,7 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_on_two_workers_then_rerun(project: Path, signum: int) -> None:
     """Ctrl-C (or `kill` of the whole group) reaches every worker: each closes its trial, nothing stays RUNNING.
-    (A worker whose trial was already closing when the signal came finishes that trial first.)"""
+    (Trials of 40 epochs, so that both are mid-loop, not closing, when the signal comes.)"""
     args = ["+sweep=lr", "sweep.n_trials=4", "sweep.n_workers=2", "gd=stochastic", "train.epochs=40",
             "sweep.pruner=none"]
     proc, _running = _start_and_wait_for_trials(project, args, 2)
@@ -124,9 +124,10 @@ def test_ctrl_c_or_sigterm_on_two_workers_then_rerun(project: Path, signum: int)
     assert "RUNNING" not in runs.values()
     trials = study(project).get_trials()
     interrupted = [t for t in trials if t.user_attrs.get("interrupted")]
-    assert interrupted and all(t.state == TrialState.FAIL and not sweep.counted(t) for t in interrupted)
+    assert len(interrupted) == 2 and len({t.user_attrs["worker"] for t in interrupted}) == 2
+    assert all(t.state == TrialState.FAIL and not sweep.counted(t) for t in interrupted)
     assert all(runs[t.user_attrs["mlflow_run_id"]] == "KILLED" for t in interrupted)
-    assert len({t.user_attrs["worker"] for t in trials}) == 2 and not [t for t in trials if "error" in t.user_attrs]
+    assert not [t for t in trials if "error" in t.user_attrs]
     rerun = gdexp(*args[:-2], "train.epochs=2", "sweep.pruner=none", cwd=project)
     assert rerun.returncode == 0, rerun.stderr
     assert len([t for t in study(project).get_trials() if sweep.counted(t)]) == 4
