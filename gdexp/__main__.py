@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from gdexp import stopping
@@ -23,8 +25,11 @@ for noisy in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3"):
 
 
 def single(cfg: DictConfig) -> float:
-    """Train once, print a summary; return the final validation loss (Hydra sweepers read it)."""
-    from gdexp import train
+    """Train once, print a summary; return the final validation loss (Hydra sweepers read it).
+
+    In a Hydra multirun each job prints its lines and the multirun ends with one table of the jobs and
+    one UI hint (`console.MultirunSummary`)."""
+    from gdexp import console, train
     from gdexp.tracking import MlflowTracker, ui_command
 
     tracker = MlflowTracker(cfg) if cfg.tracking.enabled else None
@@ -40,9 +45,16 @@ def single(cfg: DictConfig) -> float:
           + ("  DIVERGED: " + history.note if history.diverged else ""))
     for key in shown:
         print(f"  {key:<{width}}  {result[key]:.4f}")
+    print(f"Regime: {history.regime} -- {history.regime_reason}")
+    ui = ui_command(cfg.tracking.uri)
     if tracker is not None:
-        print(f"MLflow run {tracker.run_id} in {cfg.tracking.uri} (experiment {cfg.tracking.experiment})")
-        print(f"Open the UI: {ui_command(cfg.tracking.uri)}")
+        print(f"MLflow run {tracker.run_id} in {mask_secrets(cfg.tracking.uri)} (experiment {cfg.tracking.experiment})")
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        loss = f"val_loss {result['val_loss']:.4g}, " if "val_loss" in result else ""
+        console.record_job(" ".join(HydraConfig.get().overrides.task), f"{loss}{history.regime}",
+                           ui if tracker is not None else "")
+    elif tracker is not None:
+        print(f"Open the UI: {ui}")
     return float(result.get("val_loss", math.nan))
 
 
@@ -71,7 +83,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
               f"(after MLflow's own bounded retries): {str(exc).splitlines()[0][:500]}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as exc:
-        print("gdexp: interrupted; the runs so far are recorded", file=sys.stderr)
+        again = " ".join(shlex.quote(str(mask_secrets(a))) for a in ["python", "-m", "gdexp", *sys.argv[1:]])
+        print("gdexp: interrupted; the runs so far are recorded" + (
+            f". Finished trials are kept: run the same command again to resume the sweep:\n  {again}"
+            if cfg.get("sweep") is not None else ""), file=sys.stderr)
         sys.exit(stopping.exit_code(exc))
 
 

@@ -61,6 +61,7 @@ def _get(cfg: DictConfig, key: str) -> Any:
 
 MAX_HIDDEN_SIZE = 65536  # a 784 x 65536 float32 layer is 200 MB: beyond this it is a typo, not a model
 MAX_HIDDEN_LAYERS = 100  # deeper plain MLPs do not train with these initialisations anyway
+MAX_THREADS = 1024  # OpenBLAS's largest build-time thread count
 
 
 def _number(
@@ -211,6 +212,8 @@ def _validate_rest(cfg: DictConfig) -> None:
     _choice(cfg, "train.dtype", DTYPES)
     _number(cfg, "train.divergence_factor", low=1.0, low_open=True)
     _bool(cfg, "train.progress")
+    if _get(cfg, "train.threads") != "auto":
+        _number(cfg, "train.threads", low=1, high=MAX_THREADS, integer=True)
 
     _bool(cfg, "tracking.enabled")
     uri = _get(cfg, "tracking.uri")

@@ -18,10 +18,19 @@ __all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "RMSprop", "make_optimizer"]
 Params = dict[str, np.ndarray]
 
 
+def _at_least(name: str, value: float, low: float = 0.0) -> float:
+    """`value` as a float, or ValueError naming the argument, as torch.optim refuses it (also NaN)."""
+    if not float(value) >= low:
+        raise ValueError(f"invalid {name}: {value!r} (it must be >= {low:g})")
+    return float(value)
+
+
 class Optimizer:
+    """Per-parameter state and the L2 term shared by every rule; `_update` is the rule itself."""
+
     def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
+        self.lr = _at_least("lr", lr)
+        self.weight_decay = _at_least("weight_decay", weight_decay)
         self.t = 0
         self.state: dict[str, dict[str, np.ndarray]] = {}
 
@@ -51,7 +60,11 @@ class SGD(Optimizer):
     def __init__(self, lr: float, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
-        self.momentum, self.dampening, self.nesterov = float(momentum), float(dampening), bool(nesterov)
+        self.momentum, self.dampening = _at_least("momentum", momentum), float(dampening)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(f"nesterov=True requires momentum > 0 and dampening = 0 (got momentum={momentum!r}, "
+                             f"dampening={dampening!r})")
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
         mu = self.momentum
@@ -77,7 +90,9 @@ class Adagrad(Optimizer):
     def __init__(self, lr: float = 0.01, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> None:
         super().__init__(lr, weight_decay)
-        self.lr_decay, self.initial, self.eps = float(lr_decay), float(initial_accumulator_value), float(eps)
+        self.lr_decay = _at_least("lr_decay", lr_decay)
+        self.initial = _at_least("initial_accumulator_value", initial_accumulator_value)
+        self.eps = _at_least("eps", eps)
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
         s = self._slot(name, "sum", g, self.initial)
@@ -95,7 +110,8 @@ class RMSprop(Optimizer):
     def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
                  momentum: float = 0.0, centered: bool = False) -> None:
         super().__init__(lr, weight_decay)
-        self.alpha, self.eps, self.momentum, self.centered = float(alpha), float(eps), float(momentum), centered
+        self.alpha, self.eps = _at_least("alpha", alpha), _at_least("eps", eps)
+        self.momentum, self.centered = _at_least("momentum", momentum), bool(centered)
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
         a = self.alpha
@@ -106,7 +122,9 @@ class RMSprop(Optimizer):
             gbar = self._slot(name, "grad_avg", g)
             gbar *= a
             gbar += (1 - a) * g
-            denom = np.sqrt(v - gbar * gbar)
+            denom = v - gbar * gbar  # ≥ 0 in exact arithmetic; float32 rounding can dip below (then NaN)
+            np.maximum(denom, 0, out=denom)
+            np.sqrt(denom, out=denom)
         else:
             denom = np.sqrt(v)
         denom += self.eps
@@ -128,8 +146,11 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 0.001, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False) -> None:
         super().__init__(lr, weight_decay)
+        for i, beta in enumerate(betas):
+            if not 0.0 <= float(beta) < 1.0:
+                raise ValueError(f"invalid beta parameter at index {i}: {beta!r} (it must be in [0, 1))")
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
-        self.eps, self.amsgrad = float(eps), bool(amsgrad)
+        self.eps, self.amsgrad = _at_least("eps", eps), bool(amsgrad)
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
         b1, b2 = self.beta1, self.beta2

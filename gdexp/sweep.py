@@ -47,7 +47,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from gdexp import plots, regimes, stopping, train
+from gdexp import console, plots, regimes, stopping, train
 from gdexp.config import CONFIG_DIR, ConfigError, as_dict, database_url, flatten, mask_secrets, validate
 from gdexp.tracking import MlflowTracker, client_for, ensure_experiment, log_config, ui_command
 
@@ -731,7 +731,6 @@ def summary_table(cfg: DictConfig, study: optuna.Study, where: str) -> str:
 def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
     """Run (or resume, or join) the study `cfg.sweep` describes; return the best value."""
     from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = validate_sweep(cfg)  # before any worker is forked
@@ -754,7 +753,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
             sweep.parent_run_id = _parent_run(cfg, study)
         if workers:
             workers.start(sweep.parent_run_id)
-        bar = tqdm(total=n, initial=counts["done"], desc=f"sweep {cfg.sweep.name}", unit="trial")
+        bar = console.progress(n, f"sweep {cfg.sweep.name}", "trial", initial=counts["done"])
 
         def refresh(*_: Any) -> None:
             trials = study.get_trials(deepcopy=False)

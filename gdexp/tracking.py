@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gdexp import plots, regimes, stopping
+from gdexp import plots, stopping
 from gdexp.config import as_dict, flatten, mask_secrets
 from gdexp.data import Dataset
 from gdexp.nn import MLP
@@ -49,6 +50,10 @@ def client_for(uri: str) -> Any:
 @functools.cache
 def _client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
+
+    # MLflow prints "View run ... / View experiment ..." at every run's end on a tracking server: two lines
+    # per trial under a sweep's progress bar, with any password of the URL. gdexp's summary gives the address.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
     return MlflowClient(tracking_uri=uri)
 
@@ -104,6 +109,15 @@ def ui_command(uri: str) -> str:
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
     return f"mlflow ui --backend-store-uri {mask_secrets(uri)} --host 127.0.0.1 --port 5000   (or: python -m gdexp.ui)"
+
+
+def _blas_tags(blas: Mapping[str, str]) -> dict[str, str]:
+    """`blas_threads` (the loop's BLAS thread count) and `blas` (`openblas 0.3.31 Haswell`): what two runs
+    must share to give the same bits."""
+    if not blas:
+        return {}
+    described = " ".join(blas[k] for k in ("library", "version", "kernel") if blas.get(k))
+    return {"blas_threads": blas.get("threads", ""), "blas": described}
 
 
 def _metric(key: str, value: float, step: int, timestamp: int) -> Any:
@@ -184,11 +198,9 @@ class MlflowTracker(Callback):
         epochs = len(history.epochs)
         self._buffer += [_metric(k, history.final[k], epochs, now) for k in FINAL_METRICS if k in history.final]
         self._buffer.append(_metric("epochs_run", epochs, epochs, now))
-        regime, reason = regimes.classify(
-            history.initial.get("train_loss", math.nan), history.curve("train_loss"),
-            diverged=history.diverged, note=history.note, rules=self.cfg.regimes,
-        ) if history.epochs else ("", "")
-        tags = {"diverged": str(history.diverged).lower(), "regime": regime, "regime_reason": reason}
+        tags = {"diverged": str(history.diverged).lower(), **_blas_tags(history.blas)}
+        if history.regime:  # the label train.run gave; none for a run that did not finish
+            tags.update(regime=history.regime, regime_reason=history.regime_reason)
         if history.stop_reason:
             tags["stop_reason"] = history.stop_reason
         if error is not None and status == "FAILED":

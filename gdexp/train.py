@@ -9,10 +9,13 @@ pruner's report to a PostgreSQL study is a network round trip every epoch). A ru
 loss that is NaN, infinite or above `train.divergence_factor` times the initial loss) stops early and
 is a finished result marked `diverged`, not an error.
 
-Small matrix products run on one BLAS thread (`blas_threads`): below about 8 million multiply-adds per
-product, OpenBLAS's threads cost more in waking and joining than they share out. Measured on this
-project's 2-core machine, 20 digits epochs at batch 32 with 512 hidden units train in 0.115 s on one
-thread and 0.221 s on two; a full-batch epoch or MNIST at batch 128 is faster on two.
+The BLAS thread count of the loop is `train.threads`: a number pins it; `auto` runs small matrix products
+(below about 8 million multiply-adds each) on one thread, where OpenBLAS's threads cost more in waking and
+joining than they share out, and larger ones on the threads the process has (all cores, or a sweep
+worker's share). The count matters for the numbers, not only the speed: a threaded GEMM splits its sums
+differently, so float32 results differ in the last bits between thread counts (and between CPUs whose
+OpenBLAS kernels differ). The promise is therefore: same config, seed, BLAS thread count and BLAS
+kernel, the same bits; the run records its thread count and BLAS library (`History.blas`).
 """
 
 from __future__ import annotations
@@ -20,15 +23,15 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
-from gdexp import stopping
+from gdexp import regimes, stopping
 from gdexp.data import Batches, Dataset, load
 from gdexp.nn import MLP
 from gdexp.optim import Optimizer, make_optimizer
@@ -54,6 +57,9 @@ class History:
     diverged: bool = False
     stop_reason: str | None = None  # "diverged", "pruned", ... : why the loop stopped before its end
     note: str = ""  # a sentence on how the run ended early
+    regime: str = ""  # too_small / just_right / too_large; "" when the run did not finish (interrupted, failed)
+    regime_reason: str = ""  # the label's reason in one sentence
+    blas: dict[str, str] = field(default_factory=dict)  # threads, library, version, kernel the loop ran on
 
     def curve(self, key: str) -> np.ndarray:
         """One epoch metric as an array (NaN where an epoch has no value)."""
@@ -75,14 +81,15 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over epochs with the latest losses."""
+    """A bar over epochs with the latest losses (a line per tenth of the epochs when not on a terminal)."""
 
     bar: Any = None
 
     def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, history: History) -> None:
-        from tqdm.auto import tqdm
+        from gdexp.console import progress
 
-        self.bar = tqdm(total=cfg.train.epochs, desc="train", unit="epoch", leave=False)
+        epochs = cfg.train.epochs
+        self.bar = progress(epochs, "train", "epoch", every=max(1, epochs // 10), leave=False)
 
     def on_epoch_end(self, history: History) -> None:
         row = history.epochs[-1]
@@ -99,12 +106,34 @@ def build_model(cfg: DictConfig, data: Dataset, rng: np.random.Generator, dtype:
     return MLP(sizes, activation=cfg.activation, init=cfg.init, task=data.task, rng=rng, dtype=dtype)
 
 
-def blas_threads(batch: int, sizes: Sequence[int]) -> int | None:
-    """1 when the largest product of an update (batch x fan-in x fan-out of the widest layer) is too small
-    for BLAS threads to pay off, else None: the limit stays as the process set it (all cores, or a sweep
-    worker's share). The thread count changes speed only: the same run gives the same numbers either way."""
+def blas_threads(batch: int, sizes: Sequence[int], setting: int | str = "auto") -> int | None:
+    """The BLAS thread limit of a run's loop: `setting` when it is a number (`train.threads`); with `auto`,
+    1 when the largest product of an update (batch x fan-in x fan-out of the widest layer) is too small for
+    BLAS threads to pay off, else None: the limit stays as the process set it (all cores, or a sweep
+    worker's share)."""
+    if setting != "auto":
+        return int(setting)
     widest = max((a * b for a, b in itertools.pairwise(sizes)), default=0)
     return 1 if batch * widest < BLAS_MIN_WORK else None
+
+
+def blas_in_use() -> dict[str, str]:
+    """The BLAS library the loop's products run on, as it is now (inside the run's thread limit): thread
+    count, library, version and CPU kernel -- what a bit-for-bit comparison between two runs must share."""
+    found = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if not found:
+        return {"threads": "1", "library": "none"}
+    info = found[0]
+    return {"threads": str(info.get("num_threads", "")), "library": str(info.get("internal_api", "")),
+            "version": str(info.get("version", "")), "kernel": str(info.get("architecture", ""))}
+
+
+def label(history: History, rules: Mapping[str, Any]) -> None:
+    """Set the run's regime and reason from its training-loss curve (`regimes.classify`)."""
+    if history.epochs:
+        history.regime, history.regime_reason = regimes.classify(
+            history.initial.get("train_loss", math.nan), history.curve("train_loss"),
+            diverged=history.diverged, note=history.note, rules=rules)
 
 
 def _evaluate(model: MLP, X: np.ndarray, y: np.ndarray, prefix: str, into: dict[str, float]) -> None:
@@ -121,6 +150,7 @@ def fit(model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, epoch
     """Train for `epochs` epochs (or until divergence or a callback's stop), appending to `history`."""
     start = history.initial.get("train_loss", math.inf)
     limit = divergence_factor * start if math.isfinite(start) and start > 0 else math.inf
+    limit = min(limit, np.finfo(np.float64).max)  # an infinite loss is divergence, also when the limit is not finite
     losses, lrs = history.batch_loss, history.lr
     step = history.updates
     history.final.setdefault("callback_time_s", 0.0)
@@ -138,9 +168,8 @@ def fit(model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, epoch
             seen += len(xb)
             if not loss <= limit:  # also true for NaN
                 history.diverged, history.stop_reason = True, "diverged"
-                what = f"{loss:.4g}" if math.isfinite(loss) else str(loss)
-                history.note = (f"the training loss reached {what} at update {step} (epoch {epoch}), "
-                                f"over {divergence_factor:g} times its initial {start:.4g}")
+                history.note = f"the training loss reached {loss:.4g} at update {step} (epoch {epoch})" + (
+                    f", over {divergence_factor:g} times its initial {start:.4g}" if math.isfinite(loss) else "")
                 break
             optimizer.step(model.params, model.grads)
         history.updates = step
@@ -183,13 +212,15 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
             begun.append(callback)
             callback.on_begin(cfg, data, model, history)
         began = time.perf_counter()
-        with (np.errstate(all="ignore"), stopping.interruptible(),
-              threadpool_limits(blas_threads(batches.size, model.sizes), user_api="blas")):
+        threads = blas_threads(batches.size, model.sizes, cfg.train.threads)
+        with (np.errstate(all="ignore"), stopping.interruptible(), threadpool_limits(threads, user_api="blas")):
+            history.blas = blas_in_use()
             fit(model, optimizer, data, batches, cfg.train.epochs, history,
                 divergence_factor=cfg.train.divergence_factor, callbacks=callbacks, schedule=schedule)
             history.final["train_time_s"] = time.perf_counter() - began - history.final["callback_time_s"]
             _evaluate(model, data.X_test, data.y_test, "test", history.final)
         history.final["n_params"] = float(model.n_params)
+        label(history, cfg.regimes)
     except KeyboardInterrupt as exc:
         status, error = "KILLED", exc
         raise

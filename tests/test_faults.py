@@ -21,7 +21,9 @@ from gdexp import sweep, train
 from gdexp.config import ConfigError, validate
 from tests.conftest import all_runs, child_env, gdexp
 
-PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: CI explores the same examples on every machine; a new failure shows up in development, not at random
+PROPERTY = settings(max_examples=40, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-1000, 1000),
                    st.sampled_from([10**6, 10**9, -(10**9)]),
@@ -50,9 +52,14 @@ def test_random_config_values_train_or_are_refused(make_cfg, changes: dict) -> N
         if key == "train.epochs" and isinstance(value, int) and value > 1000:
             continue  # a legitimately long run, not bad input
         OmegaConf.update(cfg, key, value, merge=False)
-    history = attempt(cfg)
-    if history is not None:
-        assert history.epochs or history.diverged
+    try:
+        validate(cfg)
+    except ConfigError as exc:  # refused: the line names a key that was changed, with its value
+        assert any(f"{key}=" in str(exc) for key in changes), str(exc)
+        return
+    history = train.run(cfg, [])  # accepted: the run goes to its end, or stops as a diverged result
+    assert len(history.epochs) == cfg.train.epochs or history.diverged
+    assert history.diverged or np.all(np.isfinite(history.curve("train_loss")))
 
 
 special = st.sampled_from([0.0, 1.0, -1.0, 1e30, -1e30, np.nan, np.inf, -np.inf, 1e-30])

@@ -12,7 +12,12 @@ from gdexp.nn.activations import ACTIVATIONS
 from gdexp.nn.layers import Dense
 from gdexp.nn.losses import LOSSES
 
-rng = np.random.default_rng(0)
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> np.random.Generator:
+    """Each test its own generator, seeded by its name: the data a test sees does not depend on which
+    tests ran before it, or in what order."""
+    return np.random.default_rng(list(request.node.name.encode()))
 
 
 def numeric_grad(f: Callable[[], float], x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
@@ -35,7 +40,7 @@ def rel_error(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
-def test_activation_gradient(name: str) -> None:
+def test_activation_gradient(name: str, rng: np.random.Generator) -> None:
     act = ACTIVATIONS[name]()
     z = rng.standard_normal((5, 4))
     z[np.abs(z) < 1e-3] = 0.5  # keep away from ReLU's kink
@@ -46,7 +51,7 @@ def test_activation_gradient(name: str) -> None:
 
 
 @pytest.mark.parametrize("task", sorted(LOSSES))
-def test_loss_gradient(task: str) -> None:
+def test_loss_gradient(task: str, rng: np.random.Generator) -> None:
     loss = LOSSES[task]()
     m, k = 6, (4 if task == "multiclass" else 1 if task == "binary" else 3)
     z = rng.standard_normal((m, k))
@@ -58,7 +63,7 @@ def test_loss_gradient(task: str) -> None:
     assert rel_error(analytic, numeric_grad(f, z)) < 1e-6
 
 
-def test_loss_values_match_their_formulas() -> None:
+def test_loss_values_match_their_formulas(rng: np.random.Generator) -> None:
     z = rng.standard_normal((5, 3))
     y = np.array([0, 2, 1, 1, 0])
     p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
@@ -70,7 +75,7 @@ def test_loss_values_match_their_formulas() -> None:
     assert LOSSES["regression"]().loss(z, yr)[0] == pytest.approx(np.sum((z - yr) ** 2) / (2 * 5))
 
 
-def test_dense_gradients() -> None:
+def test_dense_gradients(rng: np.random.Generator) -> None:
     x, W, b = rng.standard_normal((7, 5)), rng.standard_normal((5, 3)), rng.standard_normal(3)
     dW, db, dx = np.zeros_like(W), np.zeros_like(b), np.zeros_like(x)
     layer = Dense(W, b, dW, db)
@@ -83,7 +88,7 @@ def test_dense_gradients() -> None:
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("task,layers", [("multiclass", 2), ("binary", 1), ("regression", 2), ("multiclass", 0)])
-def test_mlp_gradient(activation: str, task: str, layers: int) -> None:
+def test_mlp_gradient(activation: str, task: str, layers: int, rng: np.random.Generator) -> None:
     k = {"multiclass": 3, "binary": 1, "regression": 2}[task]
     model = MLP([4, *[5] * layers, k], activation=activation, init="xavier", task=task,
                 rng=np.random.default_rng(1), dtype="float64")
@@ -100,12 +105,12 @@ def test_mlp_gradient(activation: str, task: str, layers: int) -> None:
         assert rel_error(analytic[name], numeric_grad(f, p)) < 1e-6, name
 
 
-def test_parameter_count_of_the_classic_784_16_16_10_network() -> None:
+def test_parameter_count_of_the_classic_784_16_16_10_network(rng: np.random.Generator) -> None:
     model = MLP([784, 16, 16, 10], activation="sigmoid", init="he", task="multiclass", rng=rng)
     assert model.n_params == 13_002
 
 
-def test_single_sigmoid_neuron_gradient_is_xT_times_residual_over_m() -> None:
+def test_single_sigmoid_neuron_gradient_is_xT_times_residual_over_m(rng: np.random.Generator) -> None:
     X = rng.standard_normal((20, 3))
     y = rng.integers(0, 2, (20, 1)).astype(float)
     model = MLP([3, 1], activation="relu", init="normal_0.01", task="binary", rng=rng, dtype="float64")

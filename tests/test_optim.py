@@ -98,3 +98,39 @@ def test_adam_first_step_moves_every_weight_by_lr() -> None:
     g = np.array([3.0, -0.2, 1e-3])
     got = run(Adam(0.01), np.zeros(3), [g])
     np.testing.assert_allclose(got, -0.01 * np.sign(g), rtol=1e-4)
+
+
+@pytest.mark.parametrize(("make", "argument"), [
+    (lambda: SGD(-0.1), "lr"),
+    (lambda: SGD(0.1, momentum=-0.5), "momentum"),
+    (lambda: SGD(0.1, weight_decay=-1e-4), "weight_decay"),
+    (lambda: SGD(float("nan")), "lr"),
+    (lambda: SGD(0.1, nesterov=True), "nesterov"),  # without momentum: torch refuses, it would run plain SGD
+    (lambda: SGD(0.1, momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
+    (lambda: Adagrad(0.1, eps=-1e-10), "eps"),
+    (lambda: Adagrad(0.1, lr_decay=-0.1), "lr_decay"),
+    (lambda: Adagrad(0.1, initial_accumulator_value=-1.0), "initial_accumulator_value"),
+    (lambda: RMSprop(0.1, alpha=-0.1), "alpha"),
+    (lambda: RMSprop(0.1, momentum=-0.1), "momentum"),
+    (lambda: Adam(0.1, betas=(1.0, 0.999)), "index 0"),
+    (lambda: Adam(0.1, betas=(0.9, -0.1)), "index 1"),
+    (lambda: Adam(0.1, eps=-1.0), "eps"),
+])
+def test_arguments_torch_refuses_are_refused(make, argument: str) -> None:
+    with pytest.raises(ValueError, match=argument):
+        make()
+
+
+def test_centered_rmsprop_stays_finite_when_rounding_makes_the_variance_negative() -> None:
+    """A constant float32 gradient: v − ḡ² = α^t (1 − α^t) g² shrinks to below float32's rounding of v and
+    then rounds to ±ulp; below 0 its square root would be NaN. Clamped at 0, every step stays finite."""
+    g = np.linspace(0.1, 3, 1000, dtype=np.float32)
+    params = {"w": np.zeros(1000, dtype=np.float32)}
+    opt = RMSprop(0.01, alpha=0.5, centered=True)
+    dipped = False
+    for _ in range(100):
+        opt.step(params, {"w": g.copy()})
+        state = opt.state["w"]
+        dipped |= bool(np.any(state["square_avg"] - state["grad_avg"] ** 2 < 0))
+    assert dipped, "the test must hit the rounding case it is about"
+    assert np.all(np.isfinite(params["w"]))

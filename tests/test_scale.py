@@ -114,6 +114,11 @@ def test_two_workers_on_postgresql_and_the_server(project: Path, database: Calla
                    f"tracking.experiment={experiment}",
                    "sweep.n_workers=2", "train.epochs=2", cwd=project)
     assert result.returncode == 0, result.stderr
+    assert "View run" not in result.stdout and "View experiment" not in result.stdout, \
+        "MLflow's per-run address lines are silenced: the summary gives the one address"
+    assert f"MLflow: experiment {experiment!r} in {server.url}" in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.startswith("sweep lr: ")]
+    assert lines and lines[-1].startswith("sweep lr: 6/6 trials"), "not a terminal: one plain line per trial"
     counted = [t for t in load(storage).get_trials() if sweep.counted(t)]
     assert len(counted) == 6 and len({t.number for t in counted}) == 6
     assert len({t.user_attrs["worker"] for t in counted}) == 2

@@ -94,6 +94,7 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "run the same command again to resume" in err and "python -m gdexp +sweep=lr sweep.n_trials=2" in err
     assert all(r.info.status != "RUNNING" for r in all_runs(project))
     interrupted = [t for t in study(project).get_trials() if t.user_attrs.get("interrupted")]
     assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
@@ -201,6 +202,9 @@ def test_hydra_multirun_logs_one_run_per_job(project: Path) -> None:
     assert sorted((r.data.params["optim.lr"], r.data.params["gd.variant"]) for r in runs) == [
         ("0.01", "batch"), ("0.01", "minibatch"), ("0.1", "batch"), ("0.1", "minibatch")]
     assert (project / "sweeps" / "hydra" / "multirun").is_dir()
+    assert result.stdout.count("Open the UI") == 1 and "4 runs:" in result.stdout, result.stdout
+    summary = result.stdout.split("4 runs:")[1]
+    assert "optim.lr=0.1 gd=minibatch" in summary and summary.count("val_loss") == 4
 
 
 def test_a_trial_that_raises_is_fail_and_failed_and_the_sweep_goes_on(make_cfg, project: Path,
