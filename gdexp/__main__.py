@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shlex
 import sys
 
@@ -19,6 +20,7 @@ from omegaconf import DictConfig
 
 from gdexp import stopping
 from gdexp.config import CONFIG_DIR, ConfigError, mask_secrets, validate
+from gdexp.config._errors import explain
 
 for noisy in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -91,9 +93,17 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    """`python -m gdexp`: Hydra's errors reach this function (HYDRA_FULL_ERROR), which says them in one line."""
     stopping.install()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         _hydra_main()
+    except Exception as exc:
+        explained = explain(exc, CONFIG_DIR)
+        if explained is None:
+            raise
+        print(f"gdexp: config error: {mask_secrets(str(explained))}", file=sys.stderr)
+        sys.exit(2)
     finally:
         stopping.spare_exit_collection()
 

@@ -48,13 +48,21 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from gdexp import console, plots, regimes, stopping, train
-from gdexp.config import CONFIG_DIR, ConfigError, as_dict, database_url, flatten, mask_secrets, validate
+from gdexp.config import (
+    CONFIG_DIR,
+    PRUNERS,
+    SAMPLERS,
+    ConfigError,
+    as_dict,
+    database_url,
+    flatten,
+    mask_secrets,
+    validate,
+)
 from gdexp.tracking import MlflowTracker, client_for, ensure_experiment, log_config, ui_command
 
 __all__ = ["PRUNERS", "SAMPLERS", "Sweep", "counted", "parse_space", "run"]
 
-SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
-PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 PARENT_ATTR = "mlflow_parent_run_id"
 POLL_S = 0.5
 SIBLING_FREE = ("optim.lr", "model.hidden_size")  # searched keys that siblings may differ in
@@ -153,30 +161,8 @@ def _make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def validate_sweep(cfg: DictConfig) -> dict[str, BaseDistribution]:
-    """Check every `sweep.*` key; return the parsed search space."""
+    """Parse and check the search space (the `sweep.*` keys themselves are checked by `config.validate`)."""
     s = cfg.sweep
-    name = s.get("name")
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ConfigError(f"sweep.name={name!r} is not allowed: give a non-empty name without '/'")
-    if not isinstance(s.n_trials, int) or isinstance(s.n_trials, bool) or s.n_trials < 1:
-        raise ConfigError(f"sweep.n_trials={s.n_trials!r} is not allowed: it must be an integer >= 1")
-    if s.timeout is not None and not (isinstance(s.timeout, int | float) and s.timeout > 0):
-        raise ConfigError(f"sweep.timeout={s.timeout!r} is not allowed: seconds > 0, or null")
-    if s.direction not in ("minimize", "maximize"):
-        raise ConfigError(f"sweep.direction={s.direction!r} is not allowed: choose one of minimize, maximize")
-    metrics = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
-    if s.metric not in metrics:
-        raise ConfigError(f"sweep.metric={s.metric!r} is not allowed: choose one of {', '.join(metrics)}")
-    if s.sampler not in SAMPLERS:
-        raise ConfigError(f"sweep.sampler={s.sampler!r} is not allowed: choose one of {', '.join(SAMPLERS)}")
-    if s.pruner not in PRUNERS:
-        raise ConfigError(f"sweep.pruner={s.pruner!r} is not allowed: choose one of {', '.join(PRUNERS)}")
-    if not isinstance(s.n_workers, int) or isinstance(s.n_workers, bool) or s.n_workers < 1:
-        raise ConfigError(f"sweep.n_workers={s.n_workers!r} is not allowed: it must be an integer >= 1")
-    if not isinstance(s.heartbeat_s, int) or isinstance(s.heartbeat_s, bool) or s.heartbeat_s < 1:
-        raise ConfigError(f"sweep.heartbeat_s={s.heartbeat_s!r} is not allowed: whole seconds >= 1")
-    if not cfg.tracking.enabled:
-        raise ConfigError("tracking.enabled=false is not allowed in a sweep: every trial is an MLflow run")
     space = parse_space(s.params, cfg)
     if s.sampler == "grid":
         _make_sampler("grid", 0, space)

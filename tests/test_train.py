@@ -272,14 +272,19 @@ def test_diverging_command_finishes_marked_diverged(project: Path) -> None:
     (["data=file"], "data.path", "required"), (["data=file", "data.path=missing.csv"], "data.path", "no such file"),
     (["data=file", "data.path=nan.npz"], "data.path", "NaN"),
     (["data=file", "data.path=short.npz"], "data.path", "rows"),
-    (["optim.lrr=1"], "optim.lrr", "not in struct"), (["optim=nadam"], "optim", "adam"),
+    (["optim.lrr=1"], "optim.lrr", "did you mean optim.lr?"), (["optim=nadam"], "optim=nadam", "adam"),
+    (["optim.lr=abc"], "optim.lr", "a number > 0"), (["foo=1"], "foo", "data, model, gd"),
+    (["+trian.epochs=5"], "trian", "did you mean train?"), (["+optim.foo=1"], "optim.foo", "momentum"),
+    (["optim=adamw"], "optim=adamw", "did you mean adam?"), (["+sweep=bogus"], "sweep=bogus", "lr, lr_range"),
+    (["optim.lr=["], "optim.lr=[", "cannot read"), (["train.epochs=x"], "train.epochs", "an integer >= 1"),
 ])
 def test_bad_input_fails_before_training_with_no_run(project: Path, args, key: str, shown: str) -> None:
     np.savez(project / "nan.npz", X=np.array([[np.nan, 1.0], [1.0, 2.0], [0, 0]]), y=np.array([0, 1, 0]))
     np.savez(project / "short.npz", X=np.ones((4, 2)), y=np.array([0, 1]))
     result = gdexp(*args, cwd=project)
-    output = result.stderr + result.stdout
-    assert result.returncode != 0 and key in output and shown in output and "Traceback" not in output
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    (line,) = result.stderr.splitlines()  # one line, in gdexp's voice
+    assert line.startswith("gdexp: config error: ") and key in line and shown in line, line
     assert all_runs(project) == []
 
 

@@ -1,0 +1,156 @@
+"""Validation of a composed config, before any data is loaded, any study opened or any MLflow run exists.
+
+Hydra, composing against the schema (`_schema.py`), already refuses a key of the wrong type. What a type
+cannot know is which *values* make sense: a negative learning rate, a batch size of zero, an activation
+nobody implemented, a sweep name that is not a folder name. `validate` walks the schema, applies each
+key's check, then the rules that tie keys together, and raises one `ConfigError` that names the key,
+shows the bad value and says what is allowed, so the user fixes the command line instead of reading a
+traceback from the middle of a training loop.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from gdexp.config._schema import GROUPS, Check, Choice, Flag, Number, field_checks, schema_of
+from gdexp.config._text import mask_secrets
+
+__all__ = ["ConfigError", "check_value", "close_match", "validate"]
+
+EXTRA_TOP = ("hydra",)  # top-level keys that are not config groups
+
+
+class ConfigError(ValueError):
+    """A config key has a value gdexp cannot use; the message names the key and what is allowed."""
+
+
+def close_match(word: str, choices: Any) -> str:
+    """' (did you mean X?)' for the nearest of `choices`, or ''."""
+    found = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {found[0]}?)" if found else ""
+
+
+def _allowed(check: Check) -> str:
+    if isinstance(check, Choice):
+        return f"choose one of {', '.join(check.allowed)}"
+    if isinstance(check, Flag):
+        return "it must be true or false"
+    lo = "" if check.low is None else (f"> {check.low}" if check.low_open else f">= {check.low}")
+    hi = "" if check.high is None else (f"< {check.high}" if check.high_open else f"<= {check.high}")
+    kind = "an integer" if check.integer else "a number"
+    text = f"it must be {kind} {' and '.join(s for s in (lo, hi) if s)}".rstrip()
+    return text + (" (or null)" if check.null else "") + (" (or auto)" if check.auto else "")
+
+
+def _ok(check: Check, value: Any) -> bool:
+    if isinstance(check, Choice):
+        return value in check.allowed
+    if isinstance(check, Flag):
+        return isinstance(value, bool)
+    if (value is None and check.null) or (value == "auto" and check.auto):
+        return True
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    if check.integer and not isinstance(value, int):
+        return False
+    low_ok = check.low is None or (value > check.low if check.low_open else value >= check.low)
+    return low_ok and (check.high is None or (value < check.high if check.high_open else value <= check.high))
+
+
+def check_value(key: str, check: Check, value: Any) -> None:
+    """Raise `ConfigError` (`key=value is not allowed: <rule>`) unless `value` passes `check`."""
+    if not _ok(check, value):
+        raise ConfigError(f"{key}={mask_secrets(value)!r} is not allowed: {_allowed(check)}")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig) or leaf not in parent.keys():  # noqa: SIM118 (`in` is False for ??? values)
+        raise ConfigError(f"{key} is missing from the config")
+    if OmegaConf.is_missing(parent, leaf):
+        raise ConfigError(f"{key} is required but not set (give it on the command line: {key}=...)")
+    return parent[leaf]
+
+
+def _group(cfg: DictConfig, group: str) -> None:
+    """Unknown keys (added with `+`), then every key's check, of one config group."""
+    node = cfg[group]
+    checks = field_checks(schema_of(group, node))
+    option = next((f"={node[k]}" for k in ("name", "variant") if k in checks and k in node), "")
+    for key in node:
+        if key not in checks:
+            raise ConfigError(f"{group}.{key} is not a key of {group}{option}: its keys are "
+                              f"{', '.join(sorted(checks))}{close_match(str(key), checks)}")
+    for key, check in checks.items():
+        value = _get(cfg, f"{group}.{key}")
+        if check is not None:
+            check_value(f"{group}.{key}", check, value)
+
+
+def _rules(cfg: DictConfig) -> None:
+    """What ties keys together, or what no single check can say."""
+    data, gd, optim = cfg.data, cfg.gd, cfg.optim
+    if data.name == "file":
+        path = data.path
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"data.path={path!r} is not allowed: give the path of a .npz or .csv file")
+        if Path(path).suffix.lower() not in (".npz", ".csv"):
+            raise ConfigError(f"data.path={path!r} is not allowed: the file must end in .npz or .csv")
+    if data.name == "mnist":
+        if not isinstance(data.urls, ListConfig) or not data.urls:
+            raise ConfigError(f"data.urls={data.urls!r} is not allowed: give a list of one or more base URLs")
+        if not isinstance(data.files, DictConfig) or len(data.files) != 4:
+            raise ConfigError("data.files must map the four MNIST file names to their MD5 checksums")
+    if gd.variant == "batch" and gd.batch_size is not None:
+        raise ConfigError(f"gd.batch_size={gd.batch_size!r} is not allowed with gd=batch: it must be null (whole set)")
+    if gd.variant == "stochastic" and gd.batch_size != 1:
+        raise ConfigError(f"gd.batch_size={gd.batch_size!r} is not allowed with gd=stochastic: it must be 1")
+    if gd.variant == "minibatch":
+        check_value("gd.batch_size", Number(low=1, integer=True), gd.batch_size)
+    if optim.name == "sgd" and optim.nesterov and (optim.momentum <= 0 or optim.dampening != 0):
+        raise ConfigError(f"optim.nesterov=true needs optim.momentum > 0 and optim.dampening = 0 "
+                          f"(got momentum={optim.momentum}, dampening={optim.dampening})")
+    if optim.name == "adam":
+        betas = optim.betas
+        if not (len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas)):
+            raise ConfigError(f"optim.betas={list(betas)!r} is not allowed: give two numbers in [0, 1), "
+                              "e.g. [0.9,0.999]")
+    uri = cfg.tracking.uri
+    if not re.match(r"^(sqlite|postgresql|mysql|https?|file)[+a-z0-9]*:", uri):
+        raise ConfigError(f"tracking.uri={mask_secrets(uri)!r} is not allowed: use sqlite:///path/mlflow.db, "
+                          "postgresql://..., or http(s)://host:port of an MLflow server")
+    if not cfg.tracking.experiment.strip():
+        raise ConfigError(f"tracking.experiment={cfg.tracking.experiment!r} is not allowed: give a non-empty name")
+
+
+def _sweep_rules(cfg: DictConfig) -> None:
+    name = cfg.sweep.name
+    if not name or name in (".", "..") or re.search(r"[/\\\x00-\x1f\x7f]", name):
+        raise ConfigError(f"sweep.name={name!r} is not allowed: it names the folder sweeps/<name>/: give a "
+                          "non-empty name without '/', '\\', control characters, and not '.' or '..'")
+    if not cfg.tracking.enabled:
+        raise ConfigError("tracking.enabled=false is not allowed in a sweep: every trial is an MLflow run")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise `ConfigError` for the first key whose value gdexp cannot use."""
+    for key in cfg:
+        if key not in GROUPS and key not in EXTRA_TOP:
+            raise ConfigError(f"{key!s} is not a key of gdexp's config: its keys are "
+                              f"{', '.join(g for g in GROUPS)}{close_match(str(key), GROUPS)}")
+    for group in GROUPS:
+        if group in cfg and cfg[group] is not None:
+            _group(cfg, group)
+    _rules(cfg)
+    if cfg.get("sweep") is not None:
+        _sweep_rules(cfg)
+    r = cfg.get("lr_range")
+    if r is not None and not r.min_lr < r.max_lr:
+        raise ConfigError(f"lr_range.min_lr={r.min_lr!r}, lr_range.max_lr={r.max_lr!r}: need 0 < min_lr < max_lr")

@@ -1,0 +1,92 @@
+"""Hydra's composition errors in gdexp's voice: one line naming the key, what is allowed, a close match.
+
+Hydra refuses an unknown key (`foo=1`, `optim.foo=1`), an unknown group option (`optim=adamw`), a value of
+the wrong type for the schema (`optim.lr=abc`) and a syntax error, each in several lines of its own and
+with exit code 1. `explain` turns such an exception into the `ConfigError` that `validate` would have
+raised for the same mistake, so every bad command line ends the same way: one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+from gdexp.config._checks import ConfigError, check_value, close_match
+from gdexp.config._schema import GROUPS, field_checks
+
+__all__ = ["explain"]
+
+
+def _keys(group: str) -> dict[str, Any]:
+    """Every key any option of `group` has, with its check."""
+    found: dict[str, Any] = {}
+    for schema in GROUPS[group].values():
+        found.update(field_checks(schema))
+    return found
+
+
+def _options(config_dir: Path, group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+
+
+def _unknown_key(full_key: str) -> ConfigError:
+    group, _, key = full_key.partition(".")
+    if group not in GROUPS or not key:
+        return ConfigError(f"{full_key} is not a key of gdexp's config: its keys are {', '.join(GROUPS)}"
+                           f"{close_match(group, GROUPS)}")
+    keys = _keys(group)
+    near = close_match(key, keys)
+    return ConfigError(f"{full_key} is not a key of {group}: its keys are {', '.join(sorted(keys))}"
+                       + (near.replace("mean ", f"mean {group}.") if near else ""))
+
+
+def _bad_value(full_key: str, value: Any, reason: str) -> ConfigError:
+    group, _, key = full_key.partition(".")
+    check = _keys(group).get(key) if group in GROUPS else None
+    if check is not None:
+        try:
+            check_value(full_key, check, value)
+        except ConfigError as exc:
+            return exc
+    return ConfigError(f"{full_key}={value!r} is not allowed: {reason}")
+
+
+def explain(exc: BaseException, config_dir: Path) -> ConfigError | None:
+    """The one-line `ConfigError` for a Hydra composition error, or None when `exc` is not one."""
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        options = _options(config_dir, group)
+        if options:
+            return ConfigError(f"{group}={option} is not an option of {group}: choose one of "
+                               f"{', '.join(options)}{close_match(option, options)}")
+        return ConfigError(f"{group} is not a config group: the groups are {', '.join(GROUPS)}"
+                           f"{close_match(group, GROUPS)}")
+    if isinstance(exc, OverrideParseException):
+        return ConfigError(f"cannot read the override {exc.override!r}: {exc.message.splitlines()[0]} (quote "
+                           "values with brackets, commas or spaces: key='[1,2]')")
+    if isinstance(exc, ConfigCompositionException):
+        cause = exc.__cause__
+        full_key = getattr(cause, "full_key", None)
+        if full_key and type(cause).__name__ == "ValidationError":
+            value = str(exc).partition("=")[2] if "Error merging override" in str(exc) else getattr(cause, "value", "")
+            reason = str(cause).splitlines()[0]
+            return _bad_value(str(full_key), _parsed(value), reason)
+        if full_key:
+            return _unknown_key(str(full_key))
+        text = str(exc)
+        if text.startswith("Could not override '"):
+            return _unknown_key(text.split("'")[1])
+        return ConfigError(text.splitlines()[0])
+    return None
+
+
+def _parsed(text: str) -> Any:
+    """The override's value as YAML reads it (`abc` -> 'abc', `2.5` -> 2.5), for the message."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text

@@ -1,0 +1,71 @@
+"""The config schema and its validation: one list of keys, one-line errors that name the key."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+from omegaconf import OmegaConf
+
+from gdexp.config import CONFIG_DIR, GROUPS, ConfigError, validate
+from gdexp.config._errors import explain
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, options in GROUPS.items()
+                                               for o in options if g not in ("sweep", "lr_range")])
+def test_every_yaml_option_sets_exactly_the_keys_of_its_schema(make_cfg, group: str, option: str) -> None:
+    """The schema is the one list of keys; the YAML files give every one of them its default."""
+    cfg = make_cfg(f"{group}={option}")
+    node = cfg[group]
+    assert list(node) == [f.name for f in fields(GROUPS[group][option])]
+    missing = [k for k in node if OmegaConf.is_missing(node, k)]
+    assert missing == (["path"] if option == "file" else [])
+
+
+@pytest.mark.parametrize("overlay", ["lr", "regimes", "lr_range"])
+def test_the_sweep_overlays_are_typed_by_their_schema(make_cfg, overlay: str) -> None:
+    cfg = make_cfg(f"+sweep={overlay}")
+    validate(cfg)
+    package = "lr_range" if overlay == "lr_range" else "sweep"
+    assert OmegaConf.get_type(cfg, package) is GROUPS[package]["default"]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["optim.lr=-1"], "optim.lr=-1.0 is not allowed: it must be a number > 0.0"),
+    (["optim=adam", "optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5] is not allowed: give two numbers in [0, 1)"),
+    (["optim.nesterov=true"], "optim.nesterov=true needs optim.momentum > 0"),
+    (["gd=minibatch", "gd.batch_size=0"], "gd.batch_size=0 is not allowed: it must be an integer >= 1"),
+    (["gd=batch", "gd.batch_size=4"], "with gd=batch: it must be null"),
+    (["train.threads=many"], "train.threads='many' is not allowed: it must be an integer >= 1 and <= 1024 (or auto)"),
+    (["tracking.uri=ftp://x"], "tracking.uri='ftp://x' is not allowed"),
+    (["+sweep=lr", "sweep.name=../up"], "sweep.name='../up' is not allowed"),
+    (["+sweep=lr", "sweep.name=a/b"], "without '/'"),
+    (["+sweep=lr", "sweep.name='a\nb'"], "control characters"),
+    (["+sweep=lr", "sweep.sampler=annealing"], "sweep.sampler='annealing' is not allowed: choose one of tpe"),
+    (["+sweep=lr", "tracking.enabled=false"], "tracking.enabled=false is not allowed in a sweep"),
+    (["+sweep=lr_range", "lr_range.min_lr=10", "lr_range.max_lr=1"], "need 0 < min_lr < max_lr"),
+    (["+sweep=lr_range", "lr_range.smoothing=1"], "lr_range.smoothing=1.0 is not allowed"),
+    (["+trian.epochs=5"], "trian is not a key of gdexp's config: its keys are data, model"),
+    (["+optim.moment=0.9"], "optim.moment is not a key of optim=sgd: its keys are dampening, lr, momentum"),
+])
+def test_bad_values_give_one_line_naming_the_key(make_cfg, overrides: list[str], message: str) -> None:
+    cfg = make_cfg(*overrides)
+    with pytest.raises(ConfigError) as caught:
+        validate(cfg)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["optim.lr=abc"], "optim.lr='abc' is not allowed: it must be a number > 0.0"),
+    (["optim.lrr=1"], "optim.lrr is not a key of optim: its keys are"),
+    (["foo=1"], "foo is not a key of gdexp's config"),
+    (["optim=adamw"], "optim=adamw is not an option of optim: choose one of adagrad, adam, rmsprop, sgd "
+                      "(did you mean adam?)"),
+    (["+sweep=bogus"], "sweep=bogus is not an option of sweep: choose one of lr, lr_range, regimes"),
+    (["train.epochs=[1"], "cannot read the override 'train.epochs=[1'"),
+])
+def test_hydras_own_errors_are_said_in_one_line(make_cfg, overrides: list[str], message: str) -> None:
+    with pytest.raises(Exception) as caught:
+        make_cfg(*overrides)
+    explained = explain(caught.value, CONFIG_DIR)
+    assert explained is not None and message in str(explained) and "\n" not in str(explained)
