@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gdexp.data import Batches, DataError, _digits, fetch_mnist, load
+from gdexp.data import Batches, DataError, fetch_mnist, load
+from gdexp.data._sources import SOURCES
 
 
 def test_digits_split_is_fixed_and_scaled(make_cfg) -> None:
@@ -31,7 +32,7 @@ def test_digits_are_scikit_learns(make_cfg) -> None:
     """gdexp reads scikit-learn's digits file itself (no scikit-learn import): the same numbers."""
     from sklearn.datasets import load_digits
 
-    X, y = _digits(make_cfg().data)
+    X, y = SOURCES["digits"](make_cfg().data)
     bunch = load_digits()
     np.testing.assert_array_equal(X, bunch.data / 16.0)
     np.testing.assert_array_equal(y, bunch.target)
