@@ -32,7 +32,8 @@ def single(cfg: DictConfig) -> float:
     In a Hydra multirun each job prints its lines and the multirun ends with one table of the jobs and
     one UI hint (`console.MultirunSummary`)."""
     from gdexp import console, train
-    from gdexp.tracking import MlflowTracker, ui_command
+    from gdexp.store import ui_command
+    from gdexp.tracking import MlflowTracker
 
     tracker = MlflowTracker(cfg) if cfg.tracking.enabled else None
     callbacks: list[train.Callback] = [tracker] if tracker else []

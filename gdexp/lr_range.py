@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from gdexp import plots, train
+from gdexp import plots, store, train
 from gdexp.nn import MLP
-from gdexp.tracking import MlflowTracker, client_for, ui_command
+from gdexp.store import ui_command
+from gdexp.tracking import MlflowTracker
 
 __all__ = ["exponential", "run", "suggest"]
 
@@ -73,19 +74,13 @@ class _RangeLog(train.Callback):
             self.result["divergence_lr"] = float(lrs[-1])
         if self.tracker is None or self.tracker.run_id is None:
             return
-        from mlflow.entities import Metric, Param, RunTag
-
-        client = client_for(self.cfg.tracking.uri)
-        run_id = self.tracker.run_id
-        params = [Param(f"lr_range.{k}", f"{v:.6g}") for k, v in self.result.items()]
-        metrics = [Metric("lr", float(lr), 0, i + 1) for i, lr in enumerate(lrs)]
-        client.log_batch(run_id, params=params, tags=[RunTag("gdexp.role", "lr_range")])
-        for i in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        uri, run_id = self.cfg.tracking.uri, self.tracker.run_id
+        store.log_params(uri, run_id, {f"lr_range.{k}": f"{v:.6g}" for k, v in self.result.items()})
+        store.set_tags(uri, run_id, {"gdexp.role": "lr_range"})
+        store.log_metrics(uri, run_id, [store.metric("lr", float(lr), i + 1, 0) for i, lr in enumerate(lrs)])
         with tempfile.TemporaryDirectory(prefix="gdexp-lr-range-") as tmp:
-            path = Path(tmp) / "lr_range.png"
-            plots.lr_range(lrs, losses, self.result, path)
-            client.log_artifact(run_id, str(path))
+            plots.lr_range(lrs, losses, self.result, Path(tmp) / "lr_range.png")
+            store.log_artifacts(uri, run_id, Path(tmp))
 
 
 def run(cfg: DictConfig) -> float:

@@ -33,7 +33,8 @@ import pandas as pd
 from gdexp import plots, stopping
 from gdexp.config import mask_secrets
 from gdexp.regimes import REGIMES
-from gdexp.tracking import DEFAULT_URI, client_for, local_store_missing
+from gdexp.store import DEFAULT_URI, local_store_missing
+from gdexp.store import _client as client_for  # until the report reads through the store module
 
 __all__ = ["Report", "ReportError", "build", "main", "write"]
 

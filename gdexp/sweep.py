@@ -47,7 +47,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from gdexp import console, plots, regimes, stopping, train
+from gdexp import console, plots, regimes, stopping, store, train
 from gdexp.config import (
     CONFIG_DIR,
     PRUNERS,
@@ -59,7 +59,8 @@ from gdexp.config import (
     mask_secrets,
     validate,
 )
-from gdexp.tracking import MlflowTracker, client_for, ensure_experiment, log_config, ui_command
+from gdexp.store import ui_command
+from gdexp.tracking import MlflowTracker
 
 __all__ = ["PRUNERS", "SAMPLERS", "Sweep", "counted", "parse_space", "run"]
 
@@ -226,11 +227,9 @@ def _end_orphan_run(uri: str, trial: FrozenTrial, why: str) -> None:
     run_id = trial.user_attrs.get("mlflow_run_id")
     if not run_id:
         return
-    client = client_for(uri)
-    if client.get_run(run_id).info.status == "RUNNING":
-        client.set_tag(run_id, "optuna.state", "FAIL")
-        client.set_tag(run_id, "error", f"trial {trial.number} failed: {why}")
-        client.set_terminated(run_id, "FAILED")
+    if store.get_run(uri, run_id).info.status == "RUNNING":
+        store.set_tags(uri, run_id, {"optuna.state": "FAIL", "error": f"trial {trial.number} failed: {why}"})
+        store.end_run(uri, run_id, "FAILED")
 
 
 # ------------------------------------------------------------------------------------------ storage
@@ -555,19 +554,19 @@ def _exclusive(storage: optuna.storages.BaseStorage, where: str, name: str) -> I
 def _parent_run(cfg: DictConfig, study: optuna.Study) -> str:
     """The sweep's MLflow parent run: created with the study, reopened (same id) when it resumes."""
 
-    client = client_for(cfg.tracking.uri)
+    uri = cfg.tracking.uri
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
-        client.update_run(run_id, status="RUNNING")
+        store.reopen_run(uri, run_id)
         return str(run_id)
-    experiment_id = ensure_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    experiment_id = store.ensure_experiment(uri, cfg.tracking.experiment)
     name = cfg.sweep.name
     tags = {"gdexp.sweep": name, "optuna.study": name, "gdexp.role": "sweep",
             "dataset": cfg.data.name, "optimizer": cfg.optim.name, "gd.variant": cfg.gd.variant}
-    run = client.create_run(experiment_id, run_name=f"sweep-{name}", tags=tags)
-    log_config(client, run.info.run_id, cfg)
-    study.set_user_attr(PARENT_ATTR, run.info.run_id)
-    return str(run.info.run_id)
+    run_id = store.create_run(uri, experiment_id, f"sweep-{name}", tags)
+    store.log_config(uri, run_id, cfg)
+    study.set_user_attr(PARENT_ATTR, run_id)
+    return run_id
 
 
 def relabel_siblings(cfg: DictConfig, study: optuna.Study) -> None:
@@ -575,7 +574,7 @@ def relabel_siblings(cfg: DictConfig, study: optuna.Study) -> None:
     and update their `regime` / `regime_reason` tags. The hidden size is not part of a sibling group's
     key: it moves the loss far less than the learning rate does, and in the `lr` sweep, where both are
     sampled, no two runs would otherwise share a group."""
-    client = client_for(cfg.tracking.uri)
+    uri = cfg.tracking.uri
     groups: dict[tuple[Any, ...], list[FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if "mlflow_run_id" in t.user_attrs:
@@ -584,41 +583,39 @@ def relabel_siblings(cfg: DictConfig, study: optuna.Study) -> None:
     for trials in groups.values():
         if len(trials) < 2:
             continue
-        runs = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in trials]
+        runs = [store.get_run(uri, t.user_attrs["mlflow_run_id"]) for t in trials]
         members = [regimes.Siblings(float(t.user_attrs.get("lr", math.nan)),
                                     float(t.user_attrs.get("final_val_loss", math.nan)),
                                     r.data.tags.get("regime", ""), r.data.tags.get("regime_reason", ""))
                    for t, r in zip(trials, runs, strict=True)]
         for r, (regime, reason) in zip(runs, regimes.label_siblings(members, cfg.regimes.sibling_tolerance),
                                        strict=True):
-            client.set_tag(r.info.run_id, "regime", regime)
-            client.set_tag(r.info.run_id, "regime_reason", reason)
+            store.set_tags(uri, r.info.run_id, {"regime": regime, "regime_reason": reason})
 
 
 def _finish_parent(cfg: DictConfig, study: optuna.Study, run_id: str, status: str) -> None:
     """Counts, best value and params, and the study's plots on the parent run; then end it."""
-    from mlflow.entities import Metric, RunTag
-
-    client = client_for(cfg.tracking.uri)
+    uri = cfg.tracking.uri
     try:
         trials = study.get_trials(deepcopy=False)
         counts = tally(trials)
         now = int(time.time() * 1000)
-        metrics = [Metric(f"n_{k}", float(counts[k]), now, 0) for k in ("complete", "pruned", "failed", "diverged")]
-        tags = []
+        metrics = [store.metric(f"n_{k}", float(counts[k]), 0, now)
+                   for k in ("complete", "pruned", "failed", "diverged")]
+        tags = {}
         best = _best(study)
         if best is not None:
-            metrics.append(Metric("best_value", float(best.value), now, 0))  # type: ignore[arg-type]
-            tags += [RunTag("best_trial", str(best.number))]
-            tags += [RunTag(f"best.{k}", str(v)) for k, v in best.params.items()]
-        client.log_batch(run_id, metrics=metrics, tags=tags)
+            metrics.append(store.metric("best_value", float(best.value), 0, now))  # type: ignore[arg-type]
+            tags = {"best_trial": str(best.number), **{f"best.{k}": str(v) for k, v in best.params.items()}}
+        store.log_metrics(uri, run_id, metrics)
+        store.set_tags(uri, run_id, tags)
         if status == "FINISHED":
             relabel_siblings(cfg, study)
             with tempfile.TemporaryDirectory(prefix="gdexp-sweep-") as tmp:
                 _plots(cfg, study, Path(tmp))
-                client.log_artifacts(run_id, tmp)
+                store.log_artifacts(uri, run_id, Path(tmp))
     finally:
-        client.set_terminated(run_id, status)
+        store.end_run(uri, run_id, status)
 
 
 def _best(study: optuna.Study) -> FrozenTrial | None:

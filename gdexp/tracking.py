@@ -1,17 +1,16 @@
-"""The MLflow adapter: one run per training run, metrics buffered, status always set.
+"""The training callback that records a run in MLflow: metrics buffered, status always set.
 
-`MlflowTracker` is a training callback. It creates the run when training begins (so a config or
-data error leaves no run behind), keeps metrics in memory and writes them in batches (at most one
-write per `tracking.flush_every_s`, asynchronously, and once at the end), and ends the run FINISHED,
-FAILED or KILLED after flushing everything it was given. Names (params, metrics, tags, artifacts)
-are a public contract: the README lists them.
+`MlflowTracker` creates the run when training begins (so a config or data error leaves no run behind),
+keeps metrics in memory and writes them in batches (at most one write per `tracking.flush_every_s`,
+asynchronously, and once at the end), and ends the run FINISHED, FAILED or KILLED after flushing
+everything it was given. It records what the run's `History` says (the regime label included) and
+talks to MLflow only through `gdexp.store`. Names (params, metrics, tags, artifacts) are a public
+contract: the README lists them.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -21,79 +20,16 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gdexp import plots, stopping
-from gdexp.config import as_dict, flatten, mask_secrets
+from gdexp import plots, stopping, store
+from gdexp.config import mask_secrets
 from gdexp.data import Dataset
 from gdexp.nn import MLP
 from gdexp.train import Callback, History
 
-__all__ = ["MlflowTracker", "client_for", "ensure_experiment", "run_name", "ui_command"]
+__all__ = ["MlflowTracker", "run_name"]
 
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 FINAL_METRICS = ("test_loss", "test_accuracy", "n_params", "train_time_s", "callback_time_s")
-MAX_METRICS_PER_CALL = 1000  # MLflow's limit for one log_batch
-MAX_PARAMS_PER_CALL = 100
-DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # tracking.uri's default (conf/tracking/mlflow.yaml)
-
-
-def client_for(uri: str) -> Any:
-    """The MlflowClient for a tracking URI, one per store and process. A relative SQLite path
-    (`sqlite:///mlruns/mlflow.db`) is made absolute first: MLflow caches its store by URI, and a cached
-    relative one would follow the process into another working folder."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = Path(uri.removeprefix("sqlite:///")).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{path}"
-    return _client(uri)
-
-
-@functools.cache
-def _client(uri: str) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    # MLflow prints "View run ... / View experiment ..." at every run's end on a tracking server: two lines
-    # per trial under a sweep's progress bar, with any password of the URL. gdexp's summary gives the address.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
-    return MlflowClient(tracking_uri=uri)
-
-
-def local_store_missing(uri: str) -> bool:
-    """Is `uri` a SQLite store whose file does not exist yet (nothing has been tracked there)?"""
-    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
-
-
-def log_config(client: Any, run_id: str, cfg: DictConfig) -> None:
-    """The resolved config as params with dotted keys, secrets masked, in MLflow's batches of 100."""
-    from mlflow.entities import Param
-
-    params = [Param(k, str(mask_secrets(v))[:6000]) for k, v in flatten(as_dict(cfg)).items()]
-    for i in range(0, len(params), MAX_PARAMS_PER_CALL):
-        client.log_batch(run_id, params=params[i : i + MAX_PARAMS_PER_CALL])
-
-
-def _artifact_location(uri: str, experiment: str) -> str | None:
-    """Beside a SQLite store (`mlruns/artifacts/<experiment>`); a server decides for itself."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts" / experiment).as_uri()
-
-
-def ensure_experiment(uri: str, name: str) -> str:
-    """The id of experiment `name`, created if needed (safe when several workers race to create it)."""
-    from mlflow.exceptions import MlflowException
-
-    client = client_for(uri)
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return str(found.experiment_id)
-    try:
-        return str(client.create_experiment(name, artifact_location=_artifact_location(uri, name)))
-    except MlflowException:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return str(found.experiment_id)
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -104,13 +40,6 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.optim.name}-{variant}-lr{cfg.optim.lr:.3g}-{hidden}"
 
 
-def ui_command(uri: str) -> str:
-    """The command that opens the MLflow UI on this store."""
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {mask_secrets(uri)} --host 127.0.0.1 --port 5000   (or: python -m gdexp.ui)"
-
-
 def _blas_tags(blas: Mapping[str, str]) -> dict[str, str]:
     """`blas_threads` (the loop's BLAS thread count) and `blas` (`openblas 0.3.31 Haswell`): what two runs
     must share to give the same bits."""
@@ -118,12 +47,6 @@ def _blas_tags(blas: Mapping[str, str]) -> dict[str, str]:
         return {}
     described = " ".join(blas[k] for k in ("library", "version", "kernel") if blas.get(k))
     return {"blas_threads": blas.get("threads", ""), "blas": described}
-
-
-def _metric(key: str, value: float, step: int, timestamp: int) -> Any:
-    from mlflow.entities import Metric
-
-    return Metric(key, float(value), timestamp, step)
 
 
 class MlflowTracker(Callback):
@@ -150,8 +73,7 @@ class MlflowTracker(Callback):
             self._begin(cfg, data, history)
 
     def _begin(self, cfg: DictConfig, data: Dataset, history: History) -> None:
-        client = client_for(self.uri)
-        experiment_id = ensure_experiment(self.uri, cfg.tracking.experiment)
+        experiment_id = store.ensure_experiment(self.uri, cfg.tracking.experiment)
         tags = {
             "dataset": data.name,
             "task": data.task,
@@ -161,26 +83,25 @@ class MlflowTracker(Callback):
         }
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
-        run = client.create_run(experiment_id, run_name=run_name(cfg), tags=tags)
-        self.run_id = run.info.run_id
+        self.run_id = store.create_run(self.uri, experiment_id, run_name(cfg), tags)
         if self.on_run:
             self.on_run(self.run_id)
-        log_config(client, self.run_id, cfg)
+        store.log_config(self.uri, self.run_id, cfg)
         stride = cfg.tracking.batch_loss_stride
         total = len(history.batch_loss)
         self._stride = max(1, math.ceil(total / cfg.tracking.batch_loss_points)) if stride == "auto" else int(stride)
         now = int(time.time() * 1000)
-        self._buffer += [_metric(f"initial_{k}", v, 0, now) for k, v in history.initial.items()]
+        self._buffer += [store.metric(f"initial_{k}", v, 0, now) for k, v in history.initial.items()]
 
     def on_epoch_end(self, history: History) -> None:
         now = int(time.time() * 1000)
         row = history.epochs[-1]
         epoch = int(row["epoch"])
-        self._buffer += [_metric(k, row[k], epoch, now) for k in EPOCH_METRICS if k in row]
+        self._buffer += [store.metric(k, row[k], epoch, now) for k in EPOCH_METRICS if k in row]
         first, last = self._logged_updates, history.updates
         steps = np.arange(first, last)
         steps = steps[(steps + 1) % self._stride == 0]  # update numbers are 1-based: step = index + 1
-        self._buffer += [_metric("batch_loss", history.batch_loss[i], int(i) + 1, now) for i in steps]
+        self._buffer += [store.metric("batch_loss", history.batch_loss[i], int(i) + 1, now) for i in steps]
         self._logged_updates = last
         if time.monotonic() - self._last_flush >= self.cfg.tracking.flush_every_s:
             with stopping.shielded():
@@ -193,11 +114,11 @@ class MlflowTracker(Callback):
             self._end(history, model, status, error)
 
     def _end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
-        client = client_for(self.uri)
+        assert self.run_id is not None
         now = int(time.time() * 1000)
         epochs = len(history.epochs)
-        self._buffer += [_metric(k, history.final[k], epochs, now) for k in FINAL_METRICS if k in history.final]
-        self._buffer.append(_metric("epochs_run", epochs, epochs, now))
+        self._buffer += [store.metric(k, history.final[k], epochs, now) for k in FINAL_METRICS if k in history.final]
+        self._buffer.append(store.metric("epochs_run", epochs, epochs, now))
         tags = {"diverged": str(history.diverged).lower(), **_blas_tags(history.blas)}
         if history.regime:  # the label train.run gave; none for a run that did not finish
             tags.update(regime=history.regime, regime_reason=history.regime_reason)
@@ -212,35 +133,28 @@ class MlflowTracker(Callback):
             if self.cfg.tracking.artifacts and status != "KILLED":
                 self._log_artifacts(history, model)
         finally:
-            client.set_terminated(self.run_id, status)
+            store.end_run(self.uri, self.run_id, status)
 
     # ---------------------------------------------------------------------------------- writing
     def _flush(self, *, synchronous: bool, tags: Mapping[str, str] | None = None) -> None:
-        """Write the buffered metrics in batches; the last, synchronous flush also waits for the earlier
-        asynchronous ones, so nothing handed to the tracker is lost when the run ends."""
-        from mlflow.entities import RunTag
-
-        client = client_for(self.uri)
+        """Write the buffered metrics; the last, synchronous flush also waits for the earlier asynchronous
+        ones, so nothing handed to the tracker is lost when the run ends."""
+        assert self.run_id is not None
         buffered, self._buffer = self._buffer, []
-        for i in range(0, len(buffered), MAX_METRICS_PER_CALL):
-            chunk = buffered[i : i + MAX_METRICS_PER_CALL]
-            op = client.log_batch(self.run_id, metrics=chunk, synchronous=synchronous)
-            if op is not None:
-                self._pending.append(op)
+        self._pending += store.log_metrics(self.uri, self.run_id, buffered, synchronous=synchronous)
         if synchronous:
             pending, self._pending = self._pending, []
             for op in pending:
                 op.wait()
-            if tags:
-                client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            store.set_tags(self.uri, self.run_id, tags or {})
         self._last_flush = time.monotonic()
 
     def _log_artifacts(self, history: History, model: MLP) -> None:
-        client = client_for(self.uri)
+        assert self.run_id is not None
         with tempfile.TemporaryDirectory(prefix="gdexp-artifacts-") as tmp:
             folder = Path(tmp)
             text = OmegaConf.to_yaml(self.cfg, resolve=True)
             (folder / "config.yaml").write_text("\n".join(mask_secrets(line) for line in text.splitlines()) + "\n")
             model.save(folder / "weights.npz")
             plots.loss_curve(history, folder / "loss_curve.png", title=run_name(self.cfg))
-            client.log_artifacts(self.run_id, str(folder))
+            store.log_artifacts(self.uri, self.run_id, folder)

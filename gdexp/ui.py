@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from gdexp import stopping
 from gdexp.config import mask_secrets
-from gdexp.tracking import DEFAULT_URI, local_store_missing
+from gdexp.store import DEFAULT_URI, local_store_missing
 
 __all__ = ["command", "free_port", "main", "serve", "stop_group", "wait_until_up"]
 

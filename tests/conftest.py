@@ -60,6 +60,20 @@ def make_cfg(project: Path) -> Iterator[Callable[..., DictConfig]]:
         yield make
 
 
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`stopping.install()` in this process, undone afterwards (pytest's own handlers, a clean state)."""
+    from gdexp import stopping
+
+    for name in ("_first", "_pending", "_shield", "_once"):
+        monkeypatch.setattr(stopping, name, getattr(stopping, name))
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    stopping.install()
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
 def gdexp(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
           ) -> subprocess.CompletedProcess[str]:
     """Run `python -m gdexp ...` (or another module with `-m` first) as a user would; `env` adds variables."""
@@ -101,6 +115,16 @@ def descendants(pid: int) -> set[int]:
         frontier = {child for child, parent in parents.items() if parent in frontier} - found
         found |= frontier
     return found
+
+
+def mlflow_client(uri: str):
+    """MLflow's own client on a tracking URI: tests read what gdexp wrote with MLflow, not with gdexp. A relative
+    SQLite path is made absolute: MLflow caches stores by URI, and each test has its own working folder."""
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return MlflowClient(tracking_uri=uri)
 
 
 def store(path: Path):

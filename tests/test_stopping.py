@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gdexp import stopping, train
-from gdexp.tracking import MlflowTracker, client_for
-
-
-@pytest.fixture
-def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """`stopping.install()` in this process, undone afterwards (pytest's own handlers, a clean state)."""
-    for name in ("_first", "_pending", "_shield", "_once"):
-        monkeypatch.setattr(stopping, name, getattr(stopping, name))
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    stopping.install()
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
+from gdexp.tracking import MlflowTracker
+from tests.conftest import mlflow_client
 
 
 def _signal(signum: int) -> None:
@@ -71,7 +59,7 @@ def test_sigterm_while_the_run_is_being_closed_lets_it_close_first(installed: No
     tracker = MlflowTracker(cfg, end_tags=signal_then_tag)
     with pytest.raises(stopping.Terminated):
         train.run(cfg, [tracker])
-    client = client_for(cfg.tracking.uri)
+    client = mlflow_client(cfg.tracking.uri)
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["closed"] == "whole"
     assert len(client.get_metric_history(tracker.run_id, "val_loss")) == 3 and "test_loss" in run.data.metrics

@@ -14,8 +14,8 @@ import pytest
 
 from gdexp import train
 from gdexp.data import load
-from gdexp.tracking import MlflowTracker, client_for
-from tests.conftest import ROOT, all_runs, child_env, gdexp, store
+from gdexp.tracking import MlflowTracker
+from tests.conftest import ROOT, all_runs, child_env, gdexp, mlflow_client, store
 
 
 def test_batch_gd_recovers_the_tutorial_line(make_cfg) -> None:
@@ -210,7 +210,7 @@ def test_interrupted_or_failing_run_is_closed_with_its_metrics(make_cfg, project
     tracker = MlflowTracker(cfg)
     with pytest.raises(raised):
         train.run(cfg, [tracker, Boom()])
-    client = client_for(cfg.tracking.uri)
+    client = mlflow_client(cfg.tracking.uri)
     run = client.get_run(tracker.run_id)
     assert run.info.status == status
     assert len(client.get_metric_history(tracker.run_id, "train_loss")) == 2, "buffered metrics were flushed"
@@ -227,7 +227,8 @@ def test_ctrl_c_while_the_run_is_being_created_still_ends_it(make_cfg, project: 
     tracker = MlflowTracker(cfg, on_run=interrupt)
     with pytest.raises(KeyboardInterrupt):
         train.run(cfg, [tracker, train.ProgressBar()])
-    assert tracker.run_id is not None and client_for(cfg.tracking.uri).get_run(tracker.run_id).info.status == "KILLED"
+    assert tracker.run_id is not None
+    assert mlflow_client(cfg.tracking.uri).get_run(tracker.run_id).info.status == "KILLED"
 
 
 def test_sigterm_ends_the_run_killed_with_its_metrics(project: Path) -> None:

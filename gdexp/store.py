@@ -1,0 +1,241 @@
+"""The one door to MLflow: opening a store, experiments, runs, chunked and shielded writes, searches.
+
+Every other module asks this one; none holds an `MlflowClient`. That keeps three rules in one place:
+- a write is never cut in half: each runs inside `stopping.shielded()`, so a Ctrl-C or SIGTERM that arrives
+  during it is raised after it (a SQLite write lock left held would stall every other writer);
+- MLflow's per-call limits are respected: metrics in batches of 1,000, params in batches of 100;
+- a relative SQLite store (`sqlite:///mlruns/mlflow.db`) means the folder the command started in, and its
+  artifacts live beside it (`mlruns/artifacts/<experiment>`).
+It imports no training code, so `gdexp.ui`, `gdexp.server` and `gdexp.report` start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from gdexp import stopping
+
+__all__ = [
+    "DEFAULT_URI",
+    "EXPERIMENT_KIND",
+    "create_run",
+    "end_run",
+    "ensure_experiment",
+    "experiment_names",
+    "find_experiment",
+    "get_run",
+    "local_store_missing",
+    "log_artifacts",
+    "log_config",
+    "log_metrics",
+    "log_params",
+    "metric",
+    "metric_histories",
+    "reopen_run",
+    "search_runs",
+    "set_tags",
+    "sqlite_path",
+    "ui_command",
+]
+
+DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # tracking.uri's default (conf/tracking/mlflow.yaml)
+MAX_METRICS_PER_CALL = 1000  # MLflow's limit for one log_batch
+MAX_PARAMS_PER_CALL = 100
+PAGE = 1000  # runs per search request
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens such an experiment on its runs
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a `sqlite:///` store (relative to the working folder unless it starts with `////`)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def local_store_missing(uri: str) -> bool:
+    """Is `uri` a SQLite store whose file does not exist yet (nothing has been tracked there)?"""
+    path = sqlite_path(uri)
+    return path is not None and not path.exists()
+
+
+def _client(uri: str) -> Any:
+    """The MlflowClient for a tracking URI, one per store and process. A relative SQLite path is made absolute
+    first: MLflow caches its store by URI, and a cached relative one would follow the process into another
+    working folder."""
+    path = sqlite_path(uri)
+    if path is not None and not path.is_absolute():
+        path = path.resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{path}"
+    return _cached_client(uri)
+
+
+@functools.cache
+def _cached_client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    # MLflow prints "View run ... / View experiment ..." at every run's end on a tracking server: two lines
+    # per trial under a sweep's progress bar, with any password of the URL. gdexp's summary gives the address.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    return MlflowClient(tracking_uri=uri)
+
+
+def metric(key: str, value: float, step: int, timestamp: int) -> Any:
+    """One metric point, as `log_metrics` takes it."""
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), timestamp, step)
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on this store."""
+    from gdexp.config import mask_secrets
+
+    if uri.startswith(("http://", "https://")):
+        return f"open {mask_secrets(uri)} in a browser"
+    return f"mlflow ui --backend-store-uri {mask_secrets(uri)} --host 127.0.0.1 --port 5000   (or: python -m gdexp.ui)"
+
+
+# ------------------------------------------------------------------------------------ experiments
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """Beside a SQLite store (`mlruns/artifacts/<experiment>`); a server decides for itself."""
+    path = sqlite_path(uri)
+    return None if path is None else (path.resolve().parent / "artifacts" / experiment).as_uri()
+
+
+def find_experiment(uri: str, name: str) -> str | None:
+    """The id of experiment `name`, or None."""
+    found = _client(uri).get_experiment_by_name(name)
+    return None if found is None else str(found.experiment_id)
+
+
+def experiment_names(uri: str) -> list[str]:
+    return [e.name for e in _client(uri).search_experiments()]
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """The id of experiment `name`, created if needed (safe when several workers race to create it)."""
+    from mlflow.exceptions import MlflowException
+
+    found = find_experiment(uri, name)
+    if found is not None:
+        return found
+    with stopping.shielded():
+        try:
+            return str(_client(uri).create_experiment(name, artifact_location=_artifact_location(uri, name),
+                                                      tags=dict([EXPERIMENT_KIND])))
+        except MlflowException:
+            found = find_experiment(uri, name)
+            if found is None:
+                raise
+            return found
+
+
+# ------------------------------------------------------------------------------------------ runs
+def create_run(uri: str, experiment_id: str, name: str, tags: Mapping[str, str]) -> str:
+    with stopping.shielded():
+        return str(_client(uri).create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id)
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    """A finished run RUNNING again (a resumed sweep's parent)."""
+    with stopping.shielded():
+        _client(uri).update_run(run_id, status="RUNNING")
+
+
+def end_run(uri: str, run_id: str, status: str) -> None:
+    """FINISHED, FAILED or KILLED."""
+    with stopping.shielded():
+        _client(uri).set_terminated(run_id, status)
+
+
+def get_run(uri: str, run_id: str) -> Any:
+    return _client(uri).get_run(run_id)
+
+
+def log_params(uri: str, run_id: str, params: Mapping[str, Any]) -> None:
+    """Params as strings (at most 6,000 characters each, MLflow's limit), in batches of 100."""
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), MAX_PARAMS_PER_CALL):
+        with stopping.shielded():
+            _client(uri).log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_CALL])
+
+
+def log_metrics(uri: str, run_id: str, metrics: Sequence[Any], *, synchronous: bool = True) -> list[Any]:
+    """Metric points (`metric(...)`) in batches of 1,000; asynchronous writes return the operations to wait on."""
+    pending = []
+    for i in range(0, len(metrics), MAX_METRICS_PER_CALL):
+        with stopping.shielded():
+            op = _client(uri).log_batch(run_id, metrics=list(metrics[i : i + MAX_METRICS_PER_CALL]),
+                                        synchronous=synchronous)
+        if op is not None:
+            pending.append(op)
+    return pending
+
+
+def log_config(uri: str, run_id: str, cfg: Any) -> None:
+    """The resolved config as params with dotted keys (`optim.lr`), secrets masked."""
+    from gdexp.config import as_dict, flatten, mask_secrets
+
+    log_params(uri, run_id, {k: mask_secrets(v) for k, v in flatten(as_dict(cfg)).items()})
+
+
+def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    if tags:
+        with stopping.shielded():
+            _client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_artifacts(uri: str, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+    """Every file in `folder`, under `artifact_path` of the run."""
+    with stopping.shielded():
+        _client(uri).log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+
+
+# --------------------------------------------------------------------------------------- reading
+def search_runs(uri: str, experiment_id: str, query: str, order: Sequence[str] = ()) -> list[Any]:
+    """Every run of the experiment that matches the MLflow filter `query`, page by page."""
+    client, runs, token = _client(uri), [], None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=PAGE, order_by=list(order), page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _bulk_reader(uri: str) -> Any:
+    """MLflow's database store when it can read many runs' histories in one query, else None.
+
+    The one private attribute gdexp touches: `MlflowClient._tracking_client.store`, the SqlAlchemyStore
+    behind a database URI, whose `get_metric_history_bulk` answers 500 runs per query (a public
+    per-run `get_metric_history` would cost one query each). Pinned by tests/test_store.py to the MLflow
+    version range in pyproject.toml; if it moves, the per-run path below still gives the same answer."""
+    store = getattr(getattr(_client(uri), "_tracking_client", None), "store", None)
+    return store if hasattr(store, "get_metric_history_bulk") else None
+
+
+def metric_histories(uri: str, run_ids: Iterable[str], key: str, threads: int = 8) -> dict[str, list[float]]:
+    """Each run's values of metric `key`, in step order. A database store answers for 500 runs per query;
+    a tracking server is asked run by run, `threads` requests at a time."""
+    ids = list(run_ids)
+    found: dict[str, list[tuple[int, float]]] = {run_id: [] for run_id in ids}
+    bulk = _bulk_reader(uri)
+    if bulk is not None:
+        for i in range(0, len(ids), 500):
+            for point in bulk.get_metric_history_bulk(ids[i : i + 500], key, max_results=10**9):
+                found[point.run_id].append((point.step, point.value))
+    else:
+        client = _client(uri)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            answers = pool.map(lambda run_id: client.get_metric_history(run_id, key), ids)
+            for run_id, points in zip(ids, answers, strict=True):
+                found[run_id] = [(m.step, m.value) for m in points]
+    return {run_id: [v for _, v in sorted(points)] for run_id, points in found.items()}

@@ -1,0 +1,70 @@
+"""The one door to MLflow, on MLflow's real SQLite store: experiments, runs, chunked writes, bulk reads."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from gdexp import stopping, store
+from tests.conftest import mlflow_client
+
+URI = "sqlite:///mlruns/mlflow.db"
+
+
+def test_experiment_is_created_once_marked_for_model_training_with_artifacts_beside_the_store(project: Path) -> None:
+    first = store.ensure_experiment(URI, "gdexp")
+    assert store.ensure_experiment(URI, "gdexp") == first == store.find_experiment(URI, "gdexp")
+    experiment = mlflow_client(URI).get_experiment(first)
+    assert experiment.tags[store.EXPERIMENT_KIND[0]] == store.EXPERIMENT_KIND[1]
+    assert experiment.artifact_location == (project / "mlruns" / "artifacts" / "gdexp").as_uri()
+
+
+def test_writes_are_chunked_to_mlflows_limits_and_read_back_in_bulk(project: Path) -> None:
+    experiment = store.ensure_experiment(URI, "gdexp")
+    ids = [store.create_run(URI, experiment, f"r{i}", {"k": str(i)}) for i in range(2)]
+    points = [store.metric("loss", 1.0 / (step + 1), step, 0) for step in range(2500)]  # 3 batches of <= 1000
+    store.log_metrics(URI, ids[0], points)
+    store.log_params(URI, ids[0], {f"p{i}": i for i in range(250)})  # 3 batches of <= 100
+    store.end_run(URI, ids[0], "FINISHED")
+    histories = store.metric_histories(URI, ids, "loss")
+    assert histories[ids[0]] == [1.0 / (step + 1) for step in range(2500)] and histories[ids[1]] == []
+    run = mlflow_client(URI).get_run(ids[0])
+    assert len(run.data.params) == 250 and run.info.status == "FINISHED"
+    assert [r.info.run_id for r in store.search_runs(URI, experiment, "tags.k = '1'")] == [ids[1]]
+
+
+def test_the_bulk_reader_is_there_on_this_mlflow(project: Path) -> None:
+    """The one private attribute gdexp reads (MlflowClient._tracking_client.store.get_metric_history_bulk),
+    pinned to the MLflow version range in pyproject.toml: if MLflow moves it, this fails, not the report."""
+    import mlflow
+
+    store.ensure_experiment(URI, "gdexp")
+    assert store._bulk_reader(URI) is not None, f"MLflow {mlflow.__version__} moved get_metric_history_bulk"
+
+
+def test_a_signal_during_a_write_is_raised_after_it(project: Path, installed: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    experiment = store.ensure_experiment(URI, "gdexp")
+    run_id = store.create_run(URI, experiment, "r", {})
+    real = store._client(URI)
+
+    class Interrupting:
+        def __getattr__(self, name: str):
+            return getattr(real, name)
+
+        def log_batch(self, *args, **kwargs):
+            signal.raise_signal(signal.SIGTERM)  # arrives in the middle of the write
+            return real.log_batch(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_client", lambda uri: Interrupting())
+    with pytest.raises(stopping.Terminated):
+        store.set_tags(URI, run_id, {"written": "whole"})
+    assert mlflow_client(URI).get_run(run_id).data.tags["written"] == "whole"
+
+
+def test_ui_command_and_missing_store(project: Path) -> None:
+    assert store.local_store_missing("sqlite:///nowhere/mlflow.db")
+    assert "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db" in store.ui_command(URI)
+    assert store.ui_command("http://u:secret@host:5000") == "open http://u:***@host:5000 in a browser"
