@@ -4,6 +4,7 @@ tanh MLP, the preconditioned sharpness of adaptive optimizers, and a run's numbe
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -119,3 +120,15 @@ def test_adam_in_the_real_loop_edge_is_38_over_lr(make_cfg) -> None:
               divergence_factor=1000.0, callbacks=[sharpness])
     np.testing.assert_allclose(history.curve("stability_ratio"), 0.001 * 0.1 / 1.9 * history.curve("sharpness"))
     assert history.initial["lr_edge"] == pytest.approx(38 / history.initial["sharpness"], rel=1e-9)
+
+
+def test_the_eos_sweep_starts_every_learning_rate_below_the_edge(make_cfg) -> None:
+    """`+sweep=eos` is full-batch GD on a tanh MLP with MSE, and each of its learning rates starts with
+    η·λmax(0) < 2, so that every run shows progressive sharpening before it reaches the edge."""
+    cfg = make_cfg("+sweep=eos", "train.epochs=1", *QUIET)
+    assert (cfg.gd.variant, cfg.model.activation, cfg.data.task) == ("batch", "tanh", "regression")
+    lrs = [float(x) for x in re.findall(r"[\d.]+", str(cfg.sweep.params.optim.lr))]
+    d = cfg.diagnostics
+    history = train.run(cfg, [Sharpness(d.sharpness_every, d.power_iters, d.probe_size, cfg.train.seed)])
+    assert len(lrs) == cfg.sweep.n_trials == 4
+    assert max(lrs) * history.initial["sharpness"] < 2
