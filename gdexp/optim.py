@@ -4,11 +4,22 @@ Each keeps its state per parameter name and updates the parameters in place. Not
 parameter θ with gradient g at step t (t = 1, 2, ...), learning rate γ, weight decay λ:
 every rule first adds the L2 term, g ← g + λθ (when λ ≠ 0). The gradient arrays are scratch space:
 a step may overwrite them (the next backward pass refills them).
+
+`stability(params, grads)` says when the next step is stable, for the edge-of-stability diagnostics
+(`gdexp.diagnostics`): it returns (h, P) such that, on a quadratic with Hessian H and the preconditioner
+P (diagonal; None for SGD, i.e. the identity) held fixed, the update is stable iff h·λmax(P⁻¹H) < 2.
+Plain GD has h = γ (the 2/γ rule). A heavy-ball buffer b ← μb + (1 − τ)g, θ ← θ − γb gives the
+recursion θ' = (1 + μ − c)θ − μθ₋ with c = γ(1 − τ)λ, stable iff c < 2 + 2μ, so h = γ(1 − τ)/(1 + μ);
+Nesterov's step g + μb gives θ' = (1 + μ)(1 − c)θ − μ(1 − c)θ₋, stable iff c < (2 + 2μ)/(1 + 2μ), so
+h = γ(1 + 2μ)/(1 + μ). Adaptive methods divide by P, built from the state as the next step would
+update it with `grads`; Adam's P = (1 − β1ᵗ)(√v̂ + ε) and its exponential average m (τ = μ = β1) give
+the threshold (2 + 2β1)/((1 − β1)γ) = 38/γ of Cohen et al. (2022), "Adaptive gradient methods at the
+edge of stability". The state is left as it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from omegaconf import DictConfig
@@ -16,6 +27,7 @@ from omegaconf import DictConfig
 __all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "RMSprop", "make_optimizer"]
 
 Params = dict[str, np.ndarray]
+Slot = Callable[[str, float], np.ndarray]  # (state key, initial value) -> that state array, to update in place
 
 
 def _at_least(name: str, value: float, low: float = 0.0) -> float:
@@ -45,6 +57,14 @@ class Optimizer:
             slots[key] = np.full_like(like, fill)
         return slots[key]
 
+    def _slots(self, name: str, like: np.ndarray, *, lookahead: bool = False) -> Slot:
+        """The state arrays of parameter `name`: the live ones, or (lookahead) fresh copies, so that a look at
+        the next step can run the same update code and leave the state as it is."""
+        if not lookahead:
+            return lambda key, fill: self._slot(name, key, like, fill)
+        slots = self.state.get(name, {})
+        return lambda key, fill: slots[key].copy() if key in slots else np.full_like(like, fill)
+
     def step(self, params: Params, grads: Params) -> None:
         self.t += 1
         for name, p in params.items():
@@ -52,6 +72,27 @@ class Optimizer:
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
         raise NotImplementedError
+
+    def stability(self, params: Params, grads: Params) -> tuple[float, Params | None]:
+        """(h, P) of the next step: stable iff h·λmax(P⁻¹H) < 2 on a quadratic with Hessian H of the objective
+        the step descends (the loss plus (λ/2)‖θ‖² with weight decay λ); P diagonal, shaped like `params`,
+        None for the identity. `grads` (the loss's gradient) and the state are not changed."""
+        conditioners: Params = {}
+        for name, p in params.items():
+            g = grads[name] + self.weight_decay * p
+            found = self._preconditioner(g, self._slots(name, g, lookahead=True), self.t + 1)
+            if found is None:
+                return self._scale(), None
+            conditioners[name] = found
+        return self._scale(), conditioners
+
+    def _scale(self) -> float:
+        """h of `stability`."""
+        return self.lr
+
+    def _preconditioner(self, g: np.ndarray, slot: Slot, t: int) -> np.ndarray | None:
+        """P of step t, updating the state arrays `slot` gives with the gradient g (which it may overwrite)."""
+        return None
 
 
 class SGD(Optimizer):
@@ -65,6 +106,12 @@ class SGD(Optimizer):
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError(f"nesterov=True requires momentum > 0 and dampening = 0 (got momentum={momentum!r}, "
                              f"dampening={dampening!r})")
+
+    def _scale(self) -> float:
+        mu = self.momentum
+        if not mu:
+            return self.lr
+        return self.lr * (1 + 2 * mu) / (1 + mu) if self.nesterov else self.lr * (1 - self.dampening) / (1 + mu)
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
         mu = self.momentum
@@ -95,12 +142,21 @@ class Adagrad(Optimizer):
         self.eps = _at_least("eps", eps)
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
-        s = self._slot(name, "sum", g, self.initial)
-        s += g * g
-        clr = self.lr / (1 + (self.t - 1) * self.lr_decay)
-        g *= clr
-        g /= np.sqrt(s) + self.eps
+        denom = self._preconditioner(g, self._slots(name, g), self.t)
+        g *= self.lr / (1 + (self.t - 1) * self.lr_decay)
+        g /= denom
         p -= g
+
+    def _scale(self) -> float:
+        return self.lr / (1 + self.t * self.lr_decay)  # γ̃ of the next step, t + 1
+
+    def _preconditioner(self, g: np.ndarray, slot: Slot, t: int) -> np.ndarray:
+        """√s + ε."""
+        s = slot("sum", self.initial)
+        s += g * g
+        denom = np.sqrt(s)
+        denom += self.eps
+        return denom
 
 
 class RMSprop(Optimizer):
@@ -113,13 +169,17 @@ class RMSprop(Optimizer):
         self.alpha, self.eps = _at_least("alpha", alpha), _at_least("eps", eps)
         self.momentum, self.centered = _at_least("momentum", momentum), bool(centered)
 
-    def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
+    def _scale(self) -> float:
+        return self.lr / (1 + self.momentum)
+
+    def _preconditioner(self, g: np.ndarray, slot: Slot, t: int) -> np.ndarray:
+        """√ṽ + ε."""
         a = self.alpha
-        v = self._slot(name, "square_avg", g)
+        v = slot("square_avg", 0.0)
         v *= a
         v += (1 - a) * g * g
         if self.centered:
-            gbar = self._slot(name, "grad_avg", g)
+            gbar = slot("grad_avg", 0.0)
             gbar *= a
             gbar += (1 - a) * g
             denom = v - gbar * gbar  # ≥ 0 in exact arithmetic; float32 rounding can dip below (then NaN)
@@ -128,6 +188,10 @@ class RMSprop(Optimizer):
         else:
             denom = np.sqrt(v)
         denom += self.eps
+        return denom
+
+    def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
+        denom = self._preconditioner(g, self._slots(name, g), self.t)
         if self.momentum:
             buf = self._slot(name, "momentum", g)
             buf *= self.momentum
@@ -153,25 +217,37 @@ class Adam(Optimizer):
         self.eps, self.amsgrad = _at_least("eps", eps), bool(amsgrad)
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
-        b1, b2 = self.beta1, self.beta2
+        b1 = self.beta1
         m = self._slot(name, "exp_avg", g)
-        v = self._slot(name, "exp_avg_sq", g)
         m *= b1
         m += (1 - b1) * g
+        denom = self._denominator(g, self._slots(name, g), self.t)
+        np.divide(m, denom, out=g)
+        g *= self.lr / (1 - b1**self.t)
+        p -= g
+
+    def _denominator(self, g: np.ndarray, slot: Slot, t: int) -> np.ndarray:
+        """√v̂ + ε, updating v (and its running maximum) with g, which it overwrites."""
+        b2 = self.beta2
+        v = slot("exp_avg_sq", 0.0)
         v *= b2
         g *= g
         g *= 1 - b2
         v += g
         if self.amsgrad:
-            vmax = self._slot(name, "max_exp_avg_sq", g)
+            vmax = slot("max_exp_avg_sq", 0.0)
             np.maximum(vmax, v, out=vmax)
             v = vmax
-        bias1, bias2 = 1 - b1**self.t, 1 - b2**self.t
-        denom = np.sqrt(v / bias2)
+        denom = np.sqrt(v / (1 - b2**t))
         denom += self.eps
-        np.divide(m, denom, out=g)
-        g *= self.lr / bias1
-        p -= g
+        return denom
+
+    def _scale(self) -> float:
+        return self.lr * (1 - self.beta1) / (1 + self.beta1)
+
+    def _preconditioner(self, g: np.ndarray, slot: Slot, t: int) -> np.ndarray:
+        """P = (1 − β1ᵗ)(√v̂ + ε): the bias correction of m folded in, as Cohen et al. (2022) write it."""
+        return self._denominator(g, slot, t) * (1 - self.beta1**t)
 
 
 def make_optimizer(cfg: DictConfig) -> Optimizer:

@@ -134,3 +134,49 @@ def test_centered_rmsprop_stays_finite_when_rounding_makes_the_variance_negative
         dipped |= bool(np.any(state["square_avg"] - state["grad_avg"] ** 2 < 0))
     assert dipped, "the test must hit the rounding case it is about"
     assert np.all(np.isfinite(params["w"]))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"momentum": 0.9}, {"momentum": 0.6, "dampening": 0.5},
+                                    {"momentum": 0.9, "nesterov": True}, {"momentum": 0.5, "weight_decay": 0.3}])
+def test_sgd_stability_edge_is_where_a_quadratic_starts_to_diverge(kwargs: dict) -> None:
+    """On L = λθ²/2 (plus the L2 term) the step is stable iff h·(λ + wd) < 2: θ shrinks 2 % below, grows 2 % above."""
+    wd = kwargs.get("weight_decay", 0.0)
+    h, conditioner = SGD(0.1, **kwargs).stability({"w": np.ones(1)}, {"w": np.ones(1)})
+    assert conditioner is None
+    for factor, stable in ((0.98, True), (1.02, False)):
+        curvature = factor * 2 / h - wd
+        opt, params = SGD(0.1, **kwargs), {"w": np.ones(1)}
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _ in range(3000):
+                opt.step(params, {"w": curvature * params["w"]})
+        assert (abs(params["w"][0]) < 1e-3) == stable, factor
+
+
+def test_adaptive_preconditioners_are_those_of_the_next_step(problem) -> None:
+    """P from the state the next step would reach with this gradient; the state itself is left as it was."""
+    theta, grads = problem
+    g, b1, b2, alpha, eps, wd = grads[-1], 0.9, 0.999, 0.99, 1e-8, 0.1
+    past = grads[:-1]
+    v = sum((1 - b2) * b2 ** (len(past) - 1 - i) * (x + wd * theta) ** 2 for i, x in enumerate(past))
+    adam = Adam(0.01, (b1, b2), eps, weight_decay=wd)
+    for x in past:
+        adam.step({"w": theta.copy()}, {"w": x + 0.0})  # θ fixed, so every gradient gets the same L2 term
+    state = {k: a.copy() for k, a in adam.state["w"].items()}
+    t = len(past) + 1
+    h, P = adam.stability({"w": theta}, {"w": g})
+    v_next = b2 * v + (1 - b2) * (g + wd * theta) ** 2
+    np.testing.assert_allclose(P["w"], (1 - b1**t) * (np.sqrt(v_next / (1 - b2**t)) + eps), rtol=1e-12)
+    assert h == pytest.approx(0.01 * (1 - b1) / (1 + b1))
+    for key, array in state.items():
+        np.testing.assert_array_equal(adam.state["w"][key], array)
+
+    rms = RMSprop(0.01, alpha, eps, momentum=0.5, centered=True)
+    h, P = rms.stability({"w": theta}, {"w": g})
+    assert rms.state == {} and h == pytest.approx(0.01 / 1.5)
+    np.testing.assert_allclose(P["w"], np.sqrt((1 - alpha) * g**2 - ((1 - alpha) * g) ** 2) + eps, rtol=1e-12)
+
+    ada = Adagrad(0.01, lr_decay=0.5, initial_accumulator_value=0.2, eps=eps)
+    ada.step({"w": theta.copy()}, {"w": grads[0].copy()})
+    h, P = ada.stability({"w": theta}, {"w": g})
+    assert h == pytest.approx(0.01 / 1.5)
+    np.testing.assert_allclose(P["w"], np.sqrt(0.2 + grads[0] ** 2 + g**2) + eps, rtol=1e-12)

@@ -3,6 +3,8 @@
 `forward(z)` overwrites its pre-activation buffer with the activation (the pre-activation is not
 needed again), and `backward(a, grad)` turns dL/da into dL/dz in place, written in terms of the
 output `a` only: relu' = [a > 0], sigmoid' = a(1 − a), tanh' = 1 − a².
+`derivatives(a)` gives f' and f'' (also from `a`), which the Hessian-vector product
+(`gdexp.nn.hessian`) needs: relu'' = 0 (almost everywhere), sigmoid'' = f'(1 − 2a), tanh'' = −2a f'.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ class Activation:
         """dL/dz = dL/da * f'(z), with f' from the output `a`; `grad` is overwritten and returned."""
         return grad
 
+    def derivatives(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(f'(z), f''(z)) as new arrays shaped like `a` = f(z)."""
+        return np.ones_like(a), np.zeros_like(a)
+
 
 class ReLU(Activation):
     name = "relu"
@@ -32,6 +38,9 @@ class ReLU(Activation):
 
     def backward(self, a: np.ndarray, grad: np.ndarray) -> np.ndarray:
         return np.multiply(grad, a > 0, out=grad)
+
+    def derivatives(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (a > 0).astype(a.dtype), np.zeros_like(a)
 
 
 class Sigmoid(Activation):
@@ -50,6 +59,10 @@ class Sigmoid(Activation):
         grad *= 1 - a
         return grad
 
+    def derivatives(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        slope = a * (1 - a)
+        return slope, slope * (1 - 2 * a)
+
 
 class Tanh(Activation):
     name = "tanh"
@@ -60,6 +73,10 @@ class Tanh(Activation):
     def backward(self, a: np.ndarray, grad: np.ndarray) -> np.ndarray:
         grad *= 1 - a * a
         return grad
+
+    def derivatives(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        slope = 1 - a * a
+        return slope, -2 * a * slope
 
 
 ACTIVATIONS: dict[str, type[Activation]] = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}

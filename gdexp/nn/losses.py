@@ -4,9 +4,16 @@ Fusing the output nonlinearity with the loss gives the short, stable gradients o
 dL/dz = (softmax(z) − onehot(y)) / m, (sigmoid(z) − y) / m and (ŷ − y) / m, where z are the last
 layer's pre-activations (the logits). `loss_grad` writes dL/dz into `z` itself, so a training step
 allocates nothing here beyond a few per-row temporaries.
+
+`curvature(z)` is the second derivative as a map r ↦ (1/m)·∇²_z ℓ(z)·r (row by row), that is
+the change of dL/dz when the logits move along r (the R-operator of Pearlmutter 1994, which the
+Hessian-vector product `gdexp.nn.hessian` pushes back through the layers). With p the output:
+softmax p ⊙ (r − ⟨p, r⟩)/m, sigmoid p(1 − p)·r/m, identity r/m.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,6 +35,11 @@ class Loss:
         return self.loss_grad(z.copy(), y)
 
     def predict(self, z: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def curvature(self, z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """r ↦ (1/m)·∇²_z ℓ · r per row, for the logits z and directions r, both (m, k); what it needs of z is
+        computed once, z is not touched, and each call returns a new array."""
         raise NotImplementedError
 
 
@@ -52,6 +64,13 @@ class SoftmaxCrossEntropy(Loss):
     def predict(self, z: np.ndarray) -> np.ndarray:
         return z.argmax(axis=1)
 
+    def curvature(self, z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """∇²_z = diag(p) − p pᵀ per row, so ∇²_z·r = p ⊙ (r − ⟨p, r⟩)."""
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True) * len(z)  # p/m: ⟨p, r⟩ then comes out divided by m as well
+        m = len(z)
+        return lambda r: p * (r - m * np.sum(p * r, axis=1, keepdims=True))
+
 
 class BinaryCrossEntropy(Loss):
     """L = −(1/m) Σ [y log p + (1 − y) log(1 − p)], p = sigmoid(z), computed as softplus(z) − y z."""
@@ -74,6 +93,12 @@ class BinaryCrossEntropy(Loss):
     def predict(self, z: np.ndarray) -> np.ndarray:
         return (z[:, 0] > 0).astype(np.int64)
 
+    def curvature(self, z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """∂²ℓ/∂z² = p(1 − p), written as e^{−|z|}/(1 + e^{−|z|})², which never overflows."""
+        e = np.exp(-np.abs(z))
+        weight = e / ((1 + e) ** 2 * len(z))
+        return lambda r: weight * r
+
 
 class MeanSquaredError(Loss):
     """L = (1/2m) Σ (ŷ − y)², ŷ = z (identity output), summed over outputs, averaged over samples."""
@@ -90,6 +115,11 @@ class MeanSquaredError(Loss):
 
     def predict(self, z: np.ndarray) -> np.ndarray:
         return z
+
+    def curvature(self, z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """∇²_z = I: the loss is quadratic in the outputs."""
+        m = len(z)
+        return lambda r: r / m
 
 
 LOSSES: dict[str, type[Loss]] = {
