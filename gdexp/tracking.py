@@ -28,8 +28,11 @@ from gdexp.train import Callback, History
 
 __all__ = ["MlflowTracker", "run_name"]
 
-EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-FINAL_METRICS = ("test_loss", "test_accuracy", "n_params", "train_time_s", "callback_time_s")
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "sharpness", "stability_ratio")
+FINAL_METRICS = ("test_loss", "test_accuracy", "n_params", "train_time_s", "callback_time_s", "sharpness_time_s")
+# history.initial key -> the metrics it is recorded as (at step 0); the rest are `initial_<key>`
+INITIAL_NAMES = {"sharpness": ("sharpness", "sharpness_initial"), "stability_ratio": ("stability_ratio",),
+                 "lr_edge": ("lr_edge",)}
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -91,7 +94,8 @@ class MlflowTracker(Callback):
         total = len(history.batch_loss)
         self._stride = max(1, math.ceil(total / cfg.tracking.batch_loss_points)) if stride == "auto" else int(stride)
         now = int(time.time() * 1000)
-        self._buffer += [store.metric(f"initial_{k}", v, 0, now) for k, v in history.initial.items()]
+        self._buffer += [store.metric(name, v, 0, now) for k, v in history.initial.items()
+                         for name in INITIAL_NAMES.get(k, (f"initial_{k}",))]
 
     def on_epoch_end(self, history: History) -> None:
         now = int(time.time() * 1000)
@@ -124,6 +128,8 @@ class MlflowTracker(Callback):
             tags.update(regime=history.regime, regime_reason=history.regime_reason)
         if history.stop_reason:
             tags["stop_reason"] = history.stop_reason
+        if history.edge_of_stability is not None and self.cfg.gd.variant == "batch":  # the edge is full-batch GD's
+            tags["edge_of_stability"] = str(history.edge_of_stability).lower()
         if error is not None and status == "FAILED":
             tags["error"] = f"{type(error).__name__}: {error}"[:5000]
         if self.end_tags:

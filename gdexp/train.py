@@ -59,6 +59,7 @@ class History:
     note: str = ""  # a sentence on how the run ended early
     regime: str = ""  # too_small / just_right / too_large; "" when the run did not finish (interrupted, failed)
     regime_reason: str = ""  # the label's reason in one sentence
+    edge_of_stability: bool | None = None  # ended with η·λmax at 2 (None: the sharpness was not measured)
     blas: dict[str, str] = field(default_factory=dict)  # threads, library, version, kernel the loop ran on
 
     def curve(self, key: str) -> np.ndarray:
@@ -129,11 +130,17 @@ def blas_in_use() -> dict[str, str]:
 
 
 def label(history: History, rules: Mapping[str, Any]) -> None:
-    """Set the run's regime and reason from its training-loss curve (`regimes.classify`)."""
+    """Set the run's regime and reason from its training-loss curve (`regimes.classify`); when the sharpness
+    was measured, the reason also says what the stability ratio η·λmax did (`regimes.stability`)."""
     if history.epochs:
         history.regime, history.regime_reason = regimes.classify(
             history.initial.get("train_loss", math.nan), history.curve("train_loss"),
             diverged=history.diverged, note=history.note, rules=rules)
+        why, history.edge_of_stability = regimes.stability(
+            history.initial.get("stability_ratio", math.nan), [int(e) for e in history.curve("epoch")],
+            history.curve("stability_ratio").tolist())
+        if why:
+            history.regime_reason += f"; {why}"
 
 
 def _evaluate(model: MLP, X: np.ndarray, y: np.ndarray, prefix: str, into: dict[str, float]) -> None:
@@ -198,6 +205,12 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
     rng = np.random.default_rng(cfg.train.seed)
     model = build_model(cfg.model, data, rng, cfg.train.dtype)
     optimizer = make_optimizer(cfg.optim)
+    d = cfg.diagnostics
+    if d.sharpness_every:  # first, so that the tracker and the pruner see each row with its sharpness
+        from gdexp.diagnostics import Sharpness  # it builds on this module's Callback and History
+
+        callbacks = [Sharpness(d.sharpness_every, d.power_iters, d.probe_size, cfg.train.seed, optimizer=optimizer),
+                     *callbacks]
     batches = Batches(data.X_train, data.y_train, cfg.gd.batch_size, cfg.gd.shuffle, rng)
     n_updates = cfg.train.epochs * len(batches)
     history = History(np.full(n_updates, np.nan), np.full(n_updates, np.nan), updates_per_epoch=len(batches))

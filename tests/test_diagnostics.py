@@ -132,3 +132,36 @@ def test_the_eos_sweep_starts_every_learning_rate_below_the_edge(make_cfg) -> No
     history = train.run(cfg, [Sharpness(d.sharpness_every, d.power_iters, d.probe_size, cfg.train.seed)])
     assert len(lrs) == cfg.sweep.n_trials == 4
     assert max(lrs) * history.initial["sharpness"] < 2
+
+
+def test_the_label_says_why_in_terms_of_the_stability_ratio(make_cfg) -> None:
+    """The run of the edge-of-stability test, labelled: its reason says it trains at the edge, and a full-batch
+    run far below the edge, or one that starts above it, says that instead."""
+    base = ("gd=batch", "model.activation=tanh", "data.task=regression", "diagnostics.power_iters=20",
+            "diagnostics.probe_size=5000", *QUIET)
+    edge = train.run(make_cfg(*base, "train.epochs=1", "diagnostics.sharpness_every=1")).initial["lr_edge"]
+    at_edge = train.run(make_cfg(*base, f"optim.lr={0.8 * edge!r}", "train.epochs=400",
+                                 "diagnostics.sharpness_every=20"))
+    assert at_edge.edge_of_stability is True and "the run trains at the edge of stability" in at_edge.regime_reason
+    tiny = train.run(make_cfg(*base, f"optim.lr={0.01 * edge!r}", "train.epochs=20", "diagnostics.sharpness_every=5"))
+    assert tiny.edge_of_stability is False and tiny.regime == "too_small"
+    assert "far shorter than the curvature allows" in tiny.regime_reason
+    over = train.run(make_cfg(*base, f"optim.lr={2.5 * edge!r}", "train.epochs=20", "diagnostics.sharpness_every=5"))
+    assert over.regime == "too_large" and "steps overshoot the sharpest direction" in over.regime_reason
+
+
+def test_mlflow_records_the_sharpness_names_the_issue_fixes(make_cfg, project) -> None:
+    from gdexp.tracking import MlflowTracker
+    from tests.conftest import mlflow_client
+
+    cfg = make_cfg("gd=batch", "train.epochs=4", "diagnostics.sharpness_every=2", "diagnostics.power_iters=5",
+                   "diagnostics.probe_size=300", "tracking.artifacts=false")
+    tracker = MlflowTracker(cfg)
+    history = train.run(cfg, [tracker])
+    client = mlflow_client(cfg.tracking.uri)
+    run = client.get_run(tracker.run_id)
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "sharpness")] == [0, 2, 4]
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "stability_ratio")] == [0, 2, 4]
+    assert run.data.metrics["sharpness_initial"] == pytest.approx(history.initial["sharpness"])
+    assert run.data.metrics["lr_edge"] == pytest.approx(2 / history.initial["sharpness"])
+    assert run.data.tags["edge_of_stability"] == "false" and "η·λmax" in run.data.tags["regime_reason"]

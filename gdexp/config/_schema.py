@@ -218,6 +218,13 @@ class RegimesConf:
     sibling_tolerance: float = num(low=0.0)
 
 
+@dataclass
+class DiagnosticsConf:
+    sharpness_every: int = num(low=0, integer=True)
+    power_iters: int = num(low=1, integer=True)
+    probe_size: int = num(low=1, integer=True)
+
+
 # ------------------------------------------------------------------------------ sweep, lr_range
 @dataclass
 class SweepConf:
@@ -250,6 +257,7 @@ GROUPS: dict[str, dict[str, type]] = {
     "train": {"default": TrainConf},
     "tracking": {"mlflow": TrackingConf},
     "regimes": {"default": RegimesConf},
+    "diagnostics": {"default": DiagnosticsConf},
     "sweep": {"default": SweepConf},
     "lr_range": {"default": LRRangeConf},
 }
