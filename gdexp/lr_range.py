@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from gdexp import plots, train
+from gdexp import plots, stopping, train
 from gdexp.nn import MLP
 from gdexp.tracking import MlflowTracker, client_for, ui_command
 
@@ -88,6 +88,17 @@ class _RangeLog(train.Callback):
             client.log_artifact(run_id, str(path))
 
 
+def _drop_regime(uri: str, run_id: str) -> None:
+    """Take the regime label off the range test's run: one run that sweeps the learning rate is no regime
+    sample, and without the tag grouping the runs by `regime` in the UI never shows it. (The tracker labels
+    every run it ends; its run name `lr_range-...` and tag `gdexp.role=lr_range` say what it is.)"""
+    client = client_for(uri)
+    tags = client.get_run(run_id).data.tags
+    for key in ("regime", "regime_reason"):
+        if key in tags:
+            client.delete_tag(run_id, key)
+
+
 def run(cfg: DictConfig) -> float:
     """One range-test run; prints and returns the suggested learning rate."""
     r = cfg.lr_range
@@ -98,7 +109,12 @@ def run(cfg: DictConfig) -> float:
     tracker = MlflowTracker(cfg, tags={"gdexp.role": "lr_range"}) if cfg.tracking.enabled else None
     log = _RangeLog(cfg, tracker)
     callbacks: list[Any] = [log, *([tracker] if tracker else [])]
-    train.run(cfg, callbacks, schedule=exponential(float(r.min_lr), float(r.max_lr)))
+    try:
+        train.run(cfg, callbacks, schedule=exponential(float(r.min_lr), float(r.max_lr)))
+    finally:
+        if tracker is not None and tracker.run_id is not None:
+            with stopping.shielded():
+                _drop_regime(cfg.tracking.uri, tracker.run_id)
     res = log.result
     print(f"learning-rate range test: loss falls fastest at {res['steepest_lr']:.3g}, is lowest at "
           f"{res['min_loss_lr']:.3g}, blows up from {res['divergence_lr']:.3g}")

@@ -6,17 +6,24 @@ and tags, and each child's `val_loss` history. It writes under `sweeps/<name>/re
 and logs the same files to the sweep's parent run (folder `report/`):
 
 - `runs.csv`: one row per run, raw numbers as stored;
-- `regimes.{csv,md,tex,html,json}`: learning rate down, GD variant across, each cell the final
-  validation loss (accuracy) and regime, plus the best run per variant and a caption saying which
-  runs the table covers -- and, when the experiment holds a learning-rate range test on the same data,
-  GD variant and optimizer, its suggestion beside the sweep's best learning rates;
+- `regimes.{csv,md,tex,html,json}`: learning rate (and hidden size) down, GD variant across, each cell
+  the final validation loss (accuracy) and regime, with the epochs each run ran, plus the best run per
+  variant and a caption saying which runs the table covers -- and, when the experiment holds a
+  learning-rate range test on the same data, GD variant and optimizer, its suggestion beside the
+  sweep's best learning rates;
 - `loss_curves.png`, `final_loss_vs_lr.png`, `lr_hidden_heatmap.png` (the last when the sweep varied
   the hidden size).
+
+The regime tables and figures hold the runs that have a regime: finished and pruned trials. An
+interrupted or failed trial (`regime=none`) is listed in `runs.csv` and counted apart in the caption.
+Before it writes anything, the report checks the order invariant of the labels
+(`regimes.order_violations`) and refuses, naming the runs, when they break it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -29,17 +36,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
-from gdexp import plots, stopping
-from gdexp.config import mask_secrets
-from gdexp.regimes import REGIMES
+from gdexp import plots, regimes, stopping
+from gdexp.config import CONFIG_DIR, mask_secrets
+from gdexp.regimes import NONE, REGIMES
 from gdexp.tracking import DEFAULT_URI, client_for, local_store_missing
 
 __all__ = ["Report", "ReportError", "build", "main", "write"]
 
 FORMATS = ("csv", "md", "tex", "html", "json", "png")
 VARIANTS = ("batch", "minibatch", "stochastic")
-REGIME_COLORS = {"too_small": "tab:blue", "just_right": "tab:green", "too_large": "tab:red", "": "tab:gray"}
+VARIANT_MARKS = {"batch": ("s", "-"), "minibatch": ("o", "--"), "stochastic": ("^", "-.")}  # marker, line style
+LABELLED = ("COMPLETE", "PRUNED")  # the trial states that have a regime
 PAGE = 1000  # runs per search request
 
 
@@ -121,25 +130,50 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def epochs_to(curve: np.ndarray, fraction: float) -> float:
+def epochs_to(curve: np.ndarray, fraction: float, min_progress: float = 0.0) -> float:
     """The first epoch at which the loss had made `fraction` of its total decrease (initial -> best);
-    NaN when it never decreased."""
+    NaN when the run did not learn: the loss never decreased, or it ended less than `min_progress` of its
+    initial value below it (the regime rule's bar for a loss that barely moved). A run whose loss fell 1 %
+    makes 90 % of that 1 % at some epoch, and the number would read as a speed."""
     finite = curve[np.isfinite(curve)]
     if len(curve) < 2 or not np.isfinite(curve[0]) or finite.min() >= curve[0]:
+        return math.nan
+    if curve[0] - finite[-1] < min_progress * abs(curve[0]):
         return math.nan
     target = curve[0] - fraction * (curve[0] - finite.min())
     return float(np.argmax(np.where(np.isfinite(curve), curve, np.inf) <= target))
 
 
-def _row(run: Any, curve: np.ndarray, fraction: float, train_losses: Sequence[float]) -> dict[str, Any]:
+@functools.cache
+def _default_rules() -> dict[str, float]:
+    return {str(k): float(v) for k, v in OmegaConf.load(CONFIG_DIR / "regimes" / "default.yaml").items()}
+
+
+def _rules(params: dict[str, str]) -> dict[str, float]:
+    """The regime rule's thresholds a run was labelled with (its params `regimes.*`; the defaults for a run
+    that has none)."""
+    return {k: _number(params.get(f"regimes.{k}", v)) for k, v in _default_rules().items()}
+
+
+def _overshot(run: Any, train_losses: Sequence[float]) -> bool:
+    """Did the run's own training-loss curve diverge or rise (`regimes.overshoot`)? Then it is too_large
+    wherever its learning rate is, and the order check lets it be."""
+    why = regimes.overshoot(run.data.metrics.get("initial_train_loss", math.nan), train_losses,
+                            diverged=run.data.tags.get("diverged") == "true", rules=_rules(run.data.params))
+    return why is not None
+
+
+def _row(run: Any, curve: np.ndarray, fraction: float, train_losses: Sequence[float], *, overshot: bool,
+         group: str) -> dict[str, Any]:
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     epochs = curve[1:]
     finite = epochs[np.isfinite(epochs)]
+    state = t.get("optuna.state", run.info.status)
     return {
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,
         "trial": int(t["optuna.trial"]) if t.get("optuna.trial", "").isdigit() else None,
-        "state": t.get("optuna.state", run.info.status),
+        "state": state,
         "status": run.info.status,
         "gd_variant": p.get("gd.variant", t.get("gd.variant", "")),
         "batch_size": p.get("gd.batch_size", ""),
@@ -155,10 +189,12 @@ def _row(run: Any, curve: np.ndarray, fraction: float, train_losses: Sequence[fl
         "val_accuracy": m.get("val_accuracy", math.nan),
         "test_loss": m.get("test_loss", math.nan),
         "test_accuracy": m.get("test_accuracy", math.nan),
-        f"epochs_to_{round(100 * fraction)}pct": epochs_to(curve, fraction),
+        f"epochs_to_{round(100 * fraction)}pct": epochs_to(curve, fraction, _rules(p)["min_progress"]),
         "diverged": t.get("diverged", "") == "true",
-        "regime": t.get("regime", ""),
+        "overshot": overshot,
+        "regime": t.get("regime", "") if state in LABELLED else NONE,
         "regime_reason": t.get("regime_reason", ""),
+        "sibling_group": group,
         "train_time_s": m.get("train_time_s", math.nan),
     }
 
@@ -188,7 +224,13 @@ def build(name: str, *, uri: str = DEFAULT_URI, experiment: str = "gdexp", fract
     trn.update(histories(client, rose, "train_loss", threads))
     curves = {r.info.run_id: np.array([r.data.metrics.get("initial_val_loss", math.nan), *val[r.info.run_id]],
                                       dtype=float) for r in children}
-    runs = pd.DataFrame([_row(r, curves[r.info.run_id], fraction, trn[r.info.run_id]) for r in children])
+    read = set(rose)  # a run labelled too_small or just_right did not overshoot: its curve is not needed
+    overshot = {r.info.run_id: _overshot(r, trn[r.info.run_id]) for r in children if r.info.run_id in read}
+    fixed = sorted(k for k in _searched(parent) if k not in regimes.SIBLING_FREE)
+    runs = pd.DataFrame([_row(r, curves[r.info.run_id], fraction, trn[r.info.run_id],
+                              overshot=overshot.get(r.info.run_id, False),
+                              group=" ".join(f"{k}={r.data.params[k]}" for k in fixed if k in r.data.params))
+                         for r in children])
     order = pd.Categorical(runs["gd_variant"], [*VARIANTS, *sorted(set(runs["gd_variant"]) - set(VARIANTS))])
     runs = (runs.assign(_v=order).sort_values(["_v", "lr", "hidden_size", "trial", "run_id"], kind="stable")
             .drop(columns="_v").reset_index(drop=True))
@@ -229,31 +271,44 @@ def fmt_acc(x: float) -> str:
 
 
 def _representatives(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (learning rate, variant): the run with the lowest final val loss (a diverged one only if
-    every run there diverged). The lr is rounded to 3 significant digits to form the rows."""
-    finished = runs[runs["state"] != "FAIL"].copy()
-    finished["lr_key"] = finished["lr"].map(lambda x: float(f"{x:.3g}") if math.isfinite(x) else x)
-    finished["_rank"] = finished["final_val_loss"].where(np.isfinite(finished["final_val_loss"]), np.inf)
-    finished = finished.sort_values(["lr_key", "gd_variant", "_rank", "run_id"], kind="stable")
-    return finished.groupby(["lr_key", "gd_variant"], sort=False).head(1).drop(columns="_rank")
+    """The runs the regime tables and figures show: per (learning rate, hidden size, variant), among the
+    runs that have a regime, the finished run with the lowest final val loss (a pruned or diverged one
+    only if there is nothing better there). The lr is rounded to 3 significant digits to form the rows."""
+    shown = runs[runs["regime"].isin(REGIMES)].copy()
+    shown["lr_key"] = shown["lr"].map(lambda x: float(f"{x:.3g}") if math.isfinite(x) else x)
+    shown["_pruned"] = shown["state"] != "COMPLETE"
+    shown["_rank"] = shown["final_val_loss"].where(np.isfinite(shown["final_val_loss"]), np.inf)
+    shown = shown.sort_values(["lr_key", "hidden_size", "gd_variant", "_pruned", "_rank", "run_id"], kind="stable")
+    return (shown.groupby(["lr_key", "hidden_size", "gd_variant"], sort=False, dropna=False).head(1)
+            .drop(columns=["_pruned", "_rank"]))
+
+
+def _variants(names: Any) -> list[str]:
+    """GD variants in their usual order (batch, minibatch, stochastic), others after them."""
+    present = list(dict.fromkeys(names))
+    return [v for v in VARIANTS if v in present] + sorted(v for v in present if v not in VARIANTS)
+
+
+def _cell(run: Any) -> str:
+    loss = fmt_loss(run.final_val_loss if not run.diverged else math.nan)
+    accuracy = f" ({fmt_acc(run.val_accuracy)})" if math.isfinite(run.val_accuracy) and not run.diverged else ""
+    return f"{loss}{accuracy} {run.regime}" + (", pruned" if run.state == "PRUNED" else "")
 
 
 def pivot(report: Report) -> pd.DataFrame:
-    """Learning rate down, GD variant across; cells `val_loss (val_acc) regime`."""
+    """Learning rate down, then the hidden size; per GD variant, a cell `val_loss (val_acc) regime`
+    (`, pruned` when the pruner stopped the run, its loss then where it stopped) and the epochs it ran."""
     reps = _representatives(report.runs)
-    reps["cell"] = [
-        f"{fmt_loss(r.final_val_loss if not r.diverged else math.nan)}"
-        + (f" ({fmt_acc(r.val_accuracy)})" if math.isfinite(r.val_accuracy) and not r.diverged else "")
-        + (f" {r.regime}" if r.regime else "")
-        for r in reps.itertuples()
-    ]
-    table = reps.pivot(index="lr_key", columns="gd_variant", values="cell").sort_index()
-    table = table[[v for v in (*VARIANTS, *sorted(table.columns)) if v in table.columns]
-                  if len(table.columns) else table.columns]
-    table = table.loc[:, ~table.columns.duplicated()].fillna("—")
-    table.index = [fmt_lr(x) for x in table.index]
-    table.index.name = "learning rate"
-    table.columns.name = None
+    reps["cell"] = [_cell(r) for r in reps.itertuples()]
+    reps["epochs"] = reps["epochs_run"].map(lambda x: f"{x:.0f}" if math.isfinite(x) else "—")
+    reps["hidden_size"] = reps["hidden_size"].fillna(-1.0)
+    wide = reps.pivot(index=["lr_key", "hidden_size"], columns="gd_variant", values=["cell", "epochs"]).sort_index()
+    table = pd.DataFrame({"hidden size": [f"{h:.0f}" if h >= 0 else "—" for _, h in wide.index]})
+    for variant in _variants(reps["gd_variant"]):
+        table[variant] = wide[("cell", variant)].to_numpy()
+        table[f"{variant} epochs"] = wide[("epochs", variant)].to_numpy()
+    table = table.fillna("—")
+    table.index = pd.Index([fmt_lr(lr) for lr, _ in wide.index], name="learning rate")
     return table
 
 
@@ -272,30 +327,59 @@ def best_per_variant(report: Report) -> pd.DataFrame:
 
 
 def caption(report: Report) -> list[str]:
+    """What the tables cover: the runs that have a regime (finished and pruned); interrupted and failed
+    runs are counted apart, as not counted, the way the sweep counts them."""
     runs = report.runs
-    counts = runs["state"].value_counts()
-    states = ", ".join(f"{counts[s]} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL") if s in counts)
-    regimes = runs["regime"].value_counts()
-    lrs = runs["lr"][np.isfinite(runs["lr"])]
-    lines = [
-        f"Sweep {report.name!r} (MLflow parent run {report.parent_id}, experiment {report.experiment!r}): "
-        f"{len(runs)} runs ({states}; {int(runs['diverged'].sum())} diverged), learning rates "
-        f"{fmt_lr(lrs.min()) if len(lrs) else '—'} to {fmt_lr(lrs.max()) if len(lrs) else '—'}, GD variants "
-        f"{', '.join(v for v in dict.fromkeys(runs['gd_variant']))}.",
-        "Cells: final validation loss (validation accuracy) and the regime label"
-        + (" of the best run at that learning rate and variant." if len(runs) > len(_representatives(runs))
-           else "."),
-        "Regimes: " + ", ".join(f"{regimes.get(r, 0)} {r}" for r in REGIMES) + ".",
-    ]
+    shown = runs[runs["regime"].isin(REGIMES)]
+    states = ", ".join(f"{n} {word}" for n, word in (((shown["state"] == "COMPLETE").sum(), "finished"),
+                                                     ((shown["state"] == "PRUNED").sum(), "pruned"),
+                                                     (shown["diverged"].sum(), "diverged")))
+    rest = runs[~runs["regime"].isin(REGIMES)]
+    interrupted = int((rest["status"] == "KILLED").sum())
+    apart = ", ".join(f"{n} {word}" for n, word in ((interrupted, "interrupted"), (len(rest) - interrupted, "failed"))
+                      if n)
+    lrs = shown["lr"][np.isfinite(shown["lr"])]
+    span = f"{fmt_lr(lrs.min())} to {fmt_lr(lrs.max())}" if len(lrs) else "—"
+    covered = (f"Sweep {report.name!r} (MLflow parent run {report.parent_id}, experiment {report.experiment!r}): "
+               f"{len(shown)} runs with a regime ({states})" + (f"; {apart}, not counted and left out" if apart else "")
+               + f"; learning rates {span}, GD variants {', '.join(_variants(shown['gd_variant']))}.")
+    several = len(shown) > len(_representatives(runs))
+    cells = ("Cells: final validation loss (validation accuracy) and the regime label"
+             + (" of the best run at that learning rate, hidden size and variant" if several else "")
+             + "; a pruned run's loss is where the pruner stopped it, and its label compares it with its siblings "
+               "at that epoch.")
+    counts = shown["regime"].value_counts()
+    return [covered, cells, "Regimes: " + ", ".join(f"{counts.get(r, 0)} {r}" for r in REGIMES) + ".",
+            *_range_line(report)]
+
+
+def _range_line(report: Report) -> list[str]:
+    """The range test's suggestion beside the sweep's best learning rates (none when there is no range test)."""
     rt = report.range_test
-    if rt is not None:
-        best = best_per_variant(report)
-        found = "; ".join(f"{v} {lr}" for v, lr in zip(best["GD variant"], best["learning rate"], strict=True))
-        lines.append(f"Learning-rate range test (run {rt['run_id']}, {rt['gd_variant']}): suggests "
-                     f"{fmt_lr(rt['suggested_lr'])}, just-right window {fmt_lr(rt['window_low'])} to "
-                     f"{fmt_lr(rt['window_high'])}, divergence from {fmt_lr(rt['divergence_lr'])}; "
-                     f"the sweep's best: {found or 'none'}.")
-    return lines
+    if rt is None:
+        return []
+    best = best_per_variant(report)
+    found = "; ".join(f"{v} {lr}" for v, lr in zip(best["GD variant"], best["learning rate"], strict=True))
+    return [f"Learning-rate range test (run {rt['run_id']}, {rt['gd_variant']}): suggests "
+            f"{fmt_lr(rt['suggested_lr'])}, just-right window {fmt_lr(rt['window_low'])} to "
+            f"{fmt_lr(rt['window_high'])}, divergence from {fmt_lr(rt['divergence_lr'])}; "
+            f"the sweep's best: {found or 'none'}."]
+
+
+def order_problems(runs: pd.DataFrame) -> list[str]:
+    """Where the labels break the order invariant (`regimes.order_violations`), per sibling group: runs
+    that differ only in the learning rate and the hidden size. The best run is recomputed from the final
+    losses, and whether a run overshot from its own training-loss curve, not read from the labels."""
+    problems = []
+    shown = runs[runs["regime"].isin(REGIMES)]
+    keys = ["gd_variant", "batch_size", "optimizer", "sibling_group"]
+    for _, group in shown.groupby(keys, sort=False, dropna=False):
+        members = [regimes.Sibling(
+            r.lr, r.final_val_loss, "too_large" if r.overshot else r.regime, "", hidden=r.hidden_size,
+            name=f"trial {r.trial} (run {r.run_id})" if pd.notna(r.trial) else f"run {r.run_id}",
+            pruned_at=int(r.epochs_run) if r.state == "PRUNED" else None) for r in group.itertuples()]
+        problems += regimes.order_violations(members, list(group["regime"]))
+    return problems
 
 
 def _markdown(report: Report, table: pd.DataFrame, best: pd.DataFrame) -> str:
@@ -352,105 +436,189 @@ def _html(report: Report, table: pd.DataFrame, best: pd.DataFrame) -> str:
 
 
 # ------------------------------------------------------------------------------------------- plots
+def _lr_colours(lrs: Any) -> tuple[Any, Any]:
+    """A sequential colour map over the learning rates (log scale) and its norm. Viridis, less its pale top
+    end, which does not show on white."""
+    import matplotlib
+    from matplotlib.colors import ListedColormap, LogNorm
+
+    cmap = ListedColormap(matplotlib.colormaps["viridis"](np.linspace(0.0, 0.88, 256)))
+    finite = np.asarray(lrs, dtype=float)
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    low, high = (finite.min(), finite.max()) if finite.size else (1e-3, 1.0)
+    return cmap, LogNorm(low, high) if low < high else LogNorm(low / 2, high * 2)
+
+
+def _stop(curve: np.ndarray) -> int:
+    """The index of a curve's last finite value (where a pruned or diverged run stopped)."""
+    finite = np.nonzero(np.isfinite(curve))[0]
+    return int(finite[-1]) if finite.size else 0
+
+
 def plot_loss_curves(report: Report, path: Path) -> Path:
-    """Validation loss per epoch, log scale, coloured by regime, one panel per GD variant."""
-    from matplotlib.collections import LineCollection
+    """Validation loss per epoch, one panel per GD variant: each line coloured by its learning rate (a
+    sequential map, its colour bar beside the panels) and drawn in its regime's line style; a pruned run's
+    line ends in an open circle where the pruner stopped it. Log scale; a value past 30x the largest initial
+    loss is drawn at the top edge as a triangle, so that a spike shows without squeezing the other curves."""
+    import matplotlib
+    from matplotlib.cm import ScalarMappable
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    variants = list(dict.fromkeys(report.runs["gd_variant"]))
-    fig = Figure(figsize=(4.2 * len(variants) + 0.6, 4), dpi=100)
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.84, bottom=0.13, wspace=0.25)
-    axes = fig.subplots(1, len(variants), squeeze=False, sharey=True)[0]
-    every = np.concatenate([c[np.isfinite(c)] for c in report.curves.values()] or [np.ones(1)])
-    for ax, variant in zip(axes, variants, strict=True):
-        runs = report.runs[report.runs["gd_variant"] == variant]
-        for regime, group in runs.groupby("regime", sort=False):  # one collection per colour: fast at 1,000 runs
-            lines = [np.column_stack([np.arange(len(c)), np.where(np.isfinite(c), c, np.nan)])
-                     for c in (report.curves[run_id] for run_id in group["run_id"])]
-            ax.add_collection(LineCollection(lines, colors=REGIME_COLORS.get(str(regime), "tab:gray"), lw=1,
-                                             alpha=0.7))
-        ax.autoscale_view()
-        ax.set(title=variant, xlabel="epoch")
-        ax.grid(True, alpha=0.3)
-    if plots.positive(every):
-        plots.log_y(axes[0])
-        axes[0].set_ylim(every.min() / 1.5, min(every.max(), 20 * np.median(every)) * 1.5)
-    axes[0].set_ylabel("validation loss")
-    fig.legend([Line2D([], [], color=REGIME_COLORS[r]) for r in REGIMES], REGIMES, loc="upper center", ncol=3,
-               frameon=False)
-    return plots.save(fig, path)
+    reps = _representatives(report.runs)
+    variants = _variants(reps["gd_variant"])
+    curves = {run_id: report.curves[run_id] for run_id in reps["run_id"]}
+    values = np.concatenate([c[np.isfinite(c)] for c in curves.values()] or [np.ones(1)])
+    starts = np.array([c[0] for c in curves.values() if len(c) and np.isfinite(c[0])] or [values.max()])
+    cap = min(values.max(), 30 * starts.max())
+    cmap, norm = _lr_colours(reps["lr"])
+    with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
+        panel, height = max(3.6, 6.4 / len(variants)), 5.0
+        width = panel * len(variants) + 1.7
+        fig = Figure(figsize=(width, height), dpi=plots.REPORT["dpi"])
+        fig.subplots_adjust(left=0.8 / width, right=1 - 1.35 / width, top=1 - 1.2 / height, bottom=0.62 / height,
+                            wspace=0.32)
+        axes = fig.subplots(1, len(variants), squeeze=False, sharey=True)[0]
+        for ax, variant in zip(axes, variants, strict=True):
+            for r in reps[reps["gd_variant"] == variant].sort_values("lr").itertuples():
+                curve, colour = curves[r.run_id], cmap(norm(r.lr))
+                epochs = np.arange(len(curve))
+                ax.plot(epochs, np.minimum(curve, cap), color=colour, ls=plots.REGIME_LINES[r.regime], lw=1.8)
+                over = curve > cap
+                ax.plot(epochs[over], np.full(over.sum(), cap), ls="", marker="^", ms=6, color=colour)
+                if r.state == "PRUNED":
+                    end = _stop(curve)
+                    ax.plot(end, min(curve[end], cap), marker="o", ms=6, mfc="white", mec=colour, mew=1.6)
+            ax.set(title=variant, xlabel="epoch", ylabel="validation loss")
+            ax.tick_params(labelleft=True)
+            ax.grid(True, alpha=0.3)
+        if plots.positive(values):
+            plots.log_y(axes[0])
+            axes[0].set_ylim(values.min() / 1.3, cap * 1.3)
+        fig.colorbar(ScalarMappable(norm, cmap), label="learning rate",
+                     cax=fig.add_axes((1 - 1.05 / width, 0.62 / height, 0.16 / width, 1 - 1.82 / height)))
+        shown = [r for r in REGIMES if r in set(reps["regime"])]
+        extra = [Line2D([], [], ls="", marker="o", ms=6, mfc="white", mec="0.15", mew=1.6, label="pruned here")] \
+            if (reps["state"] == "PRUNED").any() else []
+        extra += [Line2D([], [], ls="", marker="^", ms=6, color="0.15", label=f"above {cap:.3g}")] \
+            if (values > cap).any() else []
+        fig.suptitle(f"{report.name}: validation loss per epoch (colour: learning rate; line: regime)",
+                     y=1 - 0.1 / height, va="top")
+        fig.legend(handles=plots.regime_handles(shown, lines=True) + extra, loc="upper center", ncol=len(shown) + 2,
+                   frameon=False, bbox_to_anchor=(0.5, 1 - 0.42 / height), handlelength=2.6)
+        return plots.save(fig, path)
 
 
 def plot_final_loss_vs_lr(report: Report, path: Path) -> Path:
-    """Final validation loss over learning rate (log-log), one line per variant; regime bands shaded
-    (the label most runs at that learning rate share), and the range test's suggestion if there is one."""
+    """Final validation loss over learning rate (log-log): one marker shape per GD variant, each point in the
+    colour of its own run's regime (never a verdict shared across variants). A variant's points are joined
+    when it has one hidden size (across hidden sizes a line would zigzag). A pruned run is an open marker
+    at the loss where it stopped; a diverged run a cross at the top; the range test's suggestion a dashed
+    line."""
+    import matplotlib
+    from matplotlib.lines import Line2D
+
     reps = _representatives(report.runs)
-    fig, ax = plots.axes(7, 4.5)
-    lrs = np.array(sorted(set(reps["lr_key"][np.isfinite(reps["lr_key"])])))
-    if len(lrs):
-        edges = np.concatenate([[lrs[0] / 2], np.sqrt(lrs[1:] * lrs[:-1]), [lrs[-1] * 2]]) if len(lrs) > 1 else \
-            np.array([lrs[0] / 2, lrs[0] * 2])
-        majority = reps.groupby("lr_key")["regime"].agg(lambda r: r.value_counts().index[0])
-        labels = [str(majority.get(lr, "")) for lr in lrs]
-        start = 0
-        for i in range(1, len(lrs) + 1):  # one band per stretch of equal labels
-            if i == len(lrs) or labels[i] != labels[start]:
-                ax.axvspan(edges[start], edges[i], color=REGIME_COLORS.get(labels[start], "tab:gray"), alpha=0.12,
-                           lw=0)
-                start = i
-    top = np.nanmax(np.where(np.isfinite(reps["final_val_loss"]), reps["final_val_loss"], np.nan)) \
-        if np.isfinite(reps["final_val_loss"]).any() else 1.0
-    for i, (variant, group) in enumerate(reps.groupby("gd_variant", sort=False)):
-        group = group.sort_values("lr_key")
-        y = np.where(group["diverged"] | ~np.isfinite(group["final_val_loss"]), np.nan, group["final_val_loss"])
-        ax.plot(group["lr_key"], y, marker="o" if len(group) <= 50 else None, color=f"C{i}", label=variant)
-        gone = group[group["diverged"]]
-        ax.scatter(gone["lr_key"], np.full(len(gone), top * 1.5), marker="x", color=f"C{i}")
-    rt = report.range_test
-    if rt is not None and math.isfinite(rt["suggested_lr"]):
-        ax.axvline(rt["suggested_lr"], color="k", ls="--", lw=1, label="range test suggestion")
-    ax.set_xscale("log")
-    if plots.positive(reps["final_val_loss"]):
-        plots.log_y(ax)
-    ax.set(xlabel="learning rate", ylabel="final validation loss (x: diverged)",
-           title=f"{report.name}: final loss vs learning rate (bands: regime)")
-    ax.legend(fontsize="small")
-    return plots.save(fig, path)
+    done = ~reps["diverged"] & np.isfinite(reps["final_val_loss"])
+    top = float(reps["final_val_loss"][done].max()) * 1.6 if done.any() else 1.0
+    with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
+        fig, ax = plots.axes(9.6, 5.4, left=0.085, bottom=0.11, top=0.91, dpi=int(plots.REPORT["dpi"]))
+        fig.subplots_adjust(right=0.7)
+        variant_handles = []
+        for variant in _variants(reps["gd_variant"]):
+            group = reps[reps["gd_variant"] == variant].sort_values("lr")
+            ok = done[group.index]
+            marker, style = VARIANT_MARKS.get(variant, ("D", ":"))
+            joined = group["hidden_size"].nunique() <= 1
+            if joined:
+                ax.plot(group["lr"][ok], group["final_val_loss"][ok], color="0.4", ls=style, lw=1.2, zorder=1)
+            for pruned, face in ((False, None), (True, "white")):
+                points = group[ok & ((group["state"] == "PRUNED") == pruned)]
+                colours = [plots.REGIME_COLORS[r] for r in points["regime"]]
+                ax.scatter(points["lr"], points["final_val_loss"], marker=marker, s=64, zorder=3,
+                           c=[face] * len(points) if face else colours, edgecolors=colours if face else "0.15",
+                           linewidths=1.8 if face else 0.8)
+            gone = group[~ok]
+            ax.scatter(gone["lr"], np.full(len(gone), top), marker="X", s=80, zorder=3, edgecolors="0.15",
+                       c=[plots.REGIME_COLORS[r] for r in gone["regime"]])
+            variant_handles.append(Line2D([], [], color="0.4", ls=style if joined else "", marker=marker, ms=8,
+                                          mfc="0.85", mec="0.15", label=variant))
+        extra = [Line2D([], [], ls="", marker="o", ms=8, mfc="white", mec="0.3", mew=1.8,
+                        label="pruned: its loss\nwhere it stopped")] if (reps["state"] == "PRUNED").any() else []
+        extra += [Line2D([], [], ls="", marker="X", ms=9, mfc="0.85", mec="0.15", label="diverged (no final loss)")] \
+            if (~done).any() else []
+        rt = report.range_test
+        if rt is not None and math.isfinite(rt["suggested_lr"]):
+            ax.axvline(rt["suggested_lr"], color="k", ls="--", lw=1)
+            extra.append(Line2D([], [], color="k", ls="--", lw=1, label="range test's suggestion"))
+        ax.set_xscale("log")
+        if plots.positive(reps["final_val_loss"][done]):
+            plots.log_y(ax)
+        ax.set(xlabel="learning rate", ylabel="final validation loss",
+               title=f"{report.name}: final validation loss vs learning rate")
+        ax.grid(True, alpha=0.3)
+        first = ax.legend(handles=variant_handles, title="GD variant", loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                          frameon=False)
+        ax.add_artist(first)
+        shown = [r for r in REGIMES if r in set(reps["regime"])]
+        ax.legend(handles=plots.regime_handles(shown) + extra, title="regime (colour)", loc="upper left",
+                  bbox_to_anchor=(1.02, 0.55), frameon=False)
+        return plots.save(fig, path)
 
 
 def plot_lr_hidden_heatmap(report: Report, path: Path) -> Path | None:
-    """Validation loss over learning rate x hidden size (best run per cell; half-decade lr bins,
-    powers-of-two hidden bins); None when the sweep used one hidden size."""
+    """Best final validation loss of the finished runs over learning rate x hidden size: half-decade lr
+    bins and power-of-two hidden bins on uniform axes that keep every bin between the smallest and the
+    largest (an empty one blank), so a column's distance means the same everywhere. A bin whose runs were
+    all pruned or diverged is grey and says which. None when the sweep used one hidden size."""
+    import matplotlib
     from matplotlib.colors import LogNorm
+    from matplotlib.patches import Rectangle
 
-    runs = report.runs[np.isfinite(report.runs["lr"]) & np.isfinite(report.runs["hidden_size"])]
+    runs = report.runs[report.runs["regime"].isin(REGIMES) & np.isfinite(report.runs["lr"])
+                       & np.isfinite(report.runs["hidden_size"])]
     if runs["hidden_size"].nunique() < 2:
         return None
-    loss = np.where(runs["diverged"] | ~np.isfinite(runs["final_val_loss"]), np.nan, runs["final_val_loss"])
     lr_bin = np.floor(np.log10(runs["lr"].to_numpy()) * 2) / 2
     h_bin = np.floor(np.log2(runs["hidden_size"].to_numpy()))
-    xs, ys = np.unique(lr_bin), np.unique(h_bin)
-    grid = np.full((len(ys), len(xs)), np.nan)
-    for x, y, v in zip(np.searchsorted(xs, lr_bin), np.searchsorted(ys, h_bin), loss, strict=True):
-        if math.isfinite(v):
-            grid[y, x] = v if not math.isfinite(grid[y, x]) else min(grid[y, x], v)
-    fig, ax = plots.axes(7, 4.5)
-    finite = grid[np.isfinite(grid)]
-    norm = LogNorm(finite.min(), finite.max()) if finite.size and plots.positive(finite) and \
-        finite.min() < finite.max() else None
-    image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis_r", norm=norm)
-    fig.colorbar(image, label="best final validation loss (blank: none or diverged)")
-    ax.set_xticks(range(len(xs)), [f"1e{x:g}" if x == int(x) else f"3e{math.floor(x):g}" for x in xs],
-                  rotation=45, fontsize="small")
-    ax.set_yticks(range(len(ys)), [f"{2 ** int(y)}-{2 ** int(y + 1) - 1}" for y in ys], fontsize="small")
-    ax.set(xlabel="learning rate (bin from)", ylabel="hidden size", title=f"{report.name}: val loss over lr x hidden")
-    return plots.save(fig, path)
+    xs, ys = np.arange(lr_bin.min(), lr_bin.max() + 0.25, 0.5), np.arange(h_bin.min(), h_bin.max() + 0.5)
+    grid, other = np.full((len(ys), len(xs)), np.nan), np.full((len(ys), len(xs)), "", dtype=object)
+    finished = ((runs["state"] == "COMPLETE") & ~runs["diverged"] & np.isfinite(runs["final_val_loss"])).to_numpy()
+    for x, y, v, ok, diverged in zip(np.rint((lr_bin - xs[0]) * 2).astype(int), np.rint(h_bin - ys[0]).astype(int),
+                                     runs["final_val_loss"], finished, runs["diverged"], strict=True):
+        if ok:
+            grid[y, x] = np.fmin(grid[y, x], v)
+        elif other[y, x] != "pruned":
+            other[y, x] = "diverged" if diverged else "pruned"
+    with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
+        fig, ax = plots.axes(8.5, 5.4, left=0.13, bottom=0.17, top=0.91, dpi=int(plots.REPORT["dpi"]))
+        finite = grid[np.isfinite(grid)]
+        norm = LogNorm(finite.min(), finite.max()) if finite.size and plots.positive(finite) and \
+            finite.min() < finite.max() else None
+        image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis_r", norm=norm)
+        for (y, x), what in np.ndenumerate(other):
+            if what and not math.isfinite(grid[y, x]):
+                ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, color="0.86", lw=0))
+                ax.text(x, y, what, ha="center", va="center", fontsize="x-small", color="0.25")
+        fig.colorbar(image, label="best final validation loss")
+        ax.set_xticks(range(len(xs)), [f"1e{x:g}" if x == int(x) else f"3e{math.floor(x):g}" for x in xs],
+                      rotation=45)
+        ax.set_yticks(range(len(ys)), [f"{2 ** int(y)}-{2 ** int(y + 1) - 1}" for y in ys])
+        ax.set(xlabel="learning rate (bin from; half a decade each)", ylabel="hidden size",
+               title=f"{report.name}: best finished val loss over lr x hidden (blank: no run)")
+        return plots.save(fig, path)
 
 
 # ------------------------------------------------------------------------------------------ output
 def write(report: Report, out: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
     """Write the report files into `out`; return their paths."""
+    if not report.runs["regime"].isin(REGIMES).any():
+        raise ReportError(f"sweep {report.name!r} has no finished or pruned run yet: nothing has a regime")
+    problems = order_problems(report.runs)
+    if problems:
+        raise ReportError(f"the regime labels of sweep {report.name!r} break the order invariant, so no table was "
+                          f"written: " + "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more"
+                                                                      if len(problems) > 10 else ""))
     out.mkdir(parents=True, exist_ok=True)
     table, best = pivot(report), best_per_variant(report)
     written = []

@@ -57,7 +57,6 @@ SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 PARENT_ATTR = "mlflow_parent_run_id"
 POLL_S = 0.5
-SIBLING_FREE = ("optim.lr", "model.hidden_size")  # searched keys that siblings may differ in
 
 
 class SurplusTrialError(RuntimeError):
@@ -242,8 +241,10 @@ def _end_orphan_run(uri: str, trial: FrozenTrial, why: str) -> None:
         return
     client = client_for(uri)
     if client.get_run(run_id).info.status == "RUNNING":
-        client.set_tag(run_id, "optuna.state", "FAIL")
-        client.set_tag(run_id, "error", f"trial {trial.number} failed: {why}")
+        from mlflow.entities import RunTag
+
+        tags = {"optuna.state": "FAIL", "error": f"trial {trial.number} failed: {why}", **unlabelled(why)}
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         client.set_terminated(run_id, "FAILED")
 
 
@@ -315,6 +316,19 @@ class _Pruning(train.Callback):
         if prune:
             history.stop_reason = "pruned"
             history.note = f"pruned at epoch {step} with {self.metric}={value:.4g}"
+
+
+def own_label(history: train.History, cfg: DictConfig) -> tuple[str, str]:
+    """The label of a trial's own curve, as the tracker tags its run. The trial keeps it (user attributes
+    `regime`, `regime_reason`), so that relabelling the siblings again, when a resumed sweep ends, starts
+    from it and not from the previous relabelling. (Once `History` carries the label, this reads it.)"""
+    return regimes.classify(history.initial.get("train_loss", math.nan), history.curve("train_loss"),
+                            diverged=history.diverged, note=history.note, rules=cfg.regimes)
+
+
+def unlabelled(why: str) -> dict[str, str]:
+    """The tags of a run that is no regime sample (interrupted, failed): `regime=none` and why."""
+    return {"regime": regimes.NONE, "regime_reason": f"{why}: not a regime sample"}
 
 
 def trial_value(history: train.History, metric: str, direction: str, factor: float) -> float:
@@ -392,7 +406,10 @@ class Sweep:
 
             def end_tags(history: train.History, status: str) -> dict[str, str]:
                 state = "PRUNED" if history.stop_reason == "pruned" else "COMPLETE" if status == "FINISHED" else "FAIL"
-                return {"optuna.state": state}
+                if status == "FINISHED":
+                    return {"optuna.state": state}
+                why = "interrupted" if status == "KILLED" else "training failed"
+                return {"optuna.state": state, **unlabelled(f"{why} after {len(history.epochs)} epochs")}
 
             tracker = MlflowTracker(
                 cfg, parent_run_id=self.parent_run_id, end_tags=end_tags,
@@ -414,6 +431,10 @@ class Sweep:
         trial.set_user_attr("diverged", history.diverged)
         trial.set_user_attr("final_val_loss", float(val[-1]) if len(val) else math.nan)
         trial.set_user_attr("lr", float(cfg.optim.lr))
+        trial.set_user_attr("hidden_size", int(cfg.model.hidden_size))
+        regime, reason = own_label(history, cfg)
+        trial.set_user_attr("regime", regime)
+        trial.set_user_attr("regime_reason", reason)
         if history.stop_reason == "pruned":
             raise optuna.TrialPruned(history.note)
         return trial_value(history, metric, self.cfg.sweep.direction, self.cfg.train.divergence_factor)
@@ -585,28 +606,57 @@ def _parent_run(cfg: DictConfig, study: optuna.Study) -> str:
 
 
 def relabel_siblings(cfg: DictConfig, study: optuna.Study) -> None:
-    """Within the sweep, compare runs that differ only in the learning rate (`regimes.label_siblings`)
-    and update their `regime` / `regime_reason` tags. The hidden size is not part of a sibling group's
-    key: it moves the loss far less than the learning rate does, and in the `lr` sweep, where both are
-    sampled, no two runs would otherwise share a group."""
+    """Label every trial's run among its siblings (`regimes.label_siblings`) and write its `regime` and
+    `regime_reason` tags. Siblings are the trials that differ only in the learning rate and the hidden
+    size (`regimes.SIBLING_FREE`): the hidden size moves the loss far less than the learning rate does,
+    and in the `lr` sweep, where both are sampled, no two runs would otherwise share a group. A pruned
+    trial is compared as the pruner compared it, by its intermediate values; an interrupted or failed
+    trial's run is labelled `none`; a trial still running is left alone."""
+    from mlflow.entities import RunTag
+
     client = client_for(cfg.tracking.uri)
+    labels: dict[str, tuple[str, str]] = {}
     groups: dict[tuple[Any, ...], list[FrozenTrial]] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if "mlflow_run_id" in t.user_attrs:
-            key = tuple(sorted((k, str(v)) for k, v in t.params.items() if k not in SIBLING_FREE))
-            groups.setdefault(key, []).append(t)
-    for trials in groups.values():
-        if len(trials) < 2:
+    for t in study.get_trials(deepcopy=False):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id is None or t.state in (TrialState.RUNNING, TrialState.WAITING):
             continue
-        runs = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in trials]
-        members = [regimes.Siblings(float(t.user_attrs.get("lr", math.nan)),
-                                    float(t.user_attrs.get("final_val_loss", math.nan)),
-                                    r.data.tags.get("regime", ""), r.data.tags.get("regime_reason", ""))
-                   for t, r in zip(trials, runs, strict=True)]
-        for r, (regime, reason) in zip(runs, regimes.label_siblings(members, cfg.regimes.sibling_tolerance),
-                                       strict=True):
-            client.set_tag(r.info.run_id, "regime", regime)
-            client.set_tag(r.info.run_id, "regime_reason", reason)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            key = tuple(sorted((k, str(v)) for k, v in t.params.items() if k not in regimes.SIBLING_FREE))
+            groups.setdefault(key, []).append(t)
+        else:
+            tags = unlabelled(_why_not_labelled(t))
+            labels[run_id] = (tags["regime"], tags["regime_reason"])
+    for trials in groups.values():
+        members = [_sibling(cfg, t) for t in trials]
+        placed = regimes.label_siblings(members, cfg.regimes.sibling_tolerance,
+                                        minimize=cfg.sweep.direction == "minimize", metric=cfg.sweep.metric)
+        labels.update((t.user_attrs["mlflow_run_id"], label) for t, label in zip(trials, placed, strict=True))
+    for run_id, (regime, reason) in labels.items():
+        client.log_batch(run_id, tags=[RunTag("regime", regime), RunTag("regime_reason", reason)])
+
+
+def _sibling(cfg: DictConfig, t: FrozenTrial) -> regimes.Sibling:
+    """A finished or pruned trial as `regimes.label_siblings` reads it."""
+    a = t.user_attrs
+    if "regime" in a:
+        own = (str(a["regime"]), str(a.get("regime_reason", "")))
+    else:  # a trial of an older gdexp: its run's tag, as the tracker wrote it
+        tags = client_for(cfg.tracking.uri).get_run(a["mlflow_run_id"]).data.tags
+        own = (tags.get("regime", ""), tags.get("regime_reason", ""))
+    pruned = t.state == TrialState.PRUNED and bool(t.intermediate_values)
+    return regimes.Sibling(
+        float(a.get("lr", math.nan)), float(a.get("final_val_loss", math.nan)), *own,
+        hidden=float(a.get("hidden_size", t.params.get("model.hidden_size", cfg.model.hidden_size))),
+        name=f"trial {t.number}", pruned_at=max(t.intermediate_values) if pruned else None,
+        values=t.intermediate_values)
+
+
+def _why_not_labelled(t: FrozenTrial) -> str:
+    if t.user_attrs.get("interrupted"):
+        return "interrupted"
+    error = t.user_attrs.get("error")
+    return f"training failed ({error})" if error else "its worker stopped"
 
 
 def _finish_parent(cfg: DictConfig, study: optuna.Study, run_id: str, status: str) -> None:
@@ -626,8 +676,8 @@ def _finish_parent(cfg: DictConfig, study: optuna.Study, run_id: str, status: st
             tags += [RunTag("best_trial", str(best.number))]
             tags += [RunTag(f"best.{k}", str(v)) for k, v in best.params.items()]
         client.log_batch(run_id, metrics=metrics, tags=tags)
+        relabel_siblings(cfg, study)  # also when interrupted: the report reads the labels of what finished
         if status == "FINISHED":
-            relabel_siblings(cfg, study)
             with tempfile.TemporaryDirectory(prefix="gdexp-sweep-") as tmp:
                 _plots(cfg, study, Path(tmp))
                 client.log_artifacts(run_id, tmp)
@@ -661,8 +711,9 @@ def _plots(cfg: DictConfig, study: optuna.Study, folder: Path) -> None:
     plots.save(fig, folder / "optimization_history.png")
 
     importances = param_importances(study) if len(done) >= 3 else {}
-    if importances:
-        fig, ax = plots.axes(6, 1.5 + 0.5 * len(importances), left=0.3)
+    if importances:  # margins in inches: the parameter names at the left, the axis label below the bars
+        height, names = 1.7 + 0.45 * len(importances), 0.35 + 0.085 * max(len(k) for k in importances)
+        fig, ax = plots.axes(6.5, height, left=names / 6.5, bottom=0.65 / height, top=1 - 0.4 / height)
         ax.barh(list(importances)[::-1], list(importances.values())[::-1])
         ax.set(xlabel="importance (PED-ANOVA)", title=f"{cfg.sweep.name}: parameter importances")
         plots.save(fig, folder / "param_importances.png")

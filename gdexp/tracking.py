@@ -74,16 +74,27 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts" / experiment).as_uri()
 
 
+# MLflow 3's UI opens an experiment by its kind: GenAI ("genai_development": traces, an assistant) or
+# machine learning ("custom_model_development": the runs table). gdexp trains models.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(uri: str, name: str) -> str:
-    """The id of experiment `name`, created if needed (safe when several workers race to create it)."""
+    """The id of experiment `name`, created if needed (safe when several workers race to create it), and
+    marked as model training (`EXPERIMENT_KIND`), so that MLflow's UI opens it on its runs table; an
+    experiment made by an older gdexp gets the mark the first time it is used again."""
     from mlflow.exceptions import MlflowException
 
     client = client_for(uri)
     found = client.get_experiment_by_name(name)
     if found is not None:
+        for key, value in EXPERIMENT_KIND.items():
+            if found.tags.get(key) != value:
+                client.set_experiment_tag(found.experiment_id, key, value)
         return str(found.experiment_id)
     try:
-        return str(client.create_experiment(name, artifact_location=_artifact_location(uri, name)))
+        return str(client.create_experiment(name, artifact_location=_artifact_location(uri, name),
+                                            tags=EXPERIMENT_KIND))
     except MlflowException:
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -92,11 +103,16 @@ def ensure_experiment(uri: str, name: str) -> str:
 
 
 def run_name(cfg: DictConfig) -> str:
-    """`sgd-minibatch32-lr0.1-h64`: optimizer, GD variant (+ batch size), learning rate, hidden layers."""
+    """`lr0.1-h64-minibatch32-sgd`: learning rate, hidden layers, GD variant (+ batch size), optimizer.
+
+    What a sweep varies comes first, so that the name the UI cuts at its column width still tells the
+    runs apart. A range test sweeps the learning rate within the run: `lr_range-sgd-minibatch32-h64`."""
     variant = cfg.gd.variant + (str(cfg.gd.batch_size) if cfg.gd.variant == "minibatch" else "")
     layers = cfg.model.hidden_layers
     hidden = "linear" if layers == 0 else f"h{cfg.model.hidden_size}" + (f"x{layers}" if layers > 1 else "")
-    return f"{cfg.optim.name}-{variant}-lr{cfg.optim.lr:.3g}-{hidden}"
+    if cfg.get("lr_range") is not None:
+        return f"lr_range-{cfg.optim.name}-{variant}-{hidden}"
+    return f"lr{cfg.optim.lr:.3g}-{hidden}-{variant}-{cfg.optim.name}"
 
 
 def ui_command(uri: str) -> str:
