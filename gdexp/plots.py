@@ -27,7 +27,7 @@ __all__ = ["REGIME_COLORS", "REGIME_LINES", "REPORT", "axes", "log_y", "loss_cur
 # README lists them. `none`: interrupted or failed runs, which regime figures leave out.
 REGIME_COLORS = {"too_small": "#0072B2", "just_right": "#009E73", "too_large": "#D55E00", "none": "#999999"}
 # Where a figure spends its colours on something else (loss curves coloured by learning rate), a line style.
-REGIME_LINES = {"too_small": (0, (1.2, 1.6)), "just_right": "-", "too_large": (0, (5, 2)), "none": "-."}
+REGIME_LINES = {"too_small": ":", "just_right": "-", "too_large": "--", "none": "-."}
 # Report figures go into papers and slides: sharp at 150 dpi, lettering that stays legible when a figure
 # is shrunk to the width of a page.
 REPORT = {"dpi": 150, "font.size": 11.0}

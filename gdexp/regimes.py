@@ -143,17 +143,20 @@ def label_siblings(runs: Sequence[Sibling], tolerance: float, *, minimize: bool 
 def order_violations(runs: Sequence[Sibling], labels: Sequence[str]) -> list[str]:
     """What breaks the order invariant in one sibling group, one sentence each (empty when it holds).
 
-    The invariant: a run whose own curve overshot is too_large; no run whose learning rate is above the
-    best run's is too_small; among runs of one hidden size, labels never go down as the learning rate
-    goes up, except below a run that overshot (too_large wherever it is). Runs labelled `none` are
-    not regime samples and are left out. A group without a best run (no finished run that did not
-    overshoot) has nothing to be placed against: its runs keep their own labels, in no promised order."""
+    The invariant: a run whose own curve overshot is too_large; the best run is just_right; no run
+    whose learning rate is above the best run's is too_small; among runs of one hidden size, labels
+    never go down as the learning rate goes up, except below a run that overshot (too_large wherever
+    it is). Runs labelled `none` are not regime samples and are left out. A group without a best run
+    (no finished run that did not overshoot) has nothing to be placed against: its runs keep their
+    own labels, in no promised order."""
     placed = [(r, label) for r, label in zip(runs, labels, strict=True) if label in REGIMES]
     problems = [f"{r.label} overshot by its own curve but is labelled {label}"
                 for r, label in placed if r.overshot and label != "too_large"]
     best = _best([r for r, _ in placed])
     if best is None:
         return problems
+    problems += [f"{r.label} has the lowest val_loss of its siblings but is labelled {label}"
+                 for r, label in placed if r is best and label != "just_right"]
     problems += [f"{r.label} (lr {r.lr:.3g}) is too_small, above the best run {best.label} (lr {best.lr:.3g})"
                  for r, label in placed if label == "too_small" and r.lr > best.lr]
     rank = {regime: i for i, regime in enumerate(REGIMES)}

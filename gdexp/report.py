@@ -375,7 +375,7 @@ def order_problems(runs: pd.DataFrame) -> list[str]:
     keys = ["gd_variant", "batch_size", "optimizer", "sibling_group"]
     for _, group in shown.groupby(keys, sort=False, dropna=False):
         members = [regimes.Sibling(
-            r.lr, r.final_val_loss, "too_large" if r.overshot else r.regime, "", hidden=r.hidden_size,
+            r.lr, r.final_val_loss, "too_large" if r.overshot else "", "", hidden=r.hidden_size,
             name=f"trial {r.trial} (run {r.run_id})" if pd.notna(r.trial) else f"run {r.run_id}",
             pruned_at=int(r.epochs_run) if r.state == "PRUNED" else None) for r in group.itertuples()]
         problems += regimes.order_violations(members, list(group["regime"]))
@@ -566,6 +566,14 @@ def plot_final_loss_vs_lr(report: Report, path: Path) -> Path:
         return plots.save(fig, path)
 
 
+def uniform_bins(logged: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bins of width `step` over log-scaled values: (every bin's lower edge from the lowest bin to the highest,
+    empty ones included; each value's bin index). An axis of only the bins that hold values is uneven."""
+    lower = np.floor(logged / step) * step
+    axis = np.arange(lower.min(), lower.max() + step / 2, step)
+    return axis, np.rint((lower - axis[0]) / step).astype(int)
+
+
 def plot_lr_hidden_heatmap(report: Report, path: Path) -> Path | None:
     """Best final validation loss of the finished runs over learning rate x hidden size: half-decade lr
     bins and power-of-two hidden bins on uniform axes that keep every bin between the smallest and the
@@ -579,13 +587,11 @@ def plot_lr_hidden_heatmap(report: Report, path: Path) -> Path | None:
                        & np.isfinite(report.runs["hidden_size"])]
     if runs["hidden_size"].nunique() < 2:
         return None
-    lr_bin = np.floor(np.log10(runs["lr"].to_numpy()) * 2) / 2
-    h_bin = np.floor(np.log2(runs["hidden_size"].to_numpy()))
-    xs, ys = np.arange(lr_bin.min(), lr_bin.max() + 0.25, 0.5), np.arange(h_bin.min(), h_bin.max() + 0.5)
+    xs, columns = uniform_bins(np.log10(runs["lr"].to_numpy()), 0.5)
+    ys, rows = uniform_bins(np.log2(runs["hidden_size"].to_numpy()), 1.0)
     grid, other = np.full((len(ys), len(xs)), np.nan), np.full((len(ys), len(xs)), "", dtype=object)
     finished = ((runs["state"] == "COMPLETE") & ~runs["diverged"] & np.isfinite(runs["final_val_loss"])).to_numpy()
-    for x, y, v, ok, diverged in zip(np.rint((lr_bin - xs[0]) * 2).astype(int), np.rint(h_bin - ys[0]).astype(int),
-                                     runs["final_val_loss"], finished, runs["diverged"], strict=True):
+    for x, y, v, ok, diverged in zip(columns, rows, runs["final_val_loss"], finished, runs["diverged"], strict=True):
         if ok:
             grid[y, x] = np.fmin(grid[y, x], v)
         elif other[y, x] != "pruned":

@@ -64,6 +64,9 @@ def test_resume_completes_the_total_under_the_same_parent(project: Path) -> None
     assert len({r.data.tags["mlflow.parentRunId"] for r in children(project)}) == 1
     again = gdexp("+sweep=lr", "sweep.n_trials=6", "train.epochs=2", cwd=project)
     assert again.returncode == 0 and "6 of 6 trials" in again.stdout and len(study(project).get_trials()) == 6
+    reasons = [r.data.tags["regime_reason"] for r in children(project)]
+    assert all(reason.count("; its val_loss") + reason.count("pruned at epoch") <= 1 for reason in reasons), \
+        "relabelling a resumed sweep starts from each run's own label, not from the last relabelling"
 
 
 def _start_and_wait_for_trials(project: Path, args: list[str], n: int) -> tuple[subprocess.Popen[str], list]:
@@ -99,6 +102,8 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
     assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
     killed = [r for r in all_runs(project) if r.info.status == "KILLED"]
     assert {r.info.run_id for r in killed} >= {interrupted[0].user_attrs["mlflow_run_id"]}
+    tags = store(project).get_run(interrupted[0].user_attrs["mlflow_run_id"]).data.tags
+    assert tags["regime"] == "none" and tags["regime_reason"].startswith("interrupted"), tags
     kept = store(project).get_metric_history(interrupted[0].user_attrs["mlflow_run_id"], "val_loss")
     assert len(kept) >= epochs_seen and [m.step for m in kept] == list(range(1, len(kept) + 1)), \
         "the interrupted run keeps its metrics up to the interrupt"
@@ -106,6 +111,9 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
     assert rerun.returncode == 0, rerun.stderr
     counted = [t for t in study(project).get_trials() if sweep.counted(t)]
     assert len(counted) == 2
+    tags = store(project).get_run(interrupted[0].user_attrs["mlflow_run_id"]).data.tags
+    assert tags["regime"] == "none" and tags["regime_reason"] == "interrupted: not a regime sample"
+    assert all(store(project).get_run(t.user_attrs["mlflow_run_id"]).data.tags["regime"] != "none" for t in counted)
     assert len({r.data.tags["mlflow.parentRunId"] for r in children(project)}) == 1
     assert all(r.info.status != "RUNNING" for r in all_runs(project))
 
@@ -171,6 +179,13 @@ def test_pruner_stops_a_hopeless_trial(make_cfg, project: Path) -> None:
     hopeless = next(t for t in trials if t.params["optim.lr"] == 1e-4)
     assert hopeless.state == TrialState.PRUNED
     assert all(t.state == TrialState.COMPLETE for t in trials if t is not hopeless)
+    sweep.relabel_siblings(cfg, s.study)
+    tags = store(project).get_run(hopeless.user_attrs["mlflow_run_id"]).data.tags
+    stop = max(hopeless.intermediate_values)
+    assert tags["regime"] == "too_small", tags
+    assert tags["regime_reason"].startswith(f"pruned at epoch {stop}: its val_loss there, "
+                                            f"{hopeless.intermediate_values[stop]:.4g}, was ")
+    assert f"the best sibling's at epoch {stop}" in tags["regime_reason"]
 
 
 @pytest.mark.parametrize("params,message", [
@@ -226,7 +241,8 @@ def test_a_trial_that_raises_is_fail_and_failed_and_the_sweep_goes_on(make_cfg, 
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2 and best is not None
     run = store(project).get_run(failed.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: disk full"
-    assert run.data.tags["optuna.state"] == "FAIL"
+    assert run.data.tags["optuna.state"] == "FAIL" and run.data.tags["regime"] == "none"
+    assert run.data.tags["regime_reason"] == "training failed (RuntimeError: disk full): not a regime sample"
 
 
 @pytest.mark.parametrize("sampler,pruner", [("tpe", "percentile"), ("random", "successive_halving"),
