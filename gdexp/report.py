@@ -346,8 +346,8 @@ def caption(report: Report) -> list[str]:
     several = len(shown) > len(_representatives(runs))
     cells = ("Cells: final validation loss (validation accuracy) and the regime label"
              + (" of the best run at that learning rate, hidden size and variant" if several else "")
-             + "; a pruned run's loss is where the pruner stopped it, and its label compares it with its siblings "
-               "at that epoch.")
+             + ("; a pruned run's loss is where the pruner stopped it, and its label compares it with its siblings "
+                "at that epoch." if (shown["state"] == "PRUNED").any() else "."))
     counts = shown["regime"].value_counts()
     return [covered, cells, "Regimes: " + ", ".join(f"{counts.get(r, 0)} {r}" for r in REGIMES) + ".",
             *_range_line(report)]
@@ -530,8 +530,9 @@ def plot_final_loss_vs_lr(report: Report, path: Path) -> Path:
             ok = done[group.index]
             marker, style = VARIANT_MARKS.get(variant, ("D", ":"))
             joined = group["hidden_size"].nunique() <= 1
-            if joined:
-                ax.plot(group["lr"][ok], group["final_val_loss"][ok], color="0.4", ls=style, lw=1.2, zorder=1)
+            if joined:  # through the finished runs: a pruned run's loss is from an earlier epoch
+                line = ok & (group["state"] == "COMPLETE")
+                ax.plot(group["lr"][line], group["final_val_loss"][line], color="0.4", ls=style, lw=1.2, zorder=1)
             for pruned, face in ((False, None), (True, "white")):
                 points = group[ok & ((group["state"] == "PRUNED") == pruned)]
                 colours = [plots.REGIME_COLORS[r] for r in points["regime"]]
@@ -622,9 +623,10 @@ def write(report: Report, out: Path, formats: Sequence[str] = FORMATS) -> list[P
         raise ReportError(f"sweep {report.name!r} has no finished or pruned run yet: nothing has a regime")
     problems = order_problems(report.runs)
     if problems:
+        more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise ReportError(f"the regime labels of sweep {report.name!r} break the order invariant, so no table was "
-                          f"written: " + "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more"
-                                                                      if len(problems) > 10 else ""))
+                          f"written: {'; '.join(problems[:10])}{more}. Run the sweep's command again: it labels "
+                          "the runs of a finished sweep anew")
     out.mkdir(parents=True, exist_ok=True)
     table, best = pivot(report), best_per_variant(report)
     written = []

@@ -799,6 +799,8 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
             status = "FINISHED"  # nothing to run: no parent run is reopened, the workers are told to end
             if workers:
                 workers.start(None)
+            with stopping.shielded():  # by this gdexp's rule, also for a study an older one labelled
+                relabel_siblings(cfg, study)
             print(summary_table(cfg, study, sweep.where))
             return _best_value(study)
         with stopping.shielded(), _exclusive(sweep.storage, sweep.where, cfg.sweep.name):

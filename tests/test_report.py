@@ -153,16 +153,23 @@ def test_the_range_test_is_no_regime_sample(swept: Path) -> None:
 
 
 def test_the_report_refuses_labels_out_of_order(swept: Path, tmp_path: Path) -> None:
-    """A store whose labels break the order (as an older gdexp left them): no table, one line naming the run."""
+    """A store whose labels break the order (as an older gdexp left them): no table, one line naming the run
+    and what to do; the sweep's command, run again on the finished sweep, labels its runs anew."""
     folder = tmp_path / "copy"
-    shutil.copytree(swept / "mlruns", folder / "mlruns")
+    for part in ("mlruns", "sweeps"):
+        shutil.copytree(swept / part, folder / part)
     (run,) = [r for r in children(folder) if r.data.params["gd.variant"] == "minibatch"
               and float(r.data.params["optim.lr"]) == 10.0]
     store(folder).set_tag(run.info.run_id, "regime", "too_small")
     result = gdexp("-m", "gdexp.report", "regimes", "--no-log", cwd=folder)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"trial {run.data.tags['optuna.trial']} (run {run.info.run_id}) (lr 10) is too_small" in result.stderr
+    assert "Run the sweep's command again" in result.stderr
     assert not (folder / "sweeps" / "regimes" / "report").exists()
+    again = gdexp("+sweep=regimes", "train.epochs=10", cwd=folder)
+    assert again.returncode == 0 and "18 of 18 trials" in again.stdout, again.stderr
+    assert store(folder).get_run(run.info.run_id).data.tags["regime"] == "too_large"
+    assert gdexp("-m", "gdexp.report", "regimes", "--no-log", cwd=folder).returncode == 0
 
 
 def test_report_text_formats(reported: Path) -> None:

@@ -154,3 +154,16 @@ def test_loss_curves_read_at_print_size(drawn: tuple[dict[str, Any], Path]) -> N
     assert len({line.get_linestyle() for ax in panels for line in ax.get_lines() if len(line.get_xdata()) > 1}) == 3
     assert any(ax.get_ylabel() == "learning rate" for ax in fig.axes), "a colour bar says which colour is which lr"
     assert png_size(folder / "final_loss_vs_lr.png")[0] >= 1200 and figures["final_loss_vs_lr.png"].dpi == 150
+
+
+def test_readme_shows_the_committed_report_of_the_regimes_sweep() -> None:
+    """README's excerpt and figures are the ones docs/make_figures.sh made: each excerpt row is in docs/regimes.md."""
+    root = Path(__file__).resolve().parents[1]
+    readme, made = (root / "README.md").read_text(), (root / "docs" / "regimes.md").read_text()
+    for figure in ("loss_curves.png", "final_loss_vs_lr.png"):
+        assert f"](docs/{figure})" in readme and (root / "docs" / figure).stat().st_size > 10_000
+    rows = [line.split("|")[1:-1] for line in readme.splitlines() if line.startswith("| 1.00e")]
+    assert len(rows) == 6
+    for lr, *cells in rows:
+        line = next(x for x in made.splitlines() if x.startswith(f"| {lr.strip()} "))
+        assert all(f" {cell.strip()} " in line for cell in cells), (lr, line)
