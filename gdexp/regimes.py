@@ -133,6 +133,8 @@ def label_siblings(runs: Sequence[Sibling], tolerance: float, *, minimize: bool 
 
     `minimize` and `metric` are the sweep's direction and metric: a pruned run is compared in them, as
     the pruner compared it; a finished run by its final validation loss."""
+    if len(runs) < 2:
+        return [(r.regime, r.reason) for r in runs]  # no sibling to be placed among
     best = _best(runs)
     labels = [(r.regime, r.reason) if r.overshot
               else _at_end(r, best, tolerance) if r.pruned_at is None
@@ -146,14 +148,14 @@ def order_violations(runs: Sequence[Sibling], labels: Sequence[str]) -> list[str
     The invariant: a run whose own curve overshot is too_large; the best run is just_right; no run
     whose learning rate is above the best run's is too_small; among runs of one hidden size, labels
     never go down as the learning rate goes up, except below a run that overshot (too_large wherever
-    it is). Runs labelled `none` are not regime samples and are left out. A group without a best run
-    (no finished run that did not overshoot) has nothing to be placed against: its runs keep their
-    own labels, in no promised order."""
+    it is). Runs labelled `none` are not regime samples and are left out. A run without siblings, and a
+    group without a best run (no finished run that did not overshoot), have nothing to be placed
+    against: their runs keep their own labels, in no promised order."""
     placed = [(r, label) for r, label in zip(runs, labels, strict=True) if label in REGIMES]
     problems = [f"{r.label} overshot by its own curve but is labelled {label}"
                 for r, label in placed if r.overshot and label != "too_large"]
     best = _best([r for r, _ in placed])
-    if best is None:
+    if best is None or len(placed) < 2:
         return problems
     problems += [f"{r.label} has the lowest val_loss of its siblings but is labelled {label}"
                  for r, label in placed if r is best and label != "just_right"]

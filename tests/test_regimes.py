@@ -154,6 +154,13 @@ def test_labels_are_put_in_order_of_the_learning_rate_per_hidden_size() -> None:
     assert "smaller step, is too_large" in labelled[4][1]
 
 
+def test_a_run_without_siblings_keeps_its_own_label() -> None:
+    """A sweep that also searches, say, the momentum can leave a run alone in its group: nothing to compare."""
+    alone = [sib(0.1, 0.5, "too_small")]
+    assert regimes.label_siblings(alone, tolerance=0.25) == [("too_small", "own")]
+    assert regimes.order_violations(alone, ["too_small"]) == []
+
+
 def test_order_violations_name_the_runs() -> None:
     runs = [sib(1e-3, 0.5), sib(1e-2, 0.2), sib(1e-1, 0.1), sib(1.0, 0.3), sib(3.0, 9.0, "too_large")]
     assert regimes.order_violations(runs, ["too_small", "too_small", "just_right", "just_right", "too_large"]) == []
