@@ -41,7 +41,7 @@ def fill(uri: str, runs: int, epochs: int) -> None:
         floor = 0.05 + abs(np.log10(lr) + 0.7) / 4
         curve = floor + (start - floor) * np.exp(-np.arange(1, epochs + 1) * min(1.0, lr * 3))
         regime = "too_small" if lr < 0.03 else "too_large" if lr > 2 else "just_right"
-        run = client.create_run(exp, run_name=f"sgd-{variant}-lr{lr:.3g}-h{hidden}", tags={
+        run = client.create_run(exp, run_name=f"lr{lr:.3g}-h{hidden}-{variant}-sgd", tags={
             "mlflow.parentRunId": parent.info.run_id, "optuna.study": "big", "optuna.trial": str(i),
             "optuna.state": "COMPLETE", "gd.variant": variant, "optimizer": "sgd", "dataset": "digits",
             "diverged": "false", "regime": regime, "regime_reason": "synthetic"})

@@ -67,6 +67,9 @@ class _RangeLog(train.Callback):
         self.result: dict[str, float] = {}
 
     def on_end(self, history: train.History, model: MLP, status: str, error: BaseException | None) -> None:
+        # One run that sweeps the learning rate is no regime sample: no label, so the tracker (after this
+        # callback) writes no `regime` tag and grouping the runs by regime in the UI never shows it.
+        history.regime = history.regime_reason = ""
         n = history.updates
         lrs, losses = history.lr[:n], history.batch_loss[:n]
         self.result = suggest(lrs, losses, float(self.cfg.lr_range.smoothing))
@@ -76,7 +79,6 @@ class _RangeLog(train.Callback):
             return
         uri, run_id = self.cfg.tracking.uri, self.tracker.run_id
         store.log_params(uri, run_id, {f"lr_range.{k}": f"{v:.6g}" for k, v in self.result.items()})
-        store.set_tags(uri, run_id, {"gdexp.role": "lr_range"})
         store.log_metrics(uri, run_id, [store.metric("lr", float(lr), i + 1, 0) for i, lr in enumerate(lrs)])
         with tempfile.TemporaryDirectory(prefix="gdexp-lr-range-") as tmp:
             plots.lr_range(lrs, losses, self.result, Path(tmp) / "lr_range.png")

@@ -8,6 +8,7 @@ figure here -- more than a digits trial's whole training.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,16 +20,36 @@ if TYPE_CHECKING:
 
     from gdexp.train import History
 
-__all__ = ["axes", "log_y", "loss_curve", "lr_range", "positive", "save"]
+__all__ = ["REGIME_COLORS", "REGIME_LINES", "REPORT", "axes", "log_y", "loss_curve", "lr_range", "positive",
+           "regime_handles", "save"]
+
+# One colour per regime wherever gdexp draws one (Okabe and Ito's palette, told apart with any colour vision);
+# README lists them. `none`: interrupted or failed runs, which regime figures leave out.
+REGIME_COLORS = {"too_small": "#0072B2", "just_right": "#009E73", "too_large": "#D55E00", "none": "#999999"}
+# Where a figure spends its colours on something else (loss curves coloured by learning rate), a line style.
+REGIME_LINES = {"too_small": ":", "just_right": "-", "too_large": "--", "none": "-."}
+# Report figures go into papers and slides: sharp at 150 dpi, lettering that stays legible when a figure
+# is shrunk to the width of a page.
+REPORT = {"dpi": 150, "font.size": 11.0}
 
 
-def axes(width: float = 6.0, height: float = 4.0, *, left: float = 0.14) -> tuple[Figure, Axes]:
-    """A figure with one set of axes and fixed margins."""
+def axes(width: float = 6.0, height: float = 4.0, *, left: float = 0.14, bottom: float = 0.13,
+         top: float = 0.91, dpi: int = 100) -> tuple[Figure, Axes]:
+    """A figure with one set of axes and fixed margins (shares of the figure)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100)
-    fig.subplots_adjust(left=left, right=0.97, top=0.91, bottom=0.13)
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    fig.subplots_adjust(left=left, right=0.97, top=top, bottom=bottom)
     return fig, fig.subplots()
+
+
+def regime_handles(regimes: Sequence[str], *, lines: bool = False) -> list[Any]:
+    """Legend entries for these regimes: a dot in the regime's colour, or (`lines`) a black line in its style."""
+    from matplotlib.lines import Line2D
+
+    if lines:
+        return [Line2D([], [], color="0.15", lw=1.8, ls=REGIME_LINES[r], label=r) for r in regimes]
+    return [Line2D([], [], ls="", marker="o", ms=8, mfc=REGIME_COLORS[r], mec="0.2", label=r) for r in regimes]
 
 
 def log_y(ax: Axes) -> None:

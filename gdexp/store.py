@@ -36,8 +36,10 @@ __all__ = [
     "log_params",
     "metric",
     "metric_histories",
+    "metric_points",
     "reopen_run",
     "search_runs",
+    "set_experiment_tag",
     "set_tags",
     "sqlite_path",
     "ui_command",
@@ -116,12 +118,21 @@ def experiment_names(uri: str) -> list[str]:
     return [e.name for e in _client(uri).search_experiments()]
 
 
+def set_experiment_tag(uri: str, experiment_id: str, key: str, value: str) -> None:
+    with stopping.shielded():
+        _client(uri).set_experiment_tag(experiment_id, key, value)
+
+
 def ensure_experiment(uri: str, name: str) -> str:
-    """The id of experiment `name`, created if needed (safe when several workers race to create it)."""
+    """The id of experiment `name`, created if needed (safe when several workers race to create it), and
+    marked as model training (`EXPERIMENT_KIND`): MLflow 3's UI opens an experiment by its kind, GenAI
+    (traces, an assistant) or model training (the runs table), and gdexp trains models."""
     from mlflow.exceptions import MlflowException
 
     found = find_experiment(uri, name)
     if found is not None:
+        if _client(uri).get_experiment(found).tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            set_experiment_tag(uri, found, *EXPERIMENT_KIND)  # made by an older gdexp: marked when used again
         return found
     with stopping.shielded():
         try:
@@ -222,9 +233,9 @@ def _bulk_reader(uri: str) -> Any:
     return store if hasattr(store, "get_metric_history_bulk") else None
 
 
-def metric_histories(uri: str, run_ids: Iterable[str], key: str, threads: int = 8) -> dict[str, list[float]]:
-    """Each run's values of metric `key`, in step order. A database store answers for 500 runs per query;
-    a tracking server is asked run by run, `threads` requests at a time."""
+def metric_points(uri: str, run_ids: Iterable[str], key: str, threads: int = 8) -> dict[str, list[tuple[int, float]]]:
+    """Each run's (step, value) points of metric `key`, in step order. A database store answers for 500 runs
+    per query; a tracking server is asked run by run, `threads` requests at a time."""
     ids = list(run_ids)
     found: dict[str, list[tuple[int, float]]] = {run_id: [] for run_id in ids}
     bulk = _bulk_reader(uri)
@@ -238,4 +249,9 @@ def metric_histories(uri: str, run_ids: Iterable[str], key: str, threads: int = 
             answers = pool.map(lambda run_id: client.get_metric_history(run_id, key), ids)
             for run_id, points in zip(ids, answers, strict=True):
                 found[run_id] = [(m.step, m.value) for m in points]
-    return {run_id: [v for _, v in sorted(points)] for run_id, points in found.items()}
+    return {run_id: sorted(points) for run_id, points in found.items()}
+
+
+def metric_histories(uri: str, run_ids: Iterable[str], key: str, threads: int = 8) -> dict[str, list[float]]:
+    """Each run's values of metric `key`, in step order (`metric_points` without the steps)."""
+    return {run_id: [v for _, v in points] for run_id, points in metric_points(uri, run_ids, key, threads).items()}

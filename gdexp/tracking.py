@@ -36,11 +36,16 @@ INITIAL_NAMES = {"sharpness": ("sharpness", "sharpness_initial"), "stability_rat
 
 
 def run_name(cfg: DictConfig) -> str:
-    """`sgd-minibatch32-lr0.1-h64`: optimizer, GD variant (+ batch size), learning rate, hidden layers."""
+    """`lr0.1-h64-minibatch32-sgd`: learning rate, hidden layers, GD variant (+ batch size), optimizer.
+
+    What a sweep varies comes first, so that the name the UI cuts at its column width still tells the
+    runs apart. A range test sweeps the learning rate within the run: `lr_range-sgd-minibatch32-h64`."""
     variant = cfg.gd.variant + (str(cfg.gd.batch_size) if cfg.gd.variant == "minibatch" else "")
     layers = cfg.model.hidden_layers
     hidden = "linear" if layers == 0 else f"h{cfg.model.hidden_size}" + (f"x{layers}" if layers > 1 else "")
-    return f"{cfg.optim.name}-{variant}-lr{cfg.optim.lr:.3g}-{hidden}"
+    if cfg.get("lr_range") is not None:
+        return f"lr_range-{cfg.optim.name}-{variant}-{hidden}"
+    return f"lr{cfg.optim.lr:.3g}-{hidden}-{variant}-{cfg.optim.name}"
 
 
 def _blas_tags(blas: Mapping[str, str]) -> dict[str, str]:

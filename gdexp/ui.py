@@ -2,6 +2,8 @@
 
 It runs MLflow's own server (`mlflow ui`) with the store gdexp writes to (`tracking.uri`), so the
 experiment, its sweeps (parent runs) and their trials (child runs) are there with their regime tags.
+Once the server answers, it prints the address of the experiment's runs table: MLflow 3 opens an
+experiment on an overview page made for GenAI traces, where none of gdexp's runs show.
 `python -m gdexp.server` starts the same server for several machines; both build the command here.
 """
 
@@ -9,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
@@ -22,7 +26,7 @@ from gdexp import stopping
 from gdexp.config import mask_secrets
 from gdexp.store import DEFAULT_URI, local_store_missing
 
-__all__ = ["command", "free_port", "main", "serve", "stop_group", "wait_until_up"]
+__all__ = ["command", "free_port", "main", "runs_table", "serve", "stop_group", "wait_until_up"]
 
 
 
@@ -60,8 +64,21 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes] | None = None, timeout
     raise TimeoutError(f"the MLflow server at {url} did not answer within {timeout:.0f} s")
 
 
-def serve(cmd: Sequence[str], url: str, what: str) -> int:
-    """Start the server, say where it is once it answers, and stay until Ctrl-C or SIGTERM.
+def runs_table(url: str, experiment: str) -> str:
+    """The address of `experiment`'s runs table in the UI at `url`, asked of the server's REST API; the UI's
+    own address when there is no such experiment yet."""
+    query = urllib.parse.urlencode({"experiment_name": experiment})
+    try:
+        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=30) as answer:
+            experiment_id = json.loads(answer.read())["experiment"]["experiment_id"]
+    except (OSError, KeyError, ValueError):  # 404 (an HTTPError, so an OSError): no such experiment
+        return url
+    return f"{url}/#/experiments/{experiment_id}/runs"
+
+
+def serve(cmd: Sequence[str], url: str, what: str, *, experiment: str | None = None) -> int:
+    """Start the server, say where it is once it answers (and where `experiment`'s runs table is), and stay
+    until Ctrl-C or SIGTERM.
 
     The server runs in a process group of its own, which is stopped whole: `mlflow server` starts
     uvicorn and job consumers that a signal to it alone leaves running."""
@@ -70,6 +87,8 @@ def serve(cmd: Sequence[str], url: str, what: str) -> int:
     try:
         wait_until_up(url, proc)
         print(f"{what} at {url}  (Ctrl-C stops it)", flush=True)
+        if experiment is not None:
+            print(f"Runs of experiment {experiment!r}: {runs_table(url, experiment)}", flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         return 0
@@ -100,13 +119,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"the tracking store (default {DEFAULT_URI}, or $MLFLOW_TRACKING_URI)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
+    parser.add_argument("--experiment", default="gdexp",
+                        help="the experiment whose runs table to print the address of (default gdexp)")
     args = parser.parse_args(argv)
     if local_store_missing(args.uri):
         print(f"gdexp: no MLflow store at {args.uri} yet: run `python -m gdexp` first", file=sys.stderr)
         return 2
     port = args.port or free_port(args.host)
     url = f"http://{args.host}:{port}"
-    return serve(command(args.uri, host=args.host, port=port), url, f"MLflow UI on {mask_secrets(args.uri)}")
+    return serve(command(args.uri, host=args.host, port=port), url, f"MLflow UI on {mask_secrets(args.uri)}",
+                 experiment=args.experiment)
 
 
 if __name__ == "__main__":

@@ -68,3 +68,12 @@ def test_ui_command_and_missing_store(project: Path) -> None:
     assert store.local_store_missing("sqlite:///nowhere/mlflow.db")
     assert "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db" in store.ui_command(URI)
     assert store.ui_command("http://u:secret@host:5000") == "open http://u:***@host:5000 in a browser"
+
+
+def test_an_experiment_made_before_the_mark_gets_it_when_used_again(project: Path) -> None:
+    """MLflow 3's UI opens a GenAI overview unless the experiment says it holds model training."""
+    client = mlflow_client(URI)
+    older = client.create_experiment("older")
+    assert store.EXPERIMENT_KIND[0] not in client.get_experiment(older).tags
+    assert store.ensure_experiment(URI, "older") == older
+    assert client.get_experiment(older).tags[store.EXPERIMENT_KIND[0]] == "custom_model_development"

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from gdexp import sweep
 from gdexp.config import ConfigError
+from gdexp.sweep._parent import parent_run
 from tests.conftest import all_runs, child_env, default_sigint, gdexp, store
 
 pytestmark = pytest.mark.slow
@@ -64,6 +65,9 @@ def test_resume_completes_the_total_under_the_same_parent(project: Path) -> None
     assert len({r.data.tags["mlflow.parentRunId"] for r in children(project)}) == 1
     again = gdexp("+sweep=lr", "sweep.n_trials=6", "train.epochs=2", cwd=project)
     assert again.returncode == 0 and "6 of 6 trials" in again.stdout and len(study(project).get_trials()) == 6
+    reasons = [r.data.tags["regime_reason"] for r in children(project)]
+    assert all(reason.count("; its val_loss") + reason.count("pruned at epoch") <= 1 for reason in reasons), \
+        "relabelling a resumed sweep starts from each run's own label, not from the last relabelling"
 
 
 def _start_and_wait_for_trials(project: Path, args: list[str], n: int) -> tuple[subprocess.Popen[str], list]:
@@ -100,6 +104,8 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
     assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
     killed = [r for r in all_runs(project) if r.info.status == "KILLED"]
     assert {r.info.run_id for r in killed} >= {interrupted[0].user_attrs["mlflow_run_id"]}
+    tags = store(project).get_run(interrupted[0].user_attrs["mlflow_run_id"]).data.tags
+    assert tags["regime"] == "none" and tags["regime_reason"].startswith("interrupted"), tags
     kept = store(project).get_metric_history(interrupted[0].user_attrs["mlflow_run_id"], "val_loss")
     assert len(kept) >= epochs_seen and [m.step for m in kept] == list(range(1, len(kept) + 1)), \
         "the interrupted run keeps its metrics up to the interrupt"
@@ -107,6 +113,9 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
     assert rerun.returncode == 0, rerun.stderr
     counted = [t for t in study(project).get_trials() if sweep.counted(t)]
     assert len(counted) == 2
+    tags = store(project).get_run(interrupted[0].user_attrs["mlflow_run_id"]).data.tags
+    assert tags["regime"] == "none" and tags["regime_reason"] == "interrupted: not a regime sample"
+    assert all(store(project).get_run(t.user_attrs["mlflow_run_id"]).data.tags["regime"] != "none" for t in counted)
     assert len({r.data.tags["mlflow.parentRunId"] for r in children(project)}) == 1
     assert all(r.info.status != "RUNNING" for r in all_runs(project))
 
@@ -164,7 +173,7 @@ def test_pruner_stops_a_hopeless_trial(make_cfg, project: Path) -> None:
     overrides = ["+sweep=lr", "sweep.n_trials=6", "train.epochs=8", "sweep.pruner=median"]
     cfg = make_cfg(*overrides)
     s = sweep.Sweep(cfg, overrides)
-    s.parent_run_id = sweep._parent_run(cfg, s.study)
+    s.parent_run_id = parent_run(cfg, s.study)
     for lr in (0.1, 0.2, 0.15, 0.3, 0.12, 1e-4):
         s.study.enqueue_trial({"optim.lr": lr, "model.hidden_size": 64})
     s.work()
@@ -172,6 +181,13 @@ def test_pruner_stops_a_hopeless_trial(make_cfg, project: Path) -> None:
     hopeless = next(t for t in trials if t.params["optim.lr"] == 1e-4)
     assert hopeless.state == TrialState.PRUNED
     assert all(t.state == TrialState.COMPLETE for t in trials if t is not hopeless)
+    sweep.relabel_siblings(cfg, s.study)
+    tags = store(project).get_run(hopeless.user_attrs["mlflow_run_id"]).data.tags
+    stop = max(hopeless.intermediate_values)
+    assert tags["regime"] == "too_small", tags
+    assert tags["regime_reason"].startswith(f"pruned at epoch {stop}: its val_loss there, "
+                                            f"{hopeless.intermediate_values[stop]:.4g}, was ")
+    assert f"the best sibling's at epoch {stop}" in tags["regime_reason"]
 
 
 @pytest.mark.parametrize("params,message", [
@@ -230,7 +246,8 @@ def test_a_trial_that_raises_is_fail_and_failed_and_the_sweep_goes_on(make_cfg, 
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2 and best is not None
     run = store(project).get_run(failed.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: disk full"
-    assert run.data.tags["optuna.state"] == "FAIL"
+    assert run.data.tags["optuna.state"] == "FAIL" and run.data.tags["regime"] == "none"
+    assert run.data.tags["regime_reason"] == "training failed (RuntimeError: disk full): not a regime sample"
 
 
 @pytest.mark.parametrize("sampler,pruner", [("tpe", "percentile"), ("random", "successive_halving"),
@@ -255,14 +272,14 @@ def test_param_importances_are_optunas_ped_anova_without_loading_scikit_learn() 
     """The importances plot needs no scikit-learn: importing it cost every sweep 1 s at its end."""
     code = """
 import math, sys, optuna
-from gdexp import sweep
+from gdexp.sweep._plots import param_importances
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
 def objective(t):  # only the learning rate matters; h is searched but unused
     t.suggest_int("h", 8, 64)
     return math.log10(t.suggest_float("lr", 1e-4, 1, log=True) / 0.01) ** 2
 study.optimize(objective, 40)
-got = sweep.param_importances(study)
+got = param_importances(study)
 want = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
 assert got == want and set(got) == {"lr", "h"} and got["lr"] > got["h"], got
 assert "sklearn" not in sys.modules

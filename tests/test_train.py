@@ -147,7 +147,7 @@ def test_recorded_run_in_a_real_store(make_cfg, project: Path) -> None:
     history = train.run(cfg, [tracker])
     client = store(project)
     run = client.get_run(tracker.run_id)
-    assert run.info.status == "FINISHED" and run.info.run_name == "sgd-minibatch32-lr0.1-h64"
+    assert run.info.status == "FINISHED" and run.info.run_name == "lr0.1-h64-minibatch32-sgd"
     params = run.data.params
     assert params["optim.lr"] == "0.1" and params["gd.variant"] == "minibatch" and params["gd.batch_size"] == "32"
     assert params["model.hidden_size"] == "64" and params["train.seed"] == "0" and params["data.name"] == "digits"

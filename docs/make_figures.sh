@@ -1,0 +1,24 @@
+#!/bin/sh
+# Regenerate README's figures and its regimes.md excerpt from a fresh `+sweep=regimes` (about two minutes):
+#
+#     docs/make_figures.sh          # with .venv/bin/python when it exists, else python3; PYTHON=... to choose
+#
+# It runs the sweep and a learning-rate range test in a temporary folder (the project's mlruns/ and sweeps/
+# are not touched), writes the report there, and copies loss_curves.png, final_loss_vs_lr.png and
+# regimes.md into docs/.
+set -eu
+docs=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$docs")
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$root/.venv/bin/python" ]; then PYTHON="$root/.venv/bin/python"; else PYTHON=python3; fi
+fi
+work=$(mktemp -d "${TMPDIR:-/tmp}/gdexp-docs-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+export MPLBACKEND=Agg PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+"$PYTHON" -m gdexp +sweep=regimes
+"$PYTHON" -m gdexp +sweep=lr_range train.progress=false
+"$PYTHON" -m gdexp.report regimes --no-log
+report=sweeps/regimes/report
+cp "$report/loss_curves.png" "$report/final_loss_vs_lr.png" "$report/regimes.md" "$docs/"
+echo "docs/loss_curves.png, docs/final_loss_vs_lr.png and docs/regimes.md written from $work"

@@ -1,0 +1,29 @@
+"""`python -m gdexp.report NAME`: a sweep's runs, read from MLflow, as the tables and plots a report needs.
+
+NAME is a sweep's name (`sweep.name`) or its parent run id. The report reads only the MLflow store
+(a SQLite file or a tracking server): the parent run, its child runs with their params, final metrics
+and tags, and each child's `val_loss` history. It writes under `sweeps/<name>/report/` (or `--out`)
+and logs the same files to the sweep's parent run (folder `report/`):
+
+- `runs.csv`: one row per run, raw numbers as stored;
+- `regimes.{csv,md,tex,html,json}`: learning rate (and hidden size) down, GD variant across, each cell
+  the final validation loss (accuracy) and regime, with the epochs each run ran, plus the best run per
+  variant and a caption saying which runs the table covers -- and, when the experiment holds a
+  learning-rate range test on the same data, GD variant and optimizer, its suggestion beside the
+  sweep's best learning rates;
+- `loss_curves.png`, `final_loss_vs_lr.png`, `lr_hidden_heatmap.png` (the last when the sweep varied
+  the hidden size).
+
+The regime tables and figures hold the runs that have a regime: finished and pruned trials. An
+interrupted or failed trial (`regime=none`) is listed in `runs.csv` and counted apart in the caption.
+Before it writes anything, the report checks the order invariant of the labels
+(`regimes.order_violations`) and refuses, naming the runs, when they break it."""
+
+from __future__ import annotations
+
+from gdexp.report._command import FORMATS, log_to_parent, main, write
+from gdexp.report._read import Report, ReportError, build, epochs_to
+from gdexp.report._tables import best_per_variant, caption, order_problems, pivot
+
+__all__ = ["FORMATS", "Report", "ReportError", "best_per_variant", "build", "caption", "epochs_to", "log_to_parent",
+           "main", "order_problems", "pivot", "write"]

@@ -1,0 +1,193 @@
+"""Reading a sweep from the MLflow store (through `gdexp.store`) into a `Report`: one row per run."""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from gdexp import regimes, store
+from gdexp.config import CONFIG_DIR, VARIANTS, mask_secrets
+from gdexp.regimes import NONE
+from gdexp.store import DEFAULT_URI
+
+LABELLED = ("COMPLETE", "PRUNED")  # the trial states that have a regime
+
+
+class ReportError(RuntimeError):
+    """A report cannot be made (unknown sweep, no runs, unreachable store): the message says why."""
+
+
+@dataclass
+class Report:
+    """What `build` read: the parent run, one row per child, and each child's val_loss per epoch."""
+
+    name: str
+    parent_id: str
+    experiment: str
+    uri: str
+    runs: pd.DataFrame
+    curves: dict[str, np.ndarray]  # run id -> val_loss by epoch (epoch 0: before training)
+    range_test: dict[str, Any] | None  # the latest matching lr_range run's suggestion, if any
+    fraction: float
+
+
+def _find_parent(uri: str, experiment_id: str, name: str) -> Any:
+    if re.fullmatch(r"[0-9a-f]{32}", name):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return store.get_run(uri, name)
+        except MlflowException:
+            pass
+    found = store.search_runs(uri, experiment_id,
+                              f"tags.`gdexp.role` = 'sweep' and tags.`gdexp.sweep` = '{name}'",
+                              ["attributes.start_time DESC"])
+    if found:
+        return found[0]
+    sweeps = sorted({r.data.tags.get("gdexp.sweep", "") for r in
+                     store.search_runs(uri, experiment_id, "tags.`gdexp.role` = 'sweep'")} - {""})
+    known = f"sweeps in this experiment: {', '.join(sweeps)}" if sweeps else "this experiment holds no sweep yet"
+    raise ReportError(f"no sweep named {name!r} (nor a run with that id): {known}")
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def epochs_to(curve: np.ndarray, fraction: float, min_progress: float = 0.0) -> float:
+    """The first epoch at which the loss had made `fraction` of its total decrease (initial -> best);
+    NaN when the run did not learn: the loss never decreased, or it ended less than `min_progress` of its
+    initial value below it (the regime rule's bar for a loss that barely moved). A run whose loss fell 1 %
+    makes 90 % of that 1 % at some epoch, and the number would read as a speed."""
+    finite = curve[np.isfinite(curve)]
+    if len(curve) < 2 or not np.isfinite(curve[0]) or finite.min() >= curve[0]:
+        return math.nan
+    if curve[0] - finite[-1] < min_progress * abs(curve[0]):
+        return math.nan
+    target = curve[0] - fraction * (curve[0] - finite.min())
+    return float(np.argmax(np.where(np.isfinite(curve), curve, np.inf) <= target))
+
+
+@functools.cache
+def _default_rules() -> dict[str, float]:
+    return {str(k): float(v) for k, v in OmegaConf.load(CONFIG_DIR / "regimes" / "default.yaml").items()}
+
+
+def _rules(params: dict[str, str]) -> dict[str, float]:
+    """The regime rule's thresholds a run was labelled with (its params `regimes.*`; the defaults for a run
+    that has none)."""
+    return {k: _number(params.get(f"regimes.{k}", v)) for k, v in _default_rules().items()}
+
+
+def _overshot(run: Any, train_losses: Sequence[float]) -> bool:
+    """Did the run's own training-loss curve diverge or rise (`regimes.overshoot`)? Then it is too_large
+    wherever its learning rate is, and the order check lets it be."""
+    why = regimes.overshoot(run.data.metrics.get("initial_train_loss", math.nan), train_losses,
+                            diverged=run.data.tags.get("diverged") == "true", rules=_rules(run.data.params))
+    return why is not None
+
+
+def _row(run: Any, curve: np.ndarray, fraction: float, train_losses: Sequence[float], *, overshot: bool,
+         group: str) -> dict[str, Any]:
+    p, m, t = run.data.params, run.data.metrics, run.data.tags
+    epochs = curve[1:]
+    finite = epochs[np.isfinite(epochs)]
+    state = t.get("optuna.state", run.info.status)
+    return {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "trial": int(t["optuna.trial"]) if t.get("optuna.trial", "").isdigit() else None,
+        "state": state,
+        "status": run.info.status,
+        "gd_variant": p.get("gd.variant", t.get("gd.variant", "")),
+        "batch_size": p.get("gd.batch_size", ""),
+        "optimizer": p.get("optim.name", t.get("optimizer", "")),
+        "lr": _number(p.get("optim.lr")),
+        "hidden_size": _number(p.get("model.hidden_size")),
+        "hidden_layers": _number(p.get("model.hidden_layers")),
+        "epochs_run": m.get("epochs_run", float(len(epochs))),
+        "final_train_loss": m.get("train_loss", math.nan),
+        "best_train_loss": min((v for v in train_losses if math.isfinite(v)), default=math.nan),
+        "final_val_loss": m.get("val_loss", math.nan),
+        "best_val_loss": float(finite.min()) if finite.size else math.nan,
+        "val_accuracy": m.get("val_accuracy", math.nan),
+        "test_loss": m.get("test_loss", math.nan),
+        "test_accuracy": m.get("test_accuracy", math.nan),
+        f"epochs_to_{round(100 * fraction)}pct": epochs_to(curve, fraction, _rules(p)["min_progress"]),
+        "diverged": t.get("diverged", "") == "true",
+        "overshot": overshot,
+        "regime": t.get("regime", "") if state in LABELLED else NONE,
+        "regime_reason": t.get("regime_reason", ""),
+        "sibling_group": group,
+        "train_time_s": m.get("train_time_s", math.nan),
+    }
+
+
+def build(name: str, *, uri: str = DEFAULT_URI, experiment: str = "gdexp", fraction: float = 0.9,
+          threads: int = 8) -> Report:
+    """Read a sweep's parent and children from MLflow into a `Report`."""
+    if not 0 < fraction <= 1:
+        raise ReportError(f"--fraction={fraction} is not allowed: a share in (0, 1]")
+    if store.local_store_missing(uri):
+        raise ReportError(f"no MLflow store at {uri}: run a sweep first, or pass --uri")
+    experiment_id = store.find_experiment(uri, experiment)
+    if experiment_id is None:
+        names = ", ".join(store.experiment_names(uri)) or "none"
+        raise ReportError(f"no experiment {experiment!r} in {mask_secrets(uri)} (experiments there: {names})")
+    parent = _find_parent(uri, experiment_id, name)
+    sweep_name = parent.data.tags.get("gdexp.sweep", name)
+    children = store.search_runs(uri, experiment_id, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    if not children:
+        raise ReportError(f"sweep {sweep_name!r} (parent run {parent.info.run_id}) has no runs yet")
+
+    ids = [r.info.run_id for r in children]
+    val = store.metric_histories(uri, ids, "val_loss", threads)
+    # The best train loss is the final one unless the loss went up: only those runs' histories are read.
+    rose = [r.info.run_id for r in children if r.data.tags.get("regime") not in ("too_small", "just_right")
+            or r.data.tags.get("diverged") == "true"]
+    trn = {r.info.run_id: [r.data.metrics.get("train_loss", math.nan)] for r in children}
+    trn.update(store.metric_histories(uri, rose, "train_loss", threads))
+    curves = {r.info.run_id: np.array([r.data.metrics.get("initial_val_loss", math.nan), *val[r.info.run_id]],
+                                      dtype=float) for r in children}
+    read = set(rose)  # a run labelled too_small or just_right did not overshoot: its curve is not needed
+    overshot = {r.info.run_id: _overshot(r, trn[r.info.run_id]) for r in children if r.info.run_id in read}
+    fixed = sorted(k for k in _searched(parent) if k not in regimes.SIBLING_FREE)
+    runs = pd.DataFrame([_row(r, curves[r.info.run_id], fraction, trn[r.info.run_id],
+                              overshot=overshot.get(r.info.run_id, False),
+                              group=" ".join(f"{k}={r.data.params[k]}" for k in fixed if k in r.data.params))
+                         for r in children])
+    order = pd.Categorical(runs["gd_variant"], [*VARIANTS, *sorted(set(runs["gd_variant"]) - set(VARIANTS))])
+    runs = (runs.assign(_v=order).sort_values(["_v", "lr", "hidden_size", "trial", "run_id"], kind="stable")
+            .drop(columns="_v").reset_index(drop=True))
+    return Report(sweep_name, parent.info.run_id, experiment, uri, runs, curves,
+                  _range_test(uri, experiment_id, parent), fraction)
+
+
+def _range_test(uri: str, experiment_id: str, parent: Any) -> dict[str, Any] | None:
+    """The newest lr_range run on the sweep's data set, GD variant and optimizer."""
+    t = parent.data.tags
+    query = (f"tags.`gdexp.role` = 'lr_range' and tags.dataset = '{t.get('dataset', '')}' and "
+             f"tags.optimizer = '{t.get('optimizer', '')}'")
+    found = [r for r in store.search_runs(uri, experiment_id, query, ["attributes.start_time DESC"])
+             if r.data.params.get("gd.variant") == t.get("gd.variant") or "gd" in _searched(parent)]
+    if not found:
+        return None
+    p = found[0].data.params
+    keys = ("suggested_lr", "window_low", "window_high", "divergence_lr")
+    return {"run_id": found[0].info.run_id, "gd_variant": p.get("gd.variant", ""),
+            **{k: _number(p.get(f"lr_range.{k}")) for k in keys}}
+
+
+def _searched(parent: Any) -> set[str]:
+    return {k.removeprefix("sweep.params.") for k in parent.data.params if k.startswith("sweep.params.")}

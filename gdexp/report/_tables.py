@@ -1,0 +1,192 @@
+"""The report's tables: the regime table (learning rate down, GD variant across), the best runs, the caption."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gdexp import regimes
+from gdexp.config import VARIANTS
+from gdexp.regimes import REGIMES
+from gdexp.report._read import Report
+
+
+def fmt_lr(x: float) -> str:
+    return f"{x:.2e}" if math.isfinite(x) else "—"
+
+
+def fmt_loss(x: float) -> str:
+    return f"{x:.4g}" if math.isfinite(x) else ("diverged" if x != x or math.isinf(x) else "—")
+
+
+def fmt_acc(x: float) -> str:
+    return f"{100 * x:.1f}%" if math.isfinite(x) else "—"
+
+
+def representatives(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs the regime tables and figures show: per (learning rate, hidden size, variant), among the
+    runs that have a regime, the finished run with the lowest final val loss (a pruned or diverged one
+    only if there is nothing better there). The lr is rounded to 3 significant digits to form the rows."""
+    shown = runs[runs["regime"].isin(REGIMES)].copy()
+    shown["lr_key"] = shown["lr"].map(lambda x: float(f"{x:.3g}") if math.isfinite(x) else x)
+    shown["_pruned"] = shown["state"] != "COMPLETE"
+    shown["_rank"] = shown["final_val_loss"].where(np.isfinite(shown["final_val_loss"]), np.inf)
+    shown = shown.sort_values(["lr_key", "hidden_size", "gd_variant", "_pruned", "_rank", "run_id"], kind="stable")
+    return (shown.groupby(["lr_key", "hidden_size", "gd_variant"], sort=False, dropna=False).head(1)
+            .drop(columns=["_pruned", "_rank"]))
+
+
+def variant_order(names: Any) -> list[str]:
+    """GD variants in their usual order (batch, minibatch, stochastic), others after them."""
+    present = list(dict.fromkeys(names))
+    return [v for v in VARIANTS if v in present] + sorted(v for v in present if v not in VARIANTS)
+
+
+def _cell(run: Any) -> str:
+    loss = fmt_loss(run.final_val_loss if not run.diverged else math.nan)
+    accuracy = f" ({fmt_acc(run.val_accuracy)})" if math.isfinite(run.val_accuracy) and not run.diverged else ""
+    return f"{loss}{accuracy} {run.regime}" + (", pruned" if run.state == "PRUNED" else "")
+
+
+def pivot(report: Report) -> pd.DataFrame:
+    """Learning rate down, then the hidden size; per GD variant, a cell `val_loss (val_acc) regime`
+    (`, pruned` when the pruner stopped the run, its loss then where it stopped) and the epochs it ran."""
+    reps = representatives(report.runs)
+    reps["cell"] = [_cell(r) for r in reps.itertuples()]
+    reps["epochs"] = reps["epochs_run"].map(lambda x: f"{x:.0f}" if math.isfinite(x) else "—")
+    reps["hidden_size"] = reps["hidden_size"].fillna(-1.0)
+    wide = reps.pivot(index=["lr_key", "hidden_size"], columns="gd_variant", values=["cell", "epochs"]).sort_index()
+    table = pd.DataFrame({"hidden size": [f"{h:.0f}" if h >= 0 else "—" for _, h in wide.index]})
+    for variant in variant_order(reps["gd_variant"]):
+        table[variant] = wide[("cell", variant)].to_numpy()
+        table[f"{variant} epochs"] = wide[("epochs", variant)].to_numpy()
+    table = table.fillna("—")
+    table.index = pd.Index([fmt_lr(lr) for lr, _ in wide.index], name="learning rate")
+    return table
+
+
+def best_per_variant(report: Report) -> pd.DataFrame:
+    ok = report.runs[(report.runs["state"] == "COMPLETE") & ~report.runs["diverged"]
+                     & np.isfinite(report.runs["final_val_loss"])]
+    best = ok.sort_values(["final_val_loss", "run_id"], kind="stable").groupby("gd_variant", sort=False).head(1)
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    best = best.sort_values("gd_variant", key=lambda s: s.map(lambda v: order.get(v, len(order))), kind="stable")
+    return pd.DataFrame({
+        "GD variant": best["gd_variant"], "learning rate": best["lr"].map(fmt_lr),
+        "hidden size": best["hidden_size"].map(lambda x: f"{x:.0f}" if math.isfinite(x) else "—"),
+        "val loss": best["final_val_loss"].map(fmt_loss), "val accuracy": best["val_accuracy"].map(fmt_acc),
+        "test accuracy": best["test_accuracy"].map(fmt_acc), "regime": best["regime"], "run": best["run_id"],
+    })
+
+
+def caption(report: Report) -> list[str]:
+    """What the tables cover: the runs that have a regime (finished and pruned); interrupted and failed
+    runs are counted apart, as not counted, the way the sweep counts them."""
+    runs = report.runs
+    shown = runs[runs["regime"].isin(REGIMES)]
+    states = ", ".join(f"{n} {word}" for n, word in (((shown["state"] == "COMPLETE").sum(), "finished"),
+                                                     ((shown["state"] == "PRUNED").sum(), "pruned"),
+                                                     (shown["diverged"].sum(), "diverged")))
+    rest = runs[~runs["regime"].isin(REGIMES)]
+    interrupted = int((rest["status"] == "KILLED").sum())
+    apart = ", ".join(f"{n} {word}" for n, word in ((interrupted, "interrupted"), (len(rest) - interrupted, "failed"))
+                      if n)
+    lrs = shown["lr"][np.isfinite(shown["lr"])]
+    span = f"{fmt_lr(lrs.min())} to {fmt_lr(lrs.max())}" if len(lrs) else "—"
+    covered = (f"Sweep {report.name!r} (MLflow parent run {report.parent_id}, experiment {report.experiment!r}): "
+               f"{len(shown)} runs with a regime ({states})" + (f"; {apart}, not counted and left out" if apart else "")
+               + f"; learning rates {span}, GD variants {', '.join(variant_order(shown['gd_variant']))}.")
+    several = len(shown) > len(representatives(runs))
+    cells = ("Cells: final validation loss (validation accuracy) and the regime label"
+             + (" of the best run at that learning rate, hidden size and variant" if several else "")
+             + ("; a pruned run's loss is where the pruner stopped it, and its label compares it with its siblings "
+                "at that epoch." if (shown["state"] == "PRUNED").any() else "."))
+    counts = shown["regime"].value_counts()
+    return [covered, cells, "Regimes: " + ", ".join(f"{counts.get(r, 0)} {r}" for r in REGIMES) + ".",
+            *_range_line(report)]
+
+
+def _range_line(report: Report) -> list[str]:
+    """The range test's suggestion beside the sweep's best learning rates (none when there is no range test)."""
+    rt = report.range_test
+    if rt is None:
+        return []
+    best = best_per_variant(report)
+    found = "; ".join(f"{v} {lr}" for v, lr in zip(best["GD variant"], best["learning rate"], strict=True))
+    return [f"Learning-rate range test (run {rt['run_id']}, {rt['gd_variant']}): suggests "
+            f"{fmt_lr(rt['suggested_lr'])}, just-right window {fmt_lr(rt['window_low'])} to "
+            f"{fmt_lr(rt['window_high'])}, divergence from {fmt_lr(rt['divergence_lr'])}; "
+            f"the sweep's best: {found or 'none'}."]
+
+
+def order_problems(runs: pd.DataFrame) -> list[str]:
+    """Where the labels break the order invariant (`regimes.order_violations`), per sibling group: runs
+    that differ only in the learning rate and the hidden size. The best run is recomputed from the final
+    losses, and whether a run overshot from its own training-loss curve, not read from the labels."""
+    problems = []
+    shown = runs[runs["regime"].isin(REGIMES)]
+    keys = ["gd_variant", "batch_size", "optimizer", "sibling_group"]
+    for _, group in shown.groupby(keys, sort=False, dropna=False):
+        members = [regimes.Sibling(
+            r.lr, r.final_val_loss, "too_large" if r.overshot else "", "", hidden=r.hidden_size,
+            name=f"trial {r.trial} (run {r.run_id})" if pd.notna(r.trial) else f"run {r.run_id}",
+            pruned_at=int(r.epochs_run) if r.state == "PRUNED" else None) for r in group.itertuples()]
+        problems += regimes.order_violations(members, list(group["regime"]))
+    return problems
+
+
+def markdown(report: Report, table: pd.DataFrame, best: pd.DataFrame) -> str:
+    from tabulate import tabulate
+
+    return "\n".join([
+        f"## Learning-rate regimes: sweep `{report.name}`", "",
+        *(f"> {line}" for line in caption(report)), "",
+        tabulate(table, headers="keys", tablefmt="pipe", disable_numparse=True), "",
+        "### Best run per GD variant", "",
+        tabulate(best, headers="keys", tablefmt="pipe", showindex=False, disable_numparse=True), "",
+    ])
+
+
+def latex(report: Report, table: pd.DataFrame, best: pd.DataFrame) -> str:
+    from tabulate import tabulate
+
+    def esc(text: str) -> str:
+        return tabulate([[text]], tablefmt="latex").splitlines()[2].removesuffix("\\\\").strip()
+
+    label = re.sub(r"[^A-Za-z0-9]+", "-", report.name)
+    return "\n".join([
+        "% needs \\usepackage{booktabs}",
+        "\\begin{table}[htbp]", "\\centering", "\\small",
+        tabulate(table, headers="keys", tablefmt="latex_booktabs", disable_numparse=True),
+        f"\\caption{{{' '.join(esc(line) for line in caption(report))}}}",
+        f"\\label{{tab:regimes-{label}}}", "\\end{table}", "",
+        "\\begin{table}[htbp]", "\\centering", "\\small",
+        tabulate(best.drop(columns="run"), headers="keys", tablefmt="latex_booktabs", showindex=False,
+                 disable_numparse=True),
+        f"\\caption{{Best run per GD variant, sweep {esc(report.name)}.}}",
+        f"\\label{{tab:best-{label}}}", "\\end{table}", "",
+    ])
+
+
+def html_page(report: Report, table: pd.DataFrame, best: pd.DataFrame) -> str:
+    import html
+
+    from tabulate import tabulate
+
+    style = ("body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+             "th,td{border-bottom:1px solid #ccc;padding:.3em .8em;text-align:right}th:first-child,"
+             "td:first-child{text-align:left}")
+    return "\n".join([
+        "<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">",
+        f"<title>gdexp: sweep {html.escape(report.name)}</title><style>{style}</style></head><body>",
+        f"<h1>Learning-rate regimes: sweep {html.escape(report.name)}</h1>",
+        *(f"<p>{html.escape(line)}</p>" for line in caption(report)),
+        tabulate(table, headers="keys", tablefmt="html", disable_numparse=True),
+        "<h2>Best run per GD variant</h2>",
+        tabulate(best, headers="keys", tablefmt="html", showindex=False, disable_numparse=True),
+        "</body></html>", "",
+    ])

@@ -1,0 +1,98 @@
+"""The sweep's MLflow parent run: created with the study, reopened on resume, ended with counts and plots."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+from omegaconf import DictConfig
+from optuna.trial import FrozenTrial, TrialState
+
+from gdexp import store
+from gdexp.config import (
+    mask_secrets,
+)
+from gdexp.store import ui_command
+from gdexp.sweep._labels import relabel_siblings
+from gdexp.sweep._plots import study_plots
+from gdexp.sweep._trials import tally
+
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+def parent_run(cfg: DictConfig, study: optuna.Study) -> str:
+    """The sweep's MLflow parent run: created with the study, reopened (same id) when it resumes."""
+    uri = cfg.tracking.uri
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    if run_id:
+        store.reopen_run(uri, run_id)
+        return str(run_id)
+    experiment_id = store.ensure_experiment(uri, cfg.tracking.experiment)
+    name = cfg.sweep.name
+    tags = {"gdexp.sweep": name, "optuna.study": name, "gdexp.role": "sweep",
+            "dataset": cfg.data.name, "optimizer": cfg.optim.name, "gd.variant": cfg.gd.variant}
+    run_id = store.create_run(uri, experiment_id, f"sweep-{name}", tags)
+    store.log_config(uri, run_id, cfg)
+    study.set_user_attr(PARENT_ATTR, run_id)
+    return run_id
+
+
+def finish_parent(cfg: DictConfig, study: optuna.Study, run_id: str, status: str) -> None:
+    """Counts, best value and params, every trial's label among its siblings, and the study's plots on the
+    parent run; then end it."""
+    uri = cfg.tracking.uri
+    try:
+        counts = tally(study.get_trials(deepcopy=False))
+        now = int(time.time() * 1000)
+        metrics = [store.metric(f"n_{k}", float(counts[k]), 0, now)
+                   for k in ("complete", "pruned", "failed", "diverged")]
+        tags: dict[str, str] = {}
+        best = best_trial(study)
+        if best is not None:
+            metrics.append(store.metric("best_value", float(best.value), 0, now))  # type: ignore[arg-type]
+            tags = {"best_trial": str(best.number), **{f"best.{k}": str(v) for k, v in best.params.items()}}
+        store.log_metrics(uri, run_id, metrics)
+        store.set_tags(uri, run_id, tags)
+        relabel_siblings(cfg, study)  # also when interrupted: the report reads the labels of what finished
+        if status == "FINISHED":
+            with tempfile.TemporaryDirectory(prefix="gdexp-sweep-") as tmp:
+                study_plots(cfg, study, Path(tmp))
+                store.log_artifacts(uri, run_id, Path(tmp))
+    finally:
+        store.end_run(uri, run_id, status)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+def best_value(study: optuna.Study) -> float | None:
+    best = best_trial(study)
+    return None if best is None else float(best.value)  # type: ignore[arg-type]
+
+def summary_table(cfg: DictConfig, study: optuna.Study, where: str) -> str:
+    """The console's closing table: best trial, top five, counts by state, where things live."""
+    from tabulate import tabulate
+
+    trials = study.get_trials(deepcopy=False)
+    counts = tally(trials)
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    sign = 1.0 if cfg.sweep.direction == "minimize" else -1.0
+    done.sort(key=lambda t: sign * float(t.value or 0.0))
+    rows = [[t.number, f"{t.value:.4g}", "yes" if t.user_attrs.get("diverged") else "",
+             *(f"{v:.3g}" if isinstance(v, float) else v for v in t.params.values())] for t in done[:5]]
+    keys = list(study.best_trial.params) if done else []
+    lines = [f"Study {cfg.sweep.name!r}: {counts['done']} of {cfg.sweep.n_trials} trials "
+             f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed, "
+             f"{counts['diverged']} diverged; {counts['not counted']} interrupted or lost, not counted)"]
+    if done:
+        lines += [f"Best: trial {done[0].number}, {cfg.sweep.metric} = {done[0].value:.4g}", "",
+                  tabulate(rows, headers=["trial", cfg.sweep.metric, "diverged", *keys], tablefmt="simple"), ""]
+    lines += [f"Study storage: {where}",
+              f"MLflow: experiment {cfg.tracking.experiment!r} in {mask_secrets(cfg.tracking.uri)}",
+              f"Open the UI: {ui_command(cfg.tracking.uri)}"]
+    return "\n".join(lines)

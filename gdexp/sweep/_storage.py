@@ -1,0 +1,89 @@
+"""The study's storage (a journal file, an RDB URL, Redis) and the lock that serialises creating the parent run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+from omegaconf import DictConfig
+
+from gdexp.config import ConfigError, database_url, mask_secrets
+from gdexp.sweep._trials import EndStaleRun
+
+
+def open_storage(cfg: DictConfig) -> tuple[optuna.storages.BaseStorage, str]:
+    """The study's storage and a masked description of where it lives."""
+    spec, name = cfg.sweep.storage, cfg.sweep.name
+    if spec is None or not str(spec).strip():
+        path = Path("sweeps") / name / "study.journal"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _journal(path), str(path)
+    spec = str(spec)
+    if spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres", "mysql", "sqlite"):
+        hb = int(cfg.sweep.heartbeat_s)
+        storage = optuna.storages.RDBStorage(
+            database_url(spec), heartbeat_interval=hb, grace_period=2 * hb,
+            failed_trial_callback=EndStaleRun(cfg.tracking.uri),
+        )
+        return storage, mask_secrets(spec)
+    if spec.startswith("redis://"):
+        from optuna.storages.journal import JournalRedisBackend
+
+        return optuna.storages.JournalStorage(JournalRedisBackend(spec)), mask_secrets(spec)
+    return _journal(Path(spec)), spec
+
+def _journal(path: Path) -> optuna.storages.BaseStorage:
+    """A journal file storage; a journal whose last record is cut short is refused, untouched: Optuna
+    would append the next record to the broken line and so corrupt a record that was whole."""
+    from optuna.storages.journal import JournalFileBackend
+
+    if _ends_mid_record(path):
+        time.sleep(0.5)  # another worker may be in the middle of a write
+        if _ends_mid_record(path):
+            raise ConfigError(f"sweep.storage: the study journal {path} ends in a cut-off record (was it "
+                              "truncated?); it was left as it is -- delete its incomplete last line to keep "
+                              "the trials before it, then run the same command again")
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    except Exception as exc:  # a corrupt or truncated journal: say so, touch nothing
+        raise ConfigError(f"sweep.storage: the study journal {path} cannot be read ({type(exc).__name__}: {exc}); "
+                          "it was left as it is -- move it away to start the study afresh") from exc
+
+def _ends_mid_record(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+@contextlib.contextmanager
+def exclusive(storage: optuna.storages.BaseStorage, where: str, name: str) -> Iterator[None]:
+    """Serialise one step (creating the parent run) between all processes and machines that share the
+    study: a PostgreSQL advisory lock for an RDB storage on PostgreSQL, a file lock beside a journal file;
+    other storages (SQLite, Redis) have no lock and rely on workers starting one after another."""
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        key = zlib.crc32(f"gdexp.sweep:{name}".encode())
+        with storage.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    elif isinstance(storage, optuna.storages.JournalStorage) and Path(where).is_file():
+        import fcntl
+
+        with open(f"{where}.parent-lock", "a") as handle:  # not .lock: Optuna's own journal lock file
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    else:
+        yield

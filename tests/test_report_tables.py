@@ -1,0 +1,172 @@
+"""The report's tables, order check and figures from hand-made runs, in milliseconds (no store, no sweep)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib.colors
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import LineCollection
+
+from gdexp import plots, report
+from gdexp.report import Report, ReportError
+from gdexp.report._figures import uniform_bins
+
+
+def row(trial: int, lr: float, regime: str, *, variant: str = "minibatch", val: float = 0.5, state: str = "COMPLETE",
+        status: str = "FINISHED", hidden: float = 64.0, epochs: float = 10.0, overshot: bool = False) -> dict[str, Any]:
+    """One run as `report.build` reads it from MLflow."""
+    return {"run_id": f"run{trial:02d}", "run_name": f"lr{lr:g}-h{hidden:g}-{variant}-sgd", "trial": trial,
+            "state": state, "status": status, "gd_variant": variant, "batch_size": "32", "optimizer": "sgd", "lr": lr,
+            "hidden_size": hidden, "hidden_layers": 1.0, "epochs_run": epochs, "final_train_loss": val,
+            "best_train_loss": val, "final_val_loss": val, "best_val_loss": val, "val_accuracy": 0.9,
+            "test_loss": val, "test_accuracy": 0.9, "epochs_to_90pct": 3.0, "diverged": False, "overshot": overshot,
+            "regime": regime, "regime_reason": "", "sibling_group": "", "train_time_s": 0.1}
+
+
+def make(rows: list[dict[str, Any]]) -> Report:
+    curves = {r["run_id"]: np.geomspace(2.3, r["final_val_loss"], int(r["epochs_run"]) + 1) for r in rows}
+    return Report("toy", "parent0", "gdexp", "sqlite:///none.db", pd.DataFrame(rows), curves, None, 0.9)
+
+
+def grid() -> list[dict[str, Any]]:
+    """Three variants, four learning rates; at lr 1 batch is just right and stochastic too large (the issue's
+    case of a majority band that painted a too-large run green); one run of each other kind."""
+    rows = []
+    for i, (variant, labels, losses) in enumerate([
+        ("batch", ["too_small", "too_small", "just_right", "too_large"], [2.2, 1.5, 0.5, 2.0]),
+        ("minibatch", ["too_small", "just_right", "just_right", "too_large"], [1.0, 0.1, 0.11, 2.4]),
+        ("stochastic", ["too_small", "just_right", "too_large", "too_large"], [0.4, 0.09, 2.6, 8.0]),
+    ]):
+        rows += [row(4 * i + j, lr, label, variant=variant, val=loss)
+                 for j, (lr, label, loss) in enumerate(zip([1e-3, 1e-1, 1.0, 10.0], labels, losses, strict=True))]
+    rows[-1].update(overshot=True)
+    rows += [row(20, 3.0, "too_large", variant="minibatch", val=2.2, state="PRUNED", epochs=2),
+             row(21, 0.3, "none", variant="minibatch", state="FAIL", status="KILLED", epochs=4),
+             row(22, 0.03, "none", variant="minibatch", state="FAIL", status="FAILED", epochs=1)]
+    return rows
+
+
+def test_tables_leave_out_interrupted_and_failed_runs_and_the_caption_agrees() -> None:
+    toy = make(grid())
+    table = report.pivot(toy)
+    assert list(table.columns) == ["hidden size", "batch", "batch epochs", "minibatch", "minibatch epochs",
+                                   "stochastic", "stochastic epochs"]
+    assert list(table.index) == ["1.00e-03", "1.00e-01", "1.00e+00", "3.00e+00", "1.00e+01"]
+    assert table.loc["3.00e+00", "minibatch"] == "2.2 (90.0%) too_large, pruned"
+    assert table.loc["3.00e+00", "minibatch epochs"] == "2" and table.loc["3.00e+00", "batch"] == "—"
+    assert "3.00e-01" not in table.index and "3.00e-02" not in table.index, "interrupted and failed runs are out"
+    covered, _cells, counts = report.caption(toy)
+    assert "13 runs with a regime (12 finished, 1 pruned, 0 diverged); 1 interrupted, 1 failed, not counted" in covered
+    assert counts == "Regimes: 4 too_small, 4 just_right, 5 too_large."
+
+
+def test_the_report_refuses_labels_out_of_order_and_names_the_runs(tmp_path: Path) -> None:
+    rows = grid()
+    rows[3].update(regime="too_small")  # batch at lr 10, above batch's best run (lr 1)
+    rows[9].update(regime="too_small")  # stochastic at lr 0.1: the best of its variant
+    with pytest.raises(ReportError) as caught:
+        report.write(make(rows), tmp_path / "out")
+    message = str(caught.value)
+    assert "break the order invariant" in message
+    for words in ("trial 3 (run run03) (lr 10) is too_small, above the best run trial 2 (run run02) (lr 1)",
+                  "trial 2 (run run02) (lr 1) is just_right but trial 3 (run run03) (lr 10, same hidden size) is "
+                  "too_small", "trial 9 (run run09) has the lowest val_loss of its siblings but is labelled too_small"):
+        assert words in message
+    assert "trial 1 " not in message and "minibatch" not in message
+    assert not (tmp_path / "out").exists(), "nothing is written"
+    assert report.order_problems(make(grid()).runs) == []
+
+
+def test_a_run_that_overshot_may_stay_too_large_below_the_best() -> None:
+    rows = [row(0, 1e-3, "too_large", overshot=True, val=3.0), row(1, 1e-2, "too_small", val=1.0),
+            row(2, 1e-1, "just_right", val=0.1)]
+    assert report.order_problems(make(rows).runs) == []
+    rows[0]["overshot"] = False
+    assert report.order_problems(make(rows).runs) == [
+        "trial 0 (run run00) (lr 0.001) is too_large but trial 1 (run run01) (lr 0.01, same hidden size) is too_small",
+        "trial 0 (run run00) (lr 0.001) is too_large but trial 2 (run run02) (lr 0.1, same hidden size) is just_right"]
+
+
+def test_epochs_to_is_empty_for_a_run_that_did_not_learn() -> None:
+    assert math.isnan(report.epochs_to(np.array([2.3, 2.29, 2.28, 2.27]), 0.9, min_progress=0.1))
+    assert math.isnan(report.epochs_to(np.array([2.3, 2.4, np.nan]), 0.9, min_progress=0.1))
+    assert report.epochs_to(np.array([2.3, 1.0, 0.5, 0.45, 0.44]), 0.9, min_progress=0.1) == 2.0
+
+
+def test_heatmap_bins_keep_the_empty_ones() -> None:
+    axis, index = uniform_bins(np.log10([2.3e-4, 1.2e-2, 0.05, 9.0]), 0.5)
+    assert axis.tolist() == [-4.0, -3.5, -3.0, -2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5]
+    assert index.tolist() == [0, 4, 5, 9]
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """Every figure `write` draws for `grid()`, by file name, and the folder of the files (drawn once)."""
+    figures: dict[str, Any] = {}
+    save, folder = plots.save, tmp_path_factory.mktemp("figures")
+
+    def keep(fig: Any, path: Path) -> Path:
+        figures[path.name] = fig
+        return save(fig, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "save", keep)
+        report.write(make(grid()), folder, ["png"])
+    return figures, folder
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[16:24]
+    return int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
+
+
+def test_final_loss_vs_lr_colours_each_point_by_its_own_regime(drawn: tuple[dict[str, Any], Path]) -> None:
+    ax = drawn[0]["final_loss_vs_lr.png"].axes[0]
+    by_point = {(r["lr"], r["final_val_loss"]): r["regime"] for r in grid() if r["regime"] != "none"}
+    seen = []
+    for points in ax.collections:
+        faces, edges = points.get_facecolors(), points.get_edgecolors()
+        for i, (lr, loss) in enumerate(points.get_offsets()):
+            hollow = tuple(faces[i % len(faces)][:3]) == (1.0, 1.0, 1.0)
+            colour = (edges if hollow else faces)[i % len(edges if hollow else faces)]
+            seen.append(((float(lr), float(loss)), matplotlib.colors.to_hex(colour)))
+    assert {point: colour for point, colour in seen} == {
+        point: plots.REGIME_COLORS[regime].lower() for point, regime in by_point.items()}
+    assert not [p for p in ax.patches if p.get_width() > 0], "no regime bands shared across variants"
+    labels = [t.get_text() for legend in ax.findobj(lambda a: a.__class__.__name__ == "Legend")
+              for t in legend.get_texts()]
+    assert {"too_small", "just_right", "too_large", "batch", "minibatch", "stochastic"} <= set(labels)
+
+
+def test_loss_curves_read_at_print_size(drawn: tuple[dict[str, Any], Path]) -> None:
+    (figures, folder), fig = drawn, drawn[0]["loss_curves.png"]
+    panels = [ax for ax in fig.axes if ax.get_title() in ("batch", "minibatch", "stochastic")]
+    assert len(panels) == 3 and all(ax.get_ylabel() == "validation loss" for ax in panels)
+    assert all(label.get_visible() and label.get_text() for ax in panels for label in ax.get_yticklabels()[1:2])
+    width, _ = png_size(folder / "loss_curves.png")
+    assert fig.dpi == 150 and width >= 1200
+    lines = [c for ax in panels for c in ax.collections if isinstance(c, LineCollection)]
+    stochastic = [c for c in panels[2].collections if isinstance(c, LineCollection)]
+    assert len({matplotlib.colors.to_hex(rgba) for c in stochastic for rgba in c.get_colors()}) == 4, \
+        "each of the four learning rates has its colour"
+    assert len({str(c.get_linestyle()) for c in lines}) == 3, "a line style per regime"
+    assert any(ax.get_ylabel() == "learning rate" for ax in fig.axes), "a colour bar says which colour is which lr"
+    assert png_size(folder / "final_loss_vs_lr.png")[0] >= 1200 and figures["final_loss_vs_lr.png"].dpi == 150
+
+
+def test_readme_shows_the_committed_report_of_the_regimes_sweep() -> None:
+    """README's excerpt and figures are the ones docs/make_figures.sh made: each excerpt row is in docs/regimes.md."""
+    root = Path(__file__).resolve().parents[1]
+    readme, made = (root / "README.md").read_text(), (root / "docs" / "regimes.md").read_text()
+    for figure in ("loss_curves.png", "final_loss_vs_lr.png"):
+        assert f"](docs/{figure})" in readme and (root / "docs" / figure).stat().st_size > 10_000
+    rows = [line.split("|")[1:-1] for line in readme.splitlines() if line.startswith("| 1.00e")]
+    assert len(rows) == 6
+    for lr, *cells in rows:
+        line = next(x for x in made.splitlines() if x.startswith(f"| {lr.strip()} "))
+        assert all(f" {cell.strip()} " in line for cell in cells), (lr, line)
