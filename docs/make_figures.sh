@@ -1,11 +1,12 @@
 #!/bin/sh
-# Regenerate README's figures and its regimes.md excerpt from a fresh `+sweep=regimes` (about two minutes):
+# Regenerate README's figures and its regimes.md excerpt from a fresh `+sweep=regimes` and `+sweep=eos`
+# (about four minutes):
 #
 #     docs/make_figures.sh          # with .venv/bin/python when it exists, else python3; PYTHON=... to choose
 #
 # It runs the sweep and a learning-rate range test in a temporary folder (the project's mlruns/ and sweeps/
-# are not touched), writes the report there, and copies loss_curves.png, final_loss_vs_lr.png and
-# regimes.md into docs/.
+# are not touched), writes the reports there, and copies loss_curves.png, final_loss_vs_lr.png and
+# regimes.md into docs/, and the edge-of-stability sweep's sharpness.png as docs/eos_sharpness.png.
 set -eu
 docs=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$docs")
@@ -21,4 +22,7 @@ export MPLBACKEND=Agg PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 "$PYTHON" -m gdexp.report regimes --no-log
 report=sweeps/regimes/report
 cp "$report/loss_curves.png" "$report/final_loss_vs_lr.png" "$report/regimes.md" "$docs/"
-echo "docs/loss_curves.png, docs/final_loss_vs_lr.png and docs/regimes.md written from $work"
+"$PYTHON" -m gdexp +sweep=eos
+"$PYTHON" -m gdexp.report eos --no-log
+cp sweeps/eos/report/sharpness.png "$docs/eos_sharpness.png"
+echo "docs/loss_curves.png, final_loss_vs_lr.png, regimes.md and eos_sharpness.png written from $work"

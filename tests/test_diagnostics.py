@@ -165,3 +165,23 @@ def test_mlflow_records_the_sharpness_names_the_issue_fixes(make_cfg, project) -
     assert run.data.metrics["sharpness_initial"] == pytest.approx(history.initial["sharpness"])
     assert run.data.metrics["lr_edge"] == pytest.approx(2 / history.initial["sharpness"])
     assert run.data.tags["edge_of_stability"] == "false" and "η·λmax" in run.data.tags["regime_reason"]
+
+
+@pytest.mark.slow
+def test_the_eos_sweep_and_its_report(project) -> None:
+    """`+sweep=eos` (shortened) then `report eos`: sharpness.png, η·λmax in the table, the recommended rate."""
+    import json
+
+    from tests.conftest import gdexp
+
+    result = gdexp("+sweep=eos", "train.epochs=60", "sweep.n_trials=2", "diagnostics.sharpness_every=10",
+                   "sweep.params.optim.lr='choice(0.04,0.05)'", cwd=project)
+    assert result.returncode == 0, result.stderr
+    result = gdexp("-m", "gdexp.report", "eos", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "Recommended learning rate, batch: 5.00e-02" in result.stdout
+    out = project / "sweeps" / "eos" / "report"
+    assert (out / "sharpness.png").stat().st_size > 10_000
+    doc = json.loads((out / "regimes.json").read_text())
+    assert doc["recommended"][0]["GD variant"] == "batch" and doc["recommended"][0]["2/λmax(0)"] != "—"
+    assert "batch η·λmax" in (out / "regimes.md").read_text()

@@ -15,6 +15,7 @@ from matplotlib.collections import LineCollection
 from gdexp import plots, report
 from gdexp.report import Report, ReportError
 from gdexp.report._figures import uniform_bins
+from gdexp.report._stability import plot_sharpness, recommend
 
 
 def row(trial: int, lr: float, regime: str, *, variant: str = "minibatch", val: float = 0.5, state: str = "COMPLETE",
@@ -25,7 +26,9 @@ def row(trial: int, lr: float, regime: str, *, variant: str = "minibatch", val: 
             "hidden_size": hidden, "hidden_layers": 1.0, "epochs_run": epochs, "final_train_loss": val,
             "best_train_loss": val, "final_val_loss": val, "best_val_loss": val, "val_accuracy": 0.9,
             "test_loss": val, "test_accuracy": 0.9, "epochs_to_90pct": 3.0, "diverged": False, "overshot": overshot,
-            "regime": regime, "regime_reason": "", "sibling_group": "", "train_time_s": 0.1}
+            "regime": regime, "regime_reason": "", "sibling_group": "", "sibling_tolerance": 0.25,
+            "ratio_start": math.nan, "ratio_end": math.nan, "lr_edge": math.nan, "edge": math.nan,
+            "edge_of_stability": "", "train_time_s": 0.1}
 
 
 def make(rows: list[dict[str, Any]]) -> Report:
@@ -170,3 +173,32 @@ def test_readme_shows_the_committed_report_of_the_regimes_sweep() -> None:
     for lr, *cells in rows:
         line = next(x for x in made.splitlines() if x.startswith(f"| {lr.strip()} "))
         assert all(f" {cell.strip()} " in line for cell in cells), (lr, line)
+
+
+def test_the_recommended_learning_rate_is_the_largest_just_right_within_tolerance_of_the_best() -> None:
+    rows = grid()
+    toy = make(rows)
+    rec = recommend(toy).set_index("GD variant")
+    # minibatch: 0.1 is best (0.1), 1.0 is just right at 0.11 (within 25 %): the larger step is recommended
+    assert rec.loc["minibatch", "recommended lr"] == "1.00e+00" and "within 25 %" in rec.loc["minibatch", "reason"]
+    assert rec.loc["batch", "recommended lr"] == "1.00e+00"
+    assert rec.loc["stochastic", "recommended lr"] == "1.00e-01"
+    assert (rec["2/λmax(0)"] == "—").all()
+
+
+def test_sharpness_figure_and_ratio_columns_from_hand_made_runs(tmp_path: Path) -> None:
+    """Three full-batch runs that measured their sharpness: each rises to its own 2/η, drawn dashed."""
+    rows = [row(i, lr, "just_right", variant="batch", val=0.5 - i / 10) for i, lr in enumerate([0.02, 0.03, 0.05])]
+    sharpness = {}
+    for r in rows:
+        edge = 2 / r["lr"]
+        r.update(ratio_start=25 * r["lr"], ratio_end=2.0, lr_edge=2 / 25, edge=edge)
+        steps = np.arange(0, 101, 10, dtype=float)
+        sharpness[r["run_id"]] = (steps, np.minimum(25 + steps, edge))
+    toy = make(rows)
+    toy.sharpness = sharpness
+    assert report.pivot(toy).loc["5.00e-02", "batch η·λmax"] == "1.25 → 2.00"
+    assert "2/λmax(0)" in recommend(toy).columns and recommend(toy).loc[0, "2/λmax(0)"] == "8.00e-02"
+    path = plot_sharpness(toy, tmp_path / "sharpness.png")
+    assert path is not None and path.stat().st_size > 10_000
+    assert plot_sharpness(make(grid()), tmp_path / "none.png") is None, "no run measured: no figure"

@@ -12,6 +12,7 @@ from gdexp import store
 from gdexp.regimes import REGIMES
 from gdexp.report._figures import plot_final_loss_vs_lr, plot_loss_curves, plot_lr_hidden_heatmap
 from gdexp.report._read import Report, ReportError, build
+from gdexp.report._stability import plot_sharpness, recommend
 from gdexp.report._tables import best_per_variant, caption, html_page, latex, markdown, order_problems, pivot
 from gdexp.store import DEFAULT_URI
 
@@ -29,7 +30,7 @@ def write(report: Report, out: Path, formats: Sequence[str] = FORMATS) -> list[P
                           f"written: {'; '.join(problems[:10])}{more}. Run the sweep's command again: it labels "
                           "the runs of a finished sweep anew")
     out.mkdir(parents=True, exist_ok=True)
-    table, best = pivot(report), best_per_variant(report)
+    table, best, recommended = pivot(report), best_per_variant(report), recommend(report)
     written = []
     if "csv" in formats:
         report.runs.to_csv(out / "runs.csv", index=False)
@@ -38,19 +39,21 @@ def write(report: Report, out: Path, formats: Sequence[str] = FORMATS) -> list[P
     text = {"md": markdown, "tex": latex, "html": html_page}
     for ext, render in text.items():
         if ext in formats:
-            (out / f"regimes.{ext}").write_text(render(report, table, best), encoding="utf-8")
+            (out / f"regimes.{ext}").write_text(render(report, table, best, recommended), encoding="utf-8")
             written.append(out / f"regimes.{ext}")
     if "json" in formats:
         doc = {"sweep": report.name, "parent_run_id": report.parent_id, "caption": caption(report),
                "regimes": json.loads(table.reset_index().to_json(orient="records")),
-               "best_per_variant": json.loads(best.to_json(orient="records")), "range_test": report.range_test}
+               "best_per_variant": json.loads(best.to_json(orient="records")), "range_test": report.range_test,
+               "recommended": json.loads(recommended.to_json(orient="records", force_ascii=False))}
         (out / "regimes.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
         written.append(out / "regimes.json")
     if "png" in formats:
         written += [plot_loss_curves(report, out / "loss_curves.png"),
                     plot_final_loss_vs_lr(report, out / "final_loss_vs_lr.png")]
-        heatmap = plot_lr_hidden_heatmap(report, out / "lr_hidden_heatmap.png")
-        written += [heatmap] if heatmap else []
+        optional = (plot_lr_hidden_heatmap(report, out / "lr_hidden_heatmap.png"),
+                    plot_sharpness(report, out / "sharpness.png"))
+        written += [path for path in optional if path is not None]
     return written
 
 
@@ -91,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gdexp.report: {exc}", file=sys.stderr)
         return 2
     print("\n".join(caption(report)))
+    for row in recommend(report).itertuples(index=False):
+        print(f"Recommended learning rate, {row[0]}: {row[1]} -- {row[4]} (range test: {row[2]}; 2/λmax(0): {row[3]})")
     print(f"\n{len(written)} files in {out}" + ("" if args.no_log else
                                                   f", also on MLflow run {report.parent_id} under report/"))
     for path in written:

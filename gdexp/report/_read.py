@@ -6,7 +6,7 @@ import functools
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ class Report:
     curves: dict[str, np.ndarray]  # run id -> val_loss by epoch (epoch 0: before training)
     range_test: dict[str, Any] | None  # the latest matching lr_range run's suggestion, if any
     fraction: float
+    sharpness: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # run id -> (epochs, λmax)
 
 
 def _find_parent(uri: str, experiment_id: str, name: str) -> Any:
@@ -81,7 +82,8 @@ def epochs_to(curve: np.ndarray, fraction: float, min_progress: float = 0.0) -> 
 
 @functools.cache
 def _default_rules() -> dict[str, float]:
-    return {str(k): float(v) for k, v in OmegaConf.load(CONFIG_DIR / "regimes" / "default.yaml").items()}
+    return {str(k): float(v) for k, v in OmegaConf.load(CONFIG_DIR / "regimes" / "default.yaml").items()
+            if k != "defaults"}  # the YAML names its schema first
 
 
 def _rules(params: dict[str, str]) -> dict[str, float]:
@@ -99,7 +101,7 @@ def _overshot(run: Any, train_losses: Sequence[float]) -> bool:
 
 
 def _row(run: Any, curve: np.ndarray, fraction: float, train_losses: Sequence[float], *, overshot: bool,
-         group: str) -> dict[str, Any]:
+         group: str, ratios: Sequence[float]) -> dict[str, Any]:
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     epochs = curve[1:]
     finite = epochs[np.isfinite(epochs)]
@@ -130,6 +132,12 @@ def _row(run: Any, curve: np.ndarray, fraction: float, train_losses: Sequence[fl
         "regime": t.get("regime", "") if state in LABELLED else NONE,
         "regime_reason": t.get("regime_reason", ""),
         "sibling_group": group,
+        "sibling_tolerance": _rules(p)["sibling_tolerance"],
+        "ratio_start": ratios[0] if ratios else math.nan,  # η·λmax before training
+        "ratio_end": ratios[-1] if ratios else math.nan,
+        "lr_edge": m.get("lr_edge", math.nan),  # the learning rate with η·λmax = 2 at initialisation
+        "edge": 2 * m.get("sharpness_initial", math.nan) / ratios[0] if ratios and ratios[0] > 0 else math.nan,
+        "edge_of_stability": t.get("edge_of_stability", ""),
         "train_time_s": m.get("train_time_s", math.nan),
     }
 
@@ -163,15 +171,19 @@ def build(name: str, *, uri: str = DEFAULT_URI, experiment: str = "gdexp", fract
     read = set(rose)  # a run labelled too_small or just_right did not overshoot: its curve is not needed
     overshot = {r.info.run_id: _overshot(r, trn[r.info.run_id]) for r in children if r.info.run_id in read}
     fixed = sorted(k for k in _searched(parent) if k not in regimes.SIBLING_FREE)
+    measured = [r.info.run_id for r in children if "sharpness_initial" in r.data.metrics]
+    ratios = store.metric_histories(uri, measured, "stability_ratio", threads)
+    sharpness = {run_id: (np.array([s for s, _ in points], dtype=float), np.array([v for _, v in points], dtype=float))
+                 for run_id, points in store.metric_points(uri, measured, "sharpness", threads).items()}
     runs = pd.DataFrame([_row(r, curves[r.info.run_id], fraction, trn[r.info.run_id],
-                              overshot=overshot.get(r.info.run_id, False),
+                              overshot=overshot.get(r.info.run_id, False), ratios=ratios.get(r.info.run_id, []),
                               group=" ".join(f"{k}={r.data.params[k]}" for k in fixed if k in r.data.params))
                          for r in children])
     order = pd.Categorical(runs["gd_variant"], [*VARIANTS, *sorted(set(runs["gd_variant"]) - set(VARIANTS))])
     runs = (runs.assign(_v=order).sort_values(["_v", "lr", "hidden_size", "trial", "run_id"], kind="stable")
             .drop(columns="_v").reset_index(drop=True))
     return Report(sweep_name, parent.info.run_id, experiment, uri, runs, curves,
-                  _range_test(uri, experiment_id, parent), fraction)
+                  _range_test(uri, experiment_id, parent), fraction, sharpness)
 
 
 def _range_test(uri: str, experiment_id: str, parent: Any) -> dict[str, Any] | None:

@@ -23,6 +23,11 @@ def fmt_loss(x: float) -> str:
     return f"{x:.4g}" if math.isfinite(x) else ("diverged" if x != x or math.isinf(x) else "—")
 
 
+def fmt_ratios(start: float, end: float) -> str:
+    """The stability ratio η·λmax before training and at the end: `0.51 → 2.00` (— where not measured)."""
+    return f"{start:.2f} → {end:.2f}" if math.isfinite(start) and math.isfinite(end) else "—"
+
+
 def fmt_acc(x: float) -> str:
     return f"{100 * x:.1f}%" if math.isfinite(x) else "—"
 
@@ -58,12 +63,17 @@ def pivot(report: Report) -> pd.DataFrame:
     reps = representatives(report.runs)
     reps["cell"] = [_cell(r) for r in reps.itertuples()]
     reps["epochs"] = reps["epochs_run"].map(lambda x: f"{x:.0f}" if math.isfinite(x) else "—")
+    reps["ratio"] = [fmt_ratios(r.ratio_start, r.ratio_end) for r in reps.itertuples()]
+    measured = bool(np.isfinite(reps["ratio_start"]).any())  # then each variant gains a column η·λmax start → end
     reps["hidden_size"] = reps["hidden_size"].fillna(-1.0)
-    wide = reps.pivot(index=["lr_key", "hidden_size"], columns="gd_variant", values=["cell", "epochs"]).sort_index()
+    wide = reps.pivot(index=["lr_key", "hidden_size"], columns="gd_variant",
+                      values=["cell", "epochs", "ratio"]).sort_index()
     table = pd.DataFrame({"hidden size": [f"{h:.0f}" if h >= 0 else "—" for _, h in wide.index]})
     for variant in variant_order(reps["gd_variant"]):
         table[variant] = wide[("cell", variant)].to_numpy()
         table[f"{variant} epochs"] = wide[("epochs", variant)].to_numpy()
+        if measured:
+            table[f"{variant} η·λmax"] = wide[("ratio", variant)].to_numpy()
     table = table.fillna("—")
     table.index = pd.Index([fmt_lr(lr) for lr, _ in wide.index], name="learning rate")
     return table
@@ -79,7 +89,9 @@ def best_per_variant(report: Report) -> pd.DataFrame:
         "GD variant": best["gd_variant"], "learning rate": best["lr"].map(fmt_lr),
         "hidden size": best["hidden_size"].map(lambda x: f"{x:.0f}" if math.isfinite(x) else "—"),
         "val loss": best["final_val_loss"].map(fmt_loss), "val accuracy": best["val_accuracy"].map(fmt_acc),
-        "test accuracy": best["test_accuracy"].map(fmt_acc), "regime": best["regime"], "run": best["run_id"],
+        "test accuracy": best["test_accuracy"].map(fmt_acc), "regime": best["regime"],
+        "η·λmax start → end": [fmt_ratios(a, b) for a, b in zip(best["ratio_start"], best["ratio_end"], strict=True)],
+        "run": best["run_id"],
     })
 
 
@@ -139,7 +151,7 @@ def order_problems(runs: pd.DataFrame) -> list[str]:
     return problems
 
 
-def markdown(report: Report, table: pd.DataFrame, best: pd.DataFrame) -> str:
+def markdown(report: Report, table: pd.DataFrame, best: pd.DataFrame, recommended: pd.DataFrame) -> str:
     from tabulate import tabulate
 
     return "\n".join([
@@ -148,16 +160,19 @@ def markdown(report: Report, table: pd.DataFrame, best: pd.DataFrame) -> str:
         tabulate(table, headers="keys", tablefmt="pipe", disable_numparse=True), "",
         "### Best run per GD variant", "",
         tabulate(best, headers="keys", tablefmt="pipe", showindex=False, disable_numparse=True), "",
+        "### Recommended learning rate per GD variant", "",
+        tabulate(recommended, headers="keys", tablefmt="pipe", showindex=False, disable_numparse=True), "",
     ])
 
 
-def latex(report: Report, table: pd.DataFrame, best: pd.DataFrame) -> str:
+def latex(report: Report, table: pd.DataFrame, best: pd.DataFrame, recommended: pd.DataFrame) -> str:
     from tabulate import tabulate
 
     def esc(text: str) -> str:
         return tabulate([[text]], tablefmt="latex").splitlines()[2].removesuffix("\\\\").strip()
 
     label = re.sub(r"[^A-Za-z0-9]+", "-", report.name)
+    reasons = " ".join(f"{v}: {r}." for v, r in zip(recommended["GD variant"], recommended["reason"], strict=True))
     return "\n".join([
         "% needs \\usepackage{booktabs}",
         "\\begin{table}[htbp]", "\\centering", "\\small",
@@ -169,10 +184,15 @@ def latex(report: Report, table: pd.DataFrame, best: pd.DataFrame) -> str:
                  disable_numparse=True),
         f"\\caption{{Best run per GD variant, sweep {esc(report.name)}.}}",
         f"\\label{{tab:best-{label}}}", "\\end{table}", "",
+        "\\begin{table}[htbp]", "\\centering", "\\small",
+        tabulate(recommended.drop(columns="reason"), headers="keys", tablefmt="latex_booktabs", showindex=False,
+                 disable_numparse=True),
+        f"\\caption{{Recommended learning rate per GD variant, sweep {esc(report.name)}: {esc(reasons)}}}",
+        f"\\label{{tab:recommended-{label}}}", "\\end{table}", "",
     ])
 
 
-def html_page(report: Report, table: pd.DataFrame, best: pd.DataFrame) -> str:
+def html_page(report: Report, table: pd.DataFrame, best: pd.DataFrame, recommended: pd.DataFrame) -> str:
     import html
 
     from tabulate import tabulate
@@ -188,5 +208,7 @@ def html_page(report: Report, table: pd.DataFrame, best: pd.DataFrame) -> str:
         tabulate(table, headers="keys", tablefmt="html", disable_numparse=True),
         "<h2>Best run per GD variant</h2>",
         tabulate(best, headers="keys", tablefmt="html", showindex=False, disable_numparse=True),
+        "<h2>Recommended learning rate per GD variant</h2>",
+        tabulate(recommended, headers="keys", tablefmt="html", showindex=False, disable_numparse=True),
         "</body></html>", "",
     ])
