@@ -286,3 +286,36 @@ assert "sklearn" not in sys.modules
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env())
     assert result.returncode == 0, result.stderr
+
+
+def test_a_sigkilled_forked_worker_is_noticed_its_trial_failed_and_retried(project: Path) -> None:
+    """`kill -9` on one forked worker of a journal sweep: the dead worker (a zombie until the command reaps it)
+    is noticed, its trial failed (MLflow run FAILED) and retried with the same parameters, the totals exact."""
+    args = ["+sweep=lr", "sweep.n_workers=2", "sweep.n_trials=4", "gd=stochastic", "train.epochs=8",
+            "sweep.pruner=none"]
+    proc, running = _start_and_wait_for_trials(project, args, 2)
+    victim = next(t for t in running if not str(t.user_attrs["worker"]).endswith(f":{proc.pid}"))
+    os.kill(int(str(victim.user_attrs["worker"]).rpartition(":")[2]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    trials = study(project).get_trials()
+    assert len([t for t in trials if sweep.counted(t)]) == 4
+    assert next(t for t in trials if t.number == victim.number).state == TrialState.FAIL
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert retry.params == victim.params and retry.state == TrialState.COMPLETE
+    runs = {r.info.run_id: r for r in all_runs(project)}
+    assert runs[victim.user_attrs["mlflow_run_id"]].info.status == "FAILED"
+    assert all(r.info.status != "RUNNING" for r in runs.values())
+
+
+def test_a_stale_journal_lock_is_broken_within_its_grace_period(project: Path) -> None:
+    """A lock left by a process killed while it held Optuna's journal lock: the rerun breaks it after
+    LOCK_GRACE_S and says so, instead of spinning without a word."""
+    assert gdexp("+sweep=lr", "sweep.n_trials=1", "train.epochs=1", cwd=project).returncode == 0
+    journal = project / "sweeps" / "lr" / "study.journal"
+    Path(f"{journal}.lock").symlink_to(journal.resolve())  # as Optuna's JournalFileSymlinkLock leaves it
+    began = time.monotonic()
+    result = gdexp("+sweep=lr", "sweep.n_trials=2", "train.epochs=1", cwd=project, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Forcibly releasing the lock file" in result.stderr
+    assert time.monotonic() - began >= 10 and len([t for t in study(project).get_trials() if sweep.counted(t)]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import zlib
@@ -14,6 +15,8 @@ from omegaconf import DictConfig
 
 from gdexp.config import ConfigError, database_url, mask_secrets
 from gdexp.sweep._trials import EndStaleRun
+
+LOCK_GRACE_S = 10  # a journal lock held this long without a write is a dead process's: journal writes take ms
 
 
 def open_storage(cfg: DictConfig) -> tuple[optuna.storages.BaseStorage, str]:
@@ -40,7 +43,7 @@ def open_storage(cfg: DictConfig) -> tuple[optuna.storages.BaseStorage, str]:
 def _journal(path: Path) -> optuna.storages.BaseStorage:
     """A journal file storage; a journal whose last record is cut short is refused, untouched: Optuna
     would append the next record to the broken line and so corrupt a record that was whole."""
-    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
     if _ends_mid_record(path):
         time.sleep(0.5)  # another worker may be in the middle of a write
@@ -48,8 +51,14 @@ def _journal(path: Path) -> optuna.storages.BaseStorage:
             raise ConfigError(f"sweep.storage: the study journal {path} ends in a cut-off record (was it "
                               "truncated?); it was left as it is -- delete its incomplete last line to keep "
                               "the trials before it, then run the same command again")
+    # Optuna's lock is a symlink `<journal>.lock` to the journal path as given: a relative one dangles inside
+    # its own folder, so the stale-lock check (the link target's mtime) never fires and a lock left by a
+    # killed process spins forever. Absolute, a lock unchanged for LOCK_GRACE_S is broken, with a warning.
+    absolute = str(path.resolve())
+    logging.getLogger("optuna.storages.journal._file").setLevel(logging.WARNING)
     try:
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        return optuna.storages.JournalStorage(JournalFileBackend(
+            absolute, lock_obj=JournalFileSymlinkLock(absolute, grace_period=LOCK_GRACE_S)))
     except Exception as exc:  # a corrupt or truncated journal: say so, touch nothing
         raise ConfigError(f"sweep.storage: the study journal {path} cannot be read ({type(exc).__name__}: {exc}); "
                           "it was left as it is -- move it away to start the study afresh") from exc

@@ -160,6 +160,8 @@ class Sweep:
                 except (ValueError, RuntimeError):
                     continue
                 end_orphan_run(self.cfg.tracking.uri, t, f"its worker process {pid} is gone")
+                if "retry_of" not in t.user_attrs:  # retried once with the same parameters, as the heartbeat does
+                    self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
 
     def work(self, deadline: float | None = None, on_trial: Any = None) -> None:
         """Run trials until the study holds `sweep.n_trials` counted trials (or the deadline passes)."""

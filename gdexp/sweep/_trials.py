@@ -7,6 +7,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -44,13 +45,20 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 def alive(pid: int) -> bool:
+    """Is process `pid` of this host running? A zombie (dead, not yet reaped by its parent) is not:
+    `os.kill(pid, 0)` succeeds on one, so a SIGKILLed forked worker looked alive until the command ended."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): kill(pid, 0) is all there is
+    return state != "Z"
+
 
 class Pruning(train.Callback):
     """Reports the sweep metric every epoch and stops the run when the pruner says so."""
