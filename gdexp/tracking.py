@@ -136,7 +136,7 @@ class MlflowTracker(Callback):
         if history.edge_of_stability is not None and self.cfg.gd.variant == "batch":  # the edge is full-batch GD's
             tags["edge_of_stability"] = str(history.edge_of_stability).lower()
         if error is not None and status == "FAILED":
-            tags["error"] = f"{type(error).__name__}: {error}"[:5000]
+            tags["error"] = mask_secrets(f"{type(error).__name__}: {error}"[:5000])
         if self.end_tags:
             tags.update(self.end_tags(history, status))
         try:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -195,13 +196,32 @@ def test_pruner_stops_a_hopeless_trial(make_cfg, project: Path) -> None:
     ({"optim.lr": "interval(1, 0.1)"}, "is empty"),
     ({"optim.lr": "tag(log, interval(0, 1))"}, "lower bound > 0"),
     ({"model.hidden_size": "choice()"}, "sweep.params.model.hidden_size"),
+    ({"optim.lr": "interval(-1, 1)"}, r"sweep.params.optim.lr reaches -1.0, .*optim.lr=-1.0 is not allowed"),
+    ({"optim.lr": "interval(1e-4, inf)"}, r"sweep.params.optim.lr reaches inf"),
+    ({"model.hidden_size": "int(interval(0, 8))"}, r"model.hidden_size=0 is not allowed"),
+    ({"gd": "choice(batch, bogus)"}, r"sweep.params.gd reaches 'bogus'.*gd=bogus is not an option of gd"),
 ])
 def test_bad_search_space_fails_before_the_first_trial(make_cfg, project: Path, params, message: str) -> None:
+    """Every bound and every choice is composed into a trial's config and validated before the study, the
+    parent run or the study's folder exists."""
     cfg = make_cfg("+sweep=lr")
     cfg.sweep.params = params
     with pytest.raises(ConfigError, match=message):
         sweep.run(cfg, ["+sweep=lr"])
-    assert all_runs(project) == []
+    assert all_runs(project) == [] and not (project / "sweeps" / "lr").exists()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["data.val_fraction=0"], "sweep.metric=val_loss needs a validation split"),
+    (["data=linear", "sweep.metric=val_accuracy", "sweep.direction=maximize"], "not allowed on a regression task"),
+    (["data=file", "data.path=nan.npz"], "NaN"),
+])
+def test_bad_data_for_a_sweep_fails_before_the_study(make_cfg, project: Path, overrides, message: str) -> None:
+    np.savez(project / "nan.npz", X=np.array([[np.nan, 1.0], [1.0, 2.0], [0, 0]]), y=np.array([0, 1, 0]))
+    cfg = make_cfg("+sweep=lr", *overrides)
+    with pytest.raises(ConfigError, match=message):
+        sweep.run(cfg, ["+sweep=lr", *overrides])
+    assert all_runs(project) == [] and not (project / "sweeps" / "lr").exists()
 
 
 def test_bad_search_space_on_the_command_line(project: Path) -> None:
@@ -296,7 +316,7 @@ def test_a_sigkilled_forked_worker_is_noticed_its_trial_failed_and_retried(proje
     proc, running = _start_and_wait_for_trials(project, args, 2)
     victim = next(t for t in running if not str(t.user_attrs["worker"]).endswith(f":{proc.pid}"))
     os.kill(int(str(victim.user_attrs["worker"]).rpartition(":")[2]), signal.SIGKILL)
-    out, err = proc.communicate(timeout=240)
+    _out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0 and "Traceback" not in err, err
     trials = study(project).get_trials()
     assert len([t for t in trials if sweep.counted(t)]) == 4

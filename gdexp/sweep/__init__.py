@@ -41,7 +41,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
     from threadpoolctl import threadpool_limits
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    space = validate_sweep(cfg)  # before any worker is forked
+    space = validate_sweep(cfg, overrides)  # before any worker is forked, any folder or run exists
     deadline = time.time() + cfg.sweep.timeout if cfg.sweep.timeout else None
     workers = Workers(cfg, overrides, space, deadline) if cfg.sweep.n_workers > 1 else None
     status = "KILLED"

@@ -11,9 +11,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from gdexp import store
-from gdexp.config import (
-    mask_secrets,
-)
+from gdexp.config import mask_secrets
 from gdexp.store import ui_command
 from gdexp.sweep._labels import relabel_siblings
 from gdexp.sweep._plots import study_plots

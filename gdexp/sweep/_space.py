@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -12,12 +13,9 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSw
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from gdexp.config import (
-    CONFIG_DIR,
-    ConfigError,
-    as_dict,
-    flatten,
-)
+from gdexp import data
+from gdexp.config import CONFIG_DIR, ConfigError, as_dict, flatten, validate
+from gdexp.config._errors import explain
 
 
 def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> dict[str, BaseDistribution]:
@@ -102,13 +100,59 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     }
     return makers[name]()
 
-def validate_sweep(cfg: DictConfig) -> dict[str, BaseDistribution]:
-    """Parse and check the search space (the `sweep.*` keys themselves are checked by `config.validate`)."""
+
+def trial_config(cfg: DictConfig, overrides: Sequence[str], params: Mapping[str, Any]) -> DictConfig:
+    """The composed config of one trial: the sweep's own overrides plus the sampled values (a config group
+    such as `gd` is composed anew, so its option's own keys come with it)."""
+    groups = {k: v for k, v in params.items() if (CONFIG_DIR / k).is_dir()}
+    if groups:
+        from hydra import compose
+
+        extra = [f"{k}={v}" for k, v in groups.items()]
+        kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in groups]
+        trial = compose(config_name="config", overrides=kept + extra)
+    else:
+        trial = copy.deepcopy(cfg)
+    for key, value in params.items():
+        if key not in groups:
+            OmegaConf.update(trial, key, value, merge=False)
+    return trial
+
+
+def _corners(dist: BaseDistribution) -> list[Any]:
+    """The values that bound a distribution: both ends of a range, every choice."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    assert isinstance(dist, FloatDistribution | IntDistribution)
+    return [dist.low, dist.high]
+
+
+def validate_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, BaseDistribution]:
+    """Parse the search space and check all of it before anything exists: every bound and every choice,
+    composed into a trial's config, must pass `config.validate` (a learning rate of -1 or inf, a hidden
+    size of 0, a GD variant nobody has); the data set must load, and hold what `sweep.metric` reads. The
+    `sweep.*` keys themselves are checked by `config.validate`. The data stays loaded for the trials."""
     s = cfg.sweep
     space = parse_space(s.params, cfg)
+    for key, dist in space.items():
+        for value in _corners(dist):
+            try:
+                validate(trial_config(cfg, overrides, {key: value}))
+            except Exception as exc:
+                found = exc if isinstance(exc, ConfigError) else explain(exc, CONFIG_DIR)
+                if found is None:
+                    raise
+                raise ConfigError(f"sweep.params.{key} reaches {value!r}, which is not allowed: {found}") from exc
     if s.sampler == "grid":
         make_sampler("grid", 0, space)
     if s.sampler == "gp" and importlib.util.find_spec("torch") is None:
         raise ConfigError("sweep.sampler=gp needs PyTorch, which Optuna's GPSampler runs on: "
                           "pip install torch==2.13.0 (or pip install -e '.[bench]'), or choose tpe, random, cmaes, qmc")
+    loaded = data.load(cfg.data, cfg.train.dtype)
+    if s.metric.startswith("val_") and len(loaded.X_val) == 0:
+        raise ConfigError(f"sweep.metric={s.metric} needs a validation split: data.val_fraction="
+                          f"{cfg.data.val_fraction} leaves none")
+    if s.metric.endswith("_accuracy") and loaded.task == "regression":
+        raise ConfigError(f"sweep.metric={s.metric} is not allowed on a regression task: choose val_loss or "
+                          "train_loss")
     return space

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import socket
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import optuna
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from gdexp import stopping, train
-from gdexp.config import (
-    CONFIG_DIR,
-    validate,
-)
+from gdexp.config import mask_secrets, validate
 from gdexp.sweep._labels import unlabelled
-from gdexp.sweep._space import make_pruner, make_sampler, suggest, validate_sweep
+from gdexp.sweep._space import make_pruner, make_sampler, suggest, trial_config, validate_sweep
 from gdexp.sweep._storage import open_storage
 from gdexp.sweep._trials import (
     Pruning,
@@ -47,7 +43,7 @@ class Sweep:
                  parent_run_id: str | None = None, space: dict[str, BaseDistribution] | None = None) -> None:
         """`space`: what `validate_sweep(cfg)` returned, when the caller validated `cfg` already."""
         self.cfg, self.overrides, self.worker, self.lock = cfg, list(overrides), worker, lock
-        self.space = validate_sweep(cfg) if space is None else space
+        self.space = validate_sweep(cfg, overrides) if space is None else space
         self.storage, self.where = open_storage(cfg)
         self.parent_run_id = parent_run_id
         self._held = False
@@ -67,22 +63,6 @@ class Sweep:
             return None
 
     # ------------------------------------------------------------------------ trial configuration
-    def trial_config(self, params: Mapping[str, Any]) -> DictConfig:
-        """The composed config of one trial: the sweep's own overrides plus the sampled values."""
-        groups = {k: v for k, v in params.items() if (CONFIG_DIR / k).is_dir()}
-        if groups:
-            from hydra import compose
-
-            extra = [f"{k}={v}" for k, v in groups.items()]
-            kept = [o for o in self.overrides if o.split("=", 1)[0].lstrip("+~") not in groups]
-            cfg = compose(config_name="config", overrides=kept + extra)
-        else:
-            cfg = copy.deepcopy(self.cfg)
-        for key, value in params.items():
-            if key not in groups:
-                OmegaConf.update(cfg, key, value, merge=False)
-        return cfg
-
     # --------------------------------------------------------------------------------- objective
     def _objective(self, trial: optuna.Trial) -> float:
         self._release()
@@ -96,7 +76,7 @@ class Sweep:
         name, metric = self.cfg.sweep.name, self.cfg.sweep.metric
         try:  # from here on every error is the trial's own: counted as failed, so the sweep always ends
             params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
-            cfg = self.trial_config(params)
+            cfg = trial_config(self.cfg, self.overrides, params)
             validate(cfg)
 
             def end_tags(history: train.History, status: str) -> dict[str, str]:
@@ -120,7 +100,7 @@ class Sweep:
             if stop is not None:  # a library turned the Ctrl-C into an error of its own: still an interruption
                 trial.set_user_attr("interrupted", True)
                 raise stop from exc
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+            trial.set_user_attr("error", mask_secrets(f"{type(exc).__name__}: {exc}"[:1000]))
             raise
         val = history.curve("val_loss")
         trial.set_user_attr("diverged", history.diverged)
