@@ -231,3 +231,39 @@ def test_passwords_never_reach_mlflow_or_the_console(project: Path, database: Ca
         assert config is None or "s3cr3t-pw" not in Path(config).read_text()
     parent = next(r for r in all_runs(project) if r.data.tags.get("gdexp.role") == "sweep")
     assert parent.data.params["sweep.storage"].endswith(f"gdexp_secret:***@127.0.0.1:5432/{name}")
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite", "postgresql", "redis"])
+def test_four_workers_started_together_make_one_study_and_one_parent_run(project: Path, database, kind: str) -> None:
+    """Four commands joining one fresh study at the same moment, on every supported storage: no crash while
+    the storage is created (PostgreSQL's tables), exactly one parent run, the exact total."""
+    import redis
+
+    storage = {"journal": None, "sqlite": f"sqlite:///{project / 'study.db'}", "postgresql": None,
+               "redis": "redis://127.0.0.1:6379/15"}[kind]
+    if kind == "postgresql":
+        storage = database()
+    if kind == "redis":
+        redis.Redis.from_url(storage).flushdb()
+    extra = [f"sweep.storage={storage}"] if storage else []
+    args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=6", "train.epochs=1", *extra]
+    procs = [subprocess.Popen(args, cwd=project, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    try:
+        errors = [p.communicate(timeout=300)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+        from tests.conftest import all_runs
+
+        runs = all_runs(project)
+        assert len([r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]) == 1
+        from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+
+        backend = {"journal": lambda: JournalFileBackend(str(project / "sweeps" / "lr" / "study.journal")),
+                   "redis": lambda: JournalRedisBackend(str(storage))}
+        study = optuna.load_study(study_name="lr", storage=optuna.storages.JournalStorage(backend[kind]())
+                                  if kind in backend else database_url(str(storage)))
+        assert len([t for t in study.get_trials() if sweep.counted(t)]) >= 6
+        assert all(r.info.status != "RUNNING" for r in runs)
+    finally:
+        if kind == "redis":
+            redis.Redis.from_url(storage).flushdb()

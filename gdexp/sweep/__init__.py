@@ -59,7 +59,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
                 relabel_siblings(cfg, study)
             print(summary_table(cfg, study, sweep.where))
             return best_value(study)
-        with stopping.shielded(), exclusive(sweep.storage, sweep.where, cfg.sweep.name):
+        with stopping.shielded(), exclusive(sweep.storage, cfg, sweep.where):
             sweep.parent_run_id = parent_run(cfg, study)
         if workers:
             workers.start(sweep.parent_run_id)

@@ -29,10 +29,11 @@ def open_storage(cfg: DictConfig) -> tuple[optuna.storages.BaseStorage, str]:
     spec = str(spec)
     if spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres", "mysql", "sqlite"):
         hb = int(cfg.sweep.heartbeat_s)
-        storage = optuna.storages.RDBStorage(
-            database_url(spec), heartbeat_interval=hb, grace_period=2 * hb,
-            failed_trial_callback=EndStaleRun(cfg.tracking.uri),
-        )
+        with _schema_lock(database_url(spec)):  # RDBStorage creates Optuna's tables when it is constructed
+            storage = optuna.storages.RDBStorage(
+                database_url(spec), heartbeat_interval=hb, grace_period=2 * hb,
+                heartbeat_stale_trial_callback=EndStaleRun(cfg.tracking.uri),
+            )
         return storage, mask_secrets(spec)
     if spec.startswith("redis://"):
         from optuna.storages.journal import JournalRedisBackend
@@ -71,10 +72,38 @@ def _ends_mid_record(path: Path) -> bool:
         return f.read(1) != b"\n"
 
 @contextlib.contextmanager
-def exclusive(storage: optuna.storages.BaseStorage, where: str, name: str) -> Iterator[None]:
-    """Serialise one step (creating the parent run) between all processes and machines that share the
-    study: a PostgreSQL advisory lock for an RDB storage on PostgreSQL, a file lock beside a journal file;
-    other storages (SQLite, Redis) have no lock and rely on workers starting one after another."""
+def _schema_lock(url: str) -> Iterator[None]:
+    """One process at a time creates Optuna's tables: workers started together on a fresh database otherwise
+    race (PostgreSQL: UniqueViolation on alembic_version; SQLite: table exists). An advisory lock on
+    PostgreSQL, a file lock beside a SQLite file; other databases pass through."""
+    if url.startswith("sqlite:///"):
+        with _file_lock(Path(f"{url.removeprefix('sqlite:///')}.schema-lock")):
+            yield
+        return
+    if not url.startswith("postgresql"):
+        yield
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": zlib.crc32(b"gdexp.optuna-schema")})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": zlib.crc32(b"gdexp.optuna-schema")})
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def exclusive(storage: optuna.storages.BaseStorage, cfg: DictConfig, where: str) -> Iterator[None]:
+    """Serialise one step (creating the parent run) between all processes and machines that share the study,
+    on every storage: a PostgreSQL advisory lock, a Redis lock, or a file lock beside a journal or SQLite file
+    (`where`: the journal's path)."""
+    name = cfg.sweep.name
     if isinstance(storage, optuna.storages.RDBStorage) and storage.engine.dialect.name == "postgresql":
         from sqlalchemy import text
 
@@ -85,14 +114,27 @@ def exclusive(storage: optuna.storages.BaseStorage, where: str, name: str) -> It
                 yield
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-    elif isinstance(storage, optuna.storages.JournalStorage) and Path(where).is_file():
-        import fcntl
+    elif str(cfg.sweep.storage or "").startswith("redis://"):
+        import redis
 
-        with open(f"{where}.parent-lock", "a") as handle:  # not .lock: Optuna's own journal lock file
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with redis.Redis.from_url(str(cfg.sweep.storage)).lock(f"gdexp.sweep:{name}:parent", timeout=120,
+                                                                blocking_timeout=300):
+            yield
     else:
-        yield
+        url = str(cfg.sweep.storage or "")
+        path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else Path(where)
+        with _file_lock(Path(f"{path}.parent-lock")):  # not .lock: Optuna's own journal lock file
+            yield
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

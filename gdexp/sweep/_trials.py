@@ -97,7 +97,7 @@ class EndStaleRun:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
-        self.retry = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         end_orphan_run(self.uri, trial, "its worker stopped sending heartbeats")
