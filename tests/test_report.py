@@ -178,7 +178,7 @@ def test_report_text_formats(reported: Path) -> None:
     for rule in ("\\toprule", "\\midrule", "\\bottomrule", "\\caption{", "\\begin{tabular}"):
         assert rule in tex
     assert "just\\_right" in tex and "too\\_small" in tex and " just_right" not in tex
-    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 2
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 3  # regimes, best runs, recommended
     md = (reported / "regimes.md").read_text()
     assert "| learning rate" in md and "> Sweep 'regimes'" in md and "18 runs with a regime" in md
     assert "Learning-rate range test" in md, "the range test's suggestion sits beside the sweep's"
@@ -267,4 +267,5 @@ def test_ui_serves_the_sweep_through_the_rest_api(swept: Path) -> None:
     assert proc.returncode == 0 and len(server) >= 2
     assert not still_running(server), "Ctrl-C on the UI stops every process of its server"
     with socket.socket() as probe:  # the port is free again: nothing of the server still listens
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed connections' TIME_WAIT do not count
         probe.bind(("127.0.0.1", port))
