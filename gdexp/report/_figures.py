@@ -30,6 +30,19 @@ def _lr_colours(lrs: Any) -> tuple[Any, Any]:
     return cmap, LogNorm(low, high) if low < high else LogNorm(low / 2, high * 2)
 
 
+def panels(n: int, *, panel: float, right: float, top: float, sharey: bool = False) -> tuple[Any, Any, float, float]:
+    """A report figure of `n` panels side by side, `panel` inches wide, 5 inches high, with `right` and `top`
+    inches kept for a colour bar and a legend: (figure, axes, width, height)."""
+    from matplotlib.figure import Figure
+
+    height = 5.0
+    width = panel * n + right + 0.35
+    fig = Figure(figsize=(width, height), dpi=plots.REPORT["dpi"])
+    fig.subplots_adjust(left=0.8 / width, right=1 - right / width, top=1 - top / height, bottom=0.62 / height,
+                        wspace=0.32)
+    return fig, fig.subplots(1, n, squeeze=False, sharey=sharey)[0], width, height
+
+
 def _stop(curve: np.ndarray) -> int:
     """The index of a curve's last finite value (where a pruned or diverged run stopped)."""
     finite = np.nonzero(np.isfinite(curve))[0]
@@ -62,7 +75,6 @@ def plot_loss_curves(report: Report, path: Path) -> Path:
     import matplotlib
     from matplotlib.cm import ScalarMappable
     from matplotlib.collections import LineCollection
-    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     reps = representatives(report.runs)
@@ -73,12 +85,8 @@ def plot_loss_curves(report: Report, path: Path) -> Path:
     cap = min(values.max(), 30 * starts.max())
     cmap, norm = _lr_colours(reps["lr"])
     with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
-        panel, height = max(3.6, 6.4 / len(variants)), 5.0
-        width = panel * len(variants) + 1.7
-        fig = Figure(figsize=(width, height), dpi=plots.REPORT["dpi"])
-        fig.subplots_adjust(left=0.8 / width, right=1 - 1.35 / width, top=1 - 1.2 / height, bottom=0.62 / height,
-                            wspace=0.32)
-        axes = fig.subplots(1, len(variants), squeeze=False, sharey=True)[0]
+        fig, axes, width, height = panels(len(variants), panel=max(3.6, 6.4 / len(variants)), right=1.65, top=1.2,
+                                          sharey=True)
         for ax, variant in zip(axes, variants, strict=True):
             runs = reps[reps["gd_variant"] == variant].sort_values("lr")
             for regime, group in runs.groupby("regime", sort=False):  # a collection per line style: fast at 1,000
@@ -95,7 +103,7 @@ def plot_loss_curves(report: Report, path: Path) -> Path:
             plots.log_y(axes[0])
             axes[0].set_ylim(values.min() / 1.3, cap * 1.3)
         fig.colorbar(ScalarMappable(norm, cmap), label="learning rate",
-                     cax=fig.add_axes((1 - 1.05 / width, 0.62 / height, 0.16 / width, 1 - 1.82 / height)))
+                     cax=fig.add_axes((1 - 1.35 / width, 0.62 / height, 0.16 / width, 1 - 1.82 / height)))
         shown = [r for r in REGIMES if r in set(reps["regime"])]
         extra = [Line2D([], [], ls="", marker="o", ms=6, mfc="white", mec="0.15", mew=1.6, label="pruned here")] \
             if (reps["state"] == "PRUNED").any() else []

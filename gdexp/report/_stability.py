@@ -18,7 +18,7 @@ import pandas as pd
 
 from gdexp import plots
 from gdexp.config import VARIANTS
-from gdexp.report._figures import _lr_colours
+from gdexp.report._figures import _lr_colours, panels
 from gdexp.report._read import Report
 from gdexp.report._tables import fmt_lr
 
@@ -67,7 +67,6 @@ def plot_sharpness(report: Report, path: Path) -> Path | None:
     sharpness at which η·λmax = 2) dashed in the same colour; None when no run measured its sharpness."""
     import matplotlib
     from matplotlib.cm import ScalarMappable
-    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     runs = report.runs[report.runs["run_id"].isin(list(report.sharpness))]
@@ -76,12 +75,7 @@ def plot_sharpness(report: Report, path: Path) -> Path | None:
     variants = [v for v in dict.fromkeys(runs["gd_variant"])]
     cmap, norm = _lr_colours(runs["lr"])
     with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
-        panel, height = max(4.0, 7.0 / len(variants)), 5.0
-        width = panel * len(variants) + 2.0
-        fig = Figure(figsize=(width, height), dpi=plots.REPORT["dpi"])
-        fig.subplots_adjust(left=0.8 / width, right=1 - 1.6 / width, top=1 - 1.0 / height, bottom=0.62 / height,
-                            wspace=0.3)
-        axes = fig.subplots(1, len(variants), squeeze=False)[0]
+        fig, axes, width, height = panels(len(variants), panel=max(4.0, 7.0 / len(variants)), right=1.65, top=1.0)
         top = 0.0
         for ax, variant in zip(axes, variants, strict=True):
             for run in runs[runs["gd_variant"] == variant].sort_values("lr").itertuples():
