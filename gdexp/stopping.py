@@ -14,7 +14,7 @@ arriving there is raised when the block ends. Only the training loop and waits a
 once. `requested()` tells, whatever a library did with the exception, that this process is stopping.
 
 `spare_exit_collection()` spares the interpreter's exit the garbage collections over every object the
-imports made (MLflow, SQLAlchemy, Optuna, matplotlib): 0.5 s at the end of every command, measured.
+imports made (MLflow, SQLAlchemy, Optuna, matplotlib): a noticeable pause at the end of every command.
 """
 
 from __future__ import annotations

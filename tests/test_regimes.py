@@ -197,19 +197,3 @@ def test_the_labels_always_keep_the_order_invariant(runs: list[regimes.Sibling],
     labels = [label for label, _ in regimes.label_siblings(runs, 0.25, minimize=minimize)]
     assert set(labels) <= set(regimes.REGIMES)
     assert regimes.order_violations(runs, labels) == []
-
-
-def test_range_test_reads_a_known_curve() -> None:
-    """A loss that is flat below 1e-3, falls fastest near 1e-2, is lowest at 0.3 and explodes past 1."""
-    from gdexp.lr_range import exponential, suggest
-
-    schedule = exponential(1e-5, 10.0)
-    lrs = np.array([schedule(i, 600) for i in range(600)])
-    assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(10.0)
-    x = np.log10(lrs)
-    losses = 2.0 - 1.5 / (1 + np.exp(-(x + 2) * 3)) + np.where(x > np.log10(0.3), 40 * (x - np.log10(0.3)) ** 2, 0)
-    result = suggest(lrs, losses, smoothing=0.0)
-    assert 5e-3 < result["steepest_lr"] < 2e-2
-    assert 0.2 < result["min_loss_lr"] < 0.45 and result["suggested_lr"] == pytest.approx(result["min_loss_lr"] / 10)
-    assert 0.3 < result["divergence_lr"] < 3.0
-    assert result["window_low"] < result["window_high"] < result["divergence_lr"]

@@ -108,7 +108,7 @@ def load(cfg: DictConfig, dtype: str = "float32") -> Dataset:
 
     The last one loaded is kept, its arrays read-only, for the next call with the same `data` config,
     dtype and (for `data=file`) the same file unchanged: a sweep's trials share their data, and an
-    MNIST-sized file took 0.4 to 1.0 s to load for every trial.
+    MNIST-sized file would otherwise be read again for every trial.
     """
     key = _source(cfg, dtype)
     if key not in _loaded:

@@ -55,7 +55,7 @@ def param_importances(study: optuna.Study) -> dict[str, float]:
     """Optuna's PED-ANOVA importances of the searched parameters ({} when they cannot be computed).
 
     PED-ANOVA is computed from the trials alone, in milliseconds. Importing `optuna.importance` also
-    imports scikit-learn for the fANOVA evaluator, which gdexp does not use: 1.0 s, serial, at the end of
+    imports scikit-learn for the fANOVA evaluator, which gdexp does not use: a second, serial, at the end of
     every sweep; while scikit-learn is not loaded yet, that import is skipped (fANOVA then is unavailable,
     which Optuna allows).
     """

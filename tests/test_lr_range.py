@@ -1,0 +1,38 @@
+"""The learning-rate range test: the reading of its curve, and its run in a real MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gdexp import lr_range
+from gdexp.lr_range import exponential, suggest
+from tests.conftest import mlflow_client
+
+
+def test_range_test_reads_a_known_curve() -> None:
+    """A loss that is flat below 1e-3, falls fastest near 1e-2, is lowest at 0.3 and explodes past 1."""
+    schedule = exponential(1e-5, 10.0)
+    lrs = np.array([schedule(i, 600) for i in range(600)])
+    assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(10.0)
+    x = np.log10(lrs)
+    losses = 2.0 - 1.5 / (1 + np.exp(-(x + 2) * 3)) + np.where(x > np.log10(0.3), 40 * (x - np.log10(0.3)) ** 2, 0)
+    result = suggest(lrs, losses, smoothing=0.0)
+    assert 5e-3 < result["steepest_lr"] < 2e-2
+    assert 0.2 < result["min_loss_lr"] < 0.45 and result["suggested_lr"] == pytest.approx(result["min_loss_lr"] / 10)
+    assert 0.3 < result["divergence_lr"] < 3.0
+    assert result["window_low"] < result["window_high"] < result["divergence_lr"]
+
+
+def test_the_range_test_run_is_recorded_as_no_regime_sample(make_cfg, project: Path) -> None:
+    cfg = make_cfg("+sweep=lr_range", "train.epochs=2", "tracking.artifacts=false")
+    suggested = lr_range.run(cfg)
+    (run,) = mlflow_client(cfg.tracking.uri).search_runs(
+        [mlflow_client(cfg.tracking.uri).get_experiment_by_name("gdexp").experiment_id])
+    assert run.info.run_name == "lr_range-sgd-minibatch32-h64" and run.data.tags["gdexp.role"] == "lr_range"
+    assert "regime" not in run.data.tags, "one run that sweeps the learning rate is no regime sample"
+    assert float(run.data.params["lr_range.suggested_lr"]) == pytest.approx(suggested, rel=1e-5)
+    lrs = mlflow_client(cfg.tracking.uri).get_metric_history(run.info.run_id, "lr")
+    assert lrs[0].value == pytest.approx(1e-5) and [m.step for m in lrs[:3]] == [1, 2, 3]
