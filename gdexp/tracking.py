@@ -123,13 +123,31 @@ class MlflowTracker(Callback):
             self._end(history, model, status, error)
 
     def _end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
+        """Metrics first, then the artifacts, then the tags and the status: an artifact upload that fails
+        makes the run FAILED, with the tags (and a sweep's `optuna.state`) saying so, and is raised after
+        the run is ended, so that the run and the trial that reads the error agree."""
         assert self.run_id is not None
         now = int(time.time() * 1000)
         epochs = len(history.epochs)
         self._buffer += [store.metric(k, history.final[k], epochs, now) for k in FINAL_METRICS if k in history.final]
         self._buffer.append(store.metric("epochs_run", epochs, epochs, now))
+        failed: BaseException | None = None
+        try:
+            self._flush(synchronous=True)
+            if self.cfg.tracking.artifacts and status != "KILLED":
+                try:
+                    self._log_artifacts(history, model)
+                except Exception as exc:
+                    failed, status, error = exc, "FAILED", exc
+            self._flush(synchronous=True, tags=self._end_tags(history, status, error))
+        finally:
+            store.end_run(self.uri, self.run_id, status)
+        if failed is not None:
+            raise failed
+
+    def _end_tags(self, history: History, status: str, error: BaseException | None) -> dict[str, str]:
         tags = {"diverged": str(history.diverged).lower(), **_blas_tags(history.blas)}
-        if history.regime:  # the label train.run gave; none for a run that did not finish
+        if history.regime and status == "FINISHED":  # the label train.run gave; none for a run that did not finish
             tags.update(regime=history.regime, regime_reason=history.regime_reason)
         if history.stop_reason:
             tags["stop_reason"] = history.stop_reason
@@ -139,12 +157,7 @@ class MlflowTracker(Callback):
             tags["error"] = mask_secrets(f"{type(error).__name__}: {error}"[:5000])
         if self.end_tags:
             tags.update(self.end_tags(history, status))
-        try:
-            self._flush(synchronous=True, tags=tags)
-            if self.cfg.tracking.artifacts and status != "KILLED":
-                self._log_artifacts(history, model)
-        finally:
-            store.end_run(self.uri, self.run_id, status)
+        return tags
 
     # ---------------------------------------------------------------------------------- writing
     def _flush(self, *, synchronous: bool, tags: Mapping[str, str] | None = None) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from gdexp.config._schema import GROUPS, Check, Choice, Flag, Number, field_checks, schema_of
+from gdexp.config._schema import GROUPS, SELECTOR, Check, Choice, Flag, Number, field_checks, schema_of
 from gdexp.config._text import mask_secrets
 
 __all__ = ["ConfigError", "check_value", "close_match", "validate"]
@@ -82,6 +82,10 @@ def _get(cfg: DictConfig, key: str) -> Any:
 def _group(cfg: DictConfig, group: str) -> None:
     """Unknown keys (added with `+`), then every key's check, of one config group."""
     node = cfg[group]
+    if group in SELECTOR and node.get(SELECTOR[group]) not in GROUPS[group]:  # gd.variant=abc, optim.name=foo
+        key = f"{group}.{SELECTOR[group]}"
+        raise ConfigError(f"{key}={node.get(SELECTOR[group])!r} is not allowed: choose one of "
+                          f"{', '.join(GROUPS[group])} (or pick the option itself: {group}=...)")
     checks = field_checks(schema_of(group, node))
     option = next((f"={node[k]}" for k in ("name", "variant") if k in checks and k in node), "")
     for key in node:

@@ -37,6 +37,8 @@ def _unknown_key(full_key: str) -> ConfigError:
         return ConfigError(f"{full_key} is not a key of gdexp's config: its keys are {', '.join(GROUPS)}"
                            f"{close_match(group, GROUPS)}")
     keys = _keys(group)
+    if key in keys:  # a key of the schema that an override tried to remove (~sweep.params)
+        return ConfigError(f"{full_key} cannot be removed: gdexp needs it; set it instead ({full_key}=...)")
     near = close_match(key, keys)
     return ConfigError(f"{full_key} is not a key of {group}: its keys are {', '.join(sorted(keys))}"
                        + (near.replace("mean ", f"mean {group}.") if near else ""))
@@ -63,6 +65,9 @@ def explain(exc: BaseException, config_dir: Path) -> ConfigError | None:
                                f"{', '.join(options)}{close_match(option, options)}")
         return ConfigError(f"{group} is not a config group: the groups are {', '.join(GROUPS)}"
                            f"{close_match(group, GROUPS)}")
+    if isinstance(exc, ValueError) and str(exc).startswith("Config group override"):  # optim=-1
+        return ConfigError(f"{str(exc).splitlines()[0]}: a config group takes the name of one of its options "
+                           f"(the groups: {', '.join(g for g in GROUPS if g not in ('sweep', 'lr_range'))})")
     if isinstance(exc, OverrideParseException):
         return ConfigError(f"cannot read the override {exc.override!r}: {exc.message.splitlines()[0]} (quote "
                            "values with brackets, commas or spaces: key='[1,2]')")

@@ -32,7 +32,13 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> dict[str, BaseDis
         is_group = (CONFIG_DIR / str(key)).is_dir()
         if not is_group and OmegaConf.select(cfg, str(key), default=KeyError) is KeyError:
             raise ConfigError(f"{where}: {key} is not a key of the config (nor a config group)")
-        text = spec if isinstance(spec, str) else f"choice({','.join(map(str, spec))})"
+        if isinstance(spec, str):
+            text = spec
+        elif isinstance(spec, list):
+            text = f"choice({','.join(map(str, spec))})"
+        else:
+            raise ConfigError(f"{where}={spec!r} is not a search space: use interval(), choice() or range() (a fixed "
+                              f"value is set on the key itself: {key}={spec!r})")
         try:
             value = parser.parse_override(f"{key}={text}").value()
         except Exception as exc:
