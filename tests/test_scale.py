@@ -246,7 +246,7 @@ def test_four_workers_started_together_make_one_study_and_one_parent_run(project
     if kind == "redis":
         redis.Redis.from_url(storage).flushdb()
     extra = [f"sweep.storage={storage}"] if storage else []
-    args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=6", "train.epochs=1", *extra]
+    args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=4", "train.epochs=1", *extra]
     procs = [subprocess.Popen(args, cwd=project, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True) for _ in range(4)]
     try:
@@ -262,7 +262,7 @@ def test_four_workers_started_together_make_one_study_and_one_parent_run(project
                    "redis": lambda: JournalRedisBackend(str(storage))}
         study = optuna.load_study(study_name="lr", storage=optuna.storages.JournalStorage(backend[kind]())
                                   if kind in backend else database_url(str(storage)))
-        assert len([t for t in study.get_trials() if sweep.counted(t)]) >= 6
+        assert len([t for t in study.get_trials() if sweep.counted(t)]) >= 4
         assert all(r.info.status != "RUNNING" for r in runs)
     finally:
         if kind == "redis":
