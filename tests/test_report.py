@@ -183,10 +183,11 @@ def test_report_text_formats(reported: Path) -> None:
     assert "| learning rate" in md and "> Sweep 'regimes'" in md and "18 runs with a regime" in md
     assert "Learning-rate range test" in md, "the range test's suggestion sits beside the sweep's"
     html = (reported / "regimes.html").read_text()
-    assert html.startswith("<!DOCTYPE html>") and html.count("<table>") == 2
+    assert html.startswith("<!DOCTYPE html>") and html.count("<table>") == 3  # regimes, best runs, recommended
     doc = json.loads((reported / "regimes.json").read_text())
     assert len(doc["regimes"]) == 6 and {b["GD variant"] for b in doc["best_per_variant"]} == {
-        "batch", "minibatch", "stochastic"}
+        "batch", "minibatch", "stochastic"} == {r["GD variant"] for r in doc["recommended"]}
+    assert "### Recommended learning rate per GD variant" in md
     assert doc["range_test"]["suggested_lr"] > 0
 
 
