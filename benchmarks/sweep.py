@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,21 +42,26 @@ def mnist_shaped(folder: Path) -> list[str]:
     return ["data=file", f"data.path={folder / 'mnist_shaped.npz'}", f"data.test_fraction={10_000 / 70_000}"]
 
 
-def sweep(folder: Path, name: str, workers: int, overrides: list[str]) -> tuple[float, float, float]:
-    """(wall seconds of the command, summed training seconds, summed callback seconds of its trials)."""
+def sweep(folder: Path, name: str, workers: int, overrides: list[str], prefix: Sequence[str] = ()
+          ) -> tuple[float, float, float, float]:
+    """(wall seconds of the command, summed training seconds, summed callback seconds of its trials,
+    seconds from the command's start to its first trial's MLflow run). `prefix` runs the command inside
+    another (a network namespace)."""
     from mlflow.tracking import MlflowClient
 
-    began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "gdexp", "+sweep=lr", f"sweep.name={name}", f"sweep.n_workers={workers}",
-                    *GRID, *overrides], cwd=folder, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    began, start = time.perf_counter(), time.time()
+    subprocess.run([*prefix, sys.executable, "-m", "gdexp", "+sweep=lr", f"sweep.name={name}",
+                    f"sweep.n_workers={workers}", *GRID, *overrides], cwd=folder, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     wall = time.perf_counter() - began
     client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("gdexp")
     runs = client.search_runs([exp.experiment_id], f"tags.`optuna.study` = '{name}'", max_results=10000)
-    metrics = [r.data.metrics for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(metrics) == 20, (name, len(metrics))
-    return wall, sum(m["train_time_s"] for m in metrics), sum(m["callback_time_s"] for m in metrics)
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(trials) == 20, (name, len(trials))
+    first = min(r.info.start_time for r in trials) / 1000 - start
+    metrics = [r.data.metrics for r in trials]
+    return wall, sum(m["train_time_s"] for m in metrics), sum(m["callback_time_s"] for m in metrics), first
 
 
 def main() -> None:
@@ -65,7 +71,7 @@ def main() -> None:
     parser.add_argument("--mnist-epochs", default="4,8", help="MNIST-shaped trial lengths, comma-separated ('': none)")
     parser.add_argument("--repeat", type=int, default=2, help="alternate 1 and 2 workers this often; keep the best")
     args = parser.parse_args()
-    results: dict[str, tuple[list[tuple[float, float, float]], list[tuple[float, float, float]]]] = {}
+    results: dict[str, tuple[list[tuple[float, ...]], list[tuple[float, ...]]]] = {}
     with tempfile.TemporaryDirectory() as data_dir:
         workloads = {f"digits x {e}": [f"train.epochs={e}"] for e in map(int, args.epochs.split(","))}
         for e in (int(e) for e in args.sgd_epochs.split(",") if e):
@@ -86,7 +92,7 @@ def main() -> None:
     print(f"{'data x epochs':>20} {'train/trial':>11} {'1-worker wall':>13} {'training':>9} {'share':>6} "
           f"{'callbacks':>9} {'other/trial':>11} {'2-worker wall':>13} {'training':>9} {'speed-up':>8}")
     for label, (ones, twos) in results.items():
-        (wall1, train1, hooks1), (wall2, train2, _) = min(ones), min(twos)
+        (wall1, train1, hooks1, _), (wall2, train2, *_) = min(ones), min(twos)
         print(f"{label:>20} {train1 / 20:10.2f}s {wall1:12.1f}s {train1:8.1f}s {train1 / wall1:6.0%} "
               f"{hooks1:8.2f}s {(wall1 - train1) / 20:10.2f}s {wall2:12.1f}s {train2:8.1f}s {wall1 / wall2:7.2f}x")
     print("share = summed training time / wall (1 worker); callbacks = summed per-epoch callback time (part of "

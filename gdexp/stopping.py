@@ -25,7 +25,8 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["Terminated", "exit_code", "install", "interruptible", "requested", "shielded", "spare_exit_collection"]
+__all__ = ["Terminated", "exit_code", "install", "interruptible", "reclaim", "requested", "shielded",
+           "spare_exit_collection"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -68,6 +69,14 @@ def install(*, once: bool = False) -> None:
     global _first, _pending, _shield, _once
     _first, _pending, _shield, _once = None, None, 0, once
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _handle)
+    signal.signal(signal.SIGTERM, _handle)
+
+
+def reclaim() -> None:
+    """Take SIGINT and SIGTERM back after a library set handlers of its own (`ray.init` makes SIGTERM exit
+    the process at once), keeping what this process has received so far."""
+    if signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, _handle):
         signal.signal(signal.SIGINT, _handle)
     signal.signal(signal.SIGTERM, _handle)
 

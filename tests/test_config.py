@@ -45,6 +45,10 @@ def test_the_sweep_overlays_are_typed_by_their_schema(make_cfg, overlay: str) ->
     (["+sweep=lr", "sweep.name='a\nb'"], "control characters"),
     (["+sweep=lr", "sweep.sampler=annealing"], "sweep.sampler='annealing' is not allowed: choose one of tpe"),
     (["+sweep=lr", "tracking.enabled=false"], "tracking.enabled=false is not allowed in a sweep"),
+    (["+sweep=lr", "sweep.launcher=slurm"], "sweep.launcher='slurm' is not allowed: choose one of local, ray"),
+    (["+sweep=lr", "sweep.ray.cpus_per_worker=0"], "sweep.ray.cpus_per_worker=0.0 is not allowed: it must be a "
+                                                    "number > 0.0"),
+    (["+sweep=lr", "sweep.ray.address=http://head"], "sweep.ray.address='http://head' is not allowed: give null"),
     (["+sweep=lr_range", "lr_range.min_lr=10", "lr_range.max_lr=1"], "need 0 < min_lr < max_lr"),
     (["+sweep=lr_range", "lr_range.smoothing=1"], "lr_range.smoothing=1.0 is not allowed"),
     (["+trian.epochs=5"], "trian is not a key of gdexp's config: its keys are data, model"),
@@ -65,6 +69,7 @@ def test_bad_values_give_one_line_naming_the_key(make_cfg, overrides: list[str],
                       "(did you mean adam?)"),
     (["+sweep=bogus"], "sweep=bogus is not an option of sweep: choose one of eos, lr, lr_range, regimes"),
     (["train.epochs=[1"], "cannot read the override 'train.epochs=[1'"),
+    (["+sweep=lr", "sweep.ray.adress=auto"], "sweep.ray.adress is not a key of sweep.ray: its keys are"),
 ])
 def test_hydras_own_errors_are_said_in_one_line(make_cfg, overrides: list[str], message: str) -> None:
     with pytest.raises(Exception) as caught:

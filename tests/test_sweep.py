@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,7 @@ def test_six_trials_one_parent_six_children(project: Path) -> None:
         run = by_id[t.user_attrs["mlflow_run_id"]]
         assert run.data.tags["optuna.trial"] == str(t.number) and run.data.tags["optuna.study"] == "lr"
         assert run.data.tags["optuna.state"] == t.state.name and run.info.status == "FINISHED"
+        assert run.data.tags["host"] == socket.gethostname() and run.data.tags["worker"].startswith("local:")
         assert float(run.data.params["optim.lr"]) == pytest.approx(t.params["optim.lr"])
         assert int(run.data.params["model.hidden_size"]) == t.params["model.hidden_size"]
 

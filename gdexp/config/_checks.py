@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from gdexp.config._schema import GROUPS, SELECTOR, Check, Choice, Flag, Number, field_checks, schema_of
+from gdexp.config._schema import GROUPS, SELECTOR, Check, Choice, Flag, Number, RayConf, field_checks, schema_of
 from gdexp.config._text import mask_secrets
 
 __all__ = ["ConfigError", "check_value", "close_match", "validate"]
@@ -141,6 +141,13 @@ def _sweep_rules(cfg: DictConfig) -> None:
                           "non-empty name without '/', '\\', control characters, and not '.' or '..'")
     if not cfg.tracking.enabled:
         raise ConfigError("tracking.enabled=false is not allowed in a sweep: every trial is an MLflow run")
+    for key, check in field_checks(RayConf).items():
+        if check is not None:
+            check_value(f"sweep.ray.{key}", check, _get(cfg, f"sweep.ray.{key}"))
+    address = cfg.sweep.ray.address
+    if address is not None and not re.fullmatch(r"auto|(ray://)?[\w.\-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", address):
+        raise ConfigError(f"sweep.ray.address={address!r} is not allowed: give null (a Ray instance for this "
+                          "command), auto, host:port of a cluster's head, or ray://host:port of its Ray Client")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -8,6 +8,7 @@ raised for the same mistake, so every bad command line ends the same way: one li
 
 from __future__ import annotations
 
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,12 @@ def _keys(group: str) -> dict[str, Any]:
     return found
 
 
+def _nested(group: str) -> dict[str, type]:
+    """The group's keys that hold a node of their own (sweep.ray), with its schema."""
+    return {f.name: f.default_factory for schema in GROUPS[group].values() for f in fields(schema)  # type: ignore[misc]
+            if is_dataclass(f.default_factory)}
+
+
 def _options(config_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
 
@@ -37,6 +44,9 @@ def _unknown_key(full_key: str) -> ConfigError:
         return ConfigError(f"{full_key} is not a key of gdexp's config: its keys are {', '.join(GROUPS)}"
                            f"{close_match(group, GROUPS)}")
     keys = _keys(group)
+    node, _, leaf = key.rpartition(".")
+    if node in _nested(group):  # a key inside a node of the group (sweep.ray.adress)
+        group, key, keys = f"{group}.{node}", leaf, field_checks(_nested(group)[node])
     if key in keys:  # a key of the schema that an override tried to remove (~sweep.params)
         return ConfigError(f"{full_key} cannot be removed: gdexp needs it; set it instead ({full_key}=...)")
     near = close_match(key, keys)

@@ -23,6 +23,7 @@ VARIANTS = ("batch", "minibatch", "stochastic")
 DTYPES = ("float32", "float64")
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
+LAUNCHERS = ("local", "ray")
 METRICS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
 MAX_HIDDEN_SIZE = 65536  # a 784 x 65536 float32 layer is 200 MB: beyond this it is a typo, not a model
 MAX_HIDDEN_LAYERS = 100  # deeper plain MLPs do not train with these initialisations anyway
@@ -227,6 +228,12 @@ class DiagnosticsConf:
 
 # ------------------------------------------------------------------------------ sweep, lr_range
 @dataclass
+class RayConf:
+    address: str | None = None  # checked in validate: null, auto, host:port or ray://host:port
+    cpus_per_worker: float = num(low=0.0, low_open=True)
+
+
+@dataclass
 class SweepConf:
     name: str = MISSING  # checked in validate: it becomes a folder name
     n_trials: int = num(low=1, integer=True)
@@ -237,6 +244,8 @@ class SweepConf:
     pruner: str = one_of(PRUNERS)
     storage: str | None = None
     n_workers: int = num(low=1, integer=True)
+    launcher: str = one_of(LAUNCHERS)
+    ray: RayConf = field(default_factory=RayConf)
     heartbeat_s: int = num(low=1, integer=True)
     params: dict[str, Any] = field(default_factory=dict)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from omegaconf import DictConfig
@@ -32,37 +32,36 @@ from gdexp.sweep._study import Sweep
 from gdexp.sweep._trials import counted, tally, trial_value
 from gdexp.sweep._workers import Workers
 
+if TYPE_CHECKING:
+    from gdexp.sweep._ray import RayWorkers
+
 __all__ = ["Sweep", "counted", "open_storage", "parse_space", "relabel_siblings", "run", "tally", "trial_value",
            "validate_sweep"]
 
 
 def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
     """Run (or resume, or join) the study `cfg.sweep` describes; return the best value."""
-    from threadpoolctl import threadpool_limits
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = validate_sweep(cfg, overrides)  # before any worker is forked, any folder or run exists
     deadline = time.time() + cfg.sweep.timeout if cfg.sweep.timeout else None
-    workers = Workers(cfg, overrides, space, deadline) if cfg.sweep.n_workers > 1 else None
+    workers = _launcher(cfg)(cfg, overrides, space, deadline)
     status = "KILLED"
     sweep: Sweep | None = None
     bar: Any = None
     try:
-        sweep = Sweep(cfg, overrides, lock=workers.lock if workers else None, space=space)
+        sweep = Sweep(cfg, overrides, lock=workers.lock, space=space)
         study, n = sweep.study, cfg.sweep.n_trials
         counts = tally(study.get_trials(deepcopy=False))
         if counts["done"] >= n:
             status = "FINISHED"  # nothing to run: no parent run is reopened, the workers are told to end
-            if workers:
-                workers.start(None)
+            workers.start(None)
             with stopping.shielded():  # by this gdexp's rule, also for a study an older one labelled
                 relabel_siblings(cfg, study)
             print(summary_table(cfg, study, sweep.where))
             return best_value(study)
         with stopping.shielded(), exclusive(sweep.storage, cfg, sweep.where):
             sweep.parent_run_id = parent_run(cfg, study)
-        if workers:
-            workers.start(sweep.parent_run_id)
+        workers.start(sweep.parent_run_id)
         bar = console.progress(n, f"sweep {cfg.sweep.name}", "trial", initial=counts["done"])
 
         def refresh(*_: Any) -> None:
@@ -73,15 +72,12 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
                 bar.set_postfix_str(f"best {cfg.sweep.metric}={best.value:.4g} (trial {best.number})", refresh=False)
             bar.refresh()
 
-        with threadpool_limits(workers.threads if workers else None):
-            sweep.work(deadline, on_trial=refresh)
-        if workers:
-            workers.stop(interrupt=False)
+        workers.run(sweep, deadline, refresh)
+        workers.stop(interrupt=False)
         refresh()
         status = "FINISHED"
     finally:
-        if workers:
-            workers.stop(interrupt=status == "KILLED")
+        workers.stop(interrupt=status == "KILLED")
         if bar is not None:
             bar.close()
         if sweep is not None and sweep.parent_run_id is not None:
@@ -90,3 +86,12 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
                 finish_parent(cfg, sweep.study, sweep.parent_run_id, status)
     print(summary_table(cfg, sweep.study, sweep.where))
     return best_value(sweep.study)
+
+
+def _launcher(cfg: DictConfig) -> type[Workers] | type[RayWorkers]:
+    """Local worker processes, or Ray tasks (Ray is imported only then)."""
+    if cfg.sweep.launcher == "ray":
+        from gdexp.sweep._ray import RayWorkers
+
+        return RayWorkers
+    return Workers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import socket
 import sys
 import time
@@ -27,6 +28,7 @@ from gdexp.sweep._trials import (
     alive,
     counted,
     end_orphan_run,
+    ray_nodes_alive,
     tally,
     trial_value,
     worker_id,
@@ -40,9 +42,12 @@ class Sweep:
     """One process's view of a study: its storage, search space, parent run and trial loop."""
 
     def __init__(self, cfg: DictConfig, overrides: Sequence[str], *, worker: int = 0, lock: Any = None,
-                 parent_run_id: str | None = None, space: dict[str, BaseDistribution] | None = None) -> None:
-        """`space`: what `validate_sweep(cfg)` returned, when the caller validated `cfg` already."""
+                 parent_run_id: str | None = None, space: dict[str, BaseDistribution] | None = None,
+                 placement: dict[str, str] | None = None) -> None:
+        """`space`: what `validate_sweep(cfg)` returned, when the caller validated `cfg` already;
+        `placement`: the tags `host` and `worker` of its runs (default: this host, `local:<pid>`)."""
         self.cfg, self.overrides, self.worker, self.lock = cfg, list(overrides), worker, lock
+        self.placement = placement
         self.space = validate_sweep(cfg, overrides) if space is None else space
         self.storage, self.where = open_storage(cfg)
         self.parent_run_id = parent_run_id
@@ -72,7 +77,10 @@ class Sweep:
         if ahead >= self.cfg.sweep.n_trials:
             trial.set_user_attr("surplus", True)
             raise SurplusTrialError(f"trial {trial.number} is beyond sweep.n_trials={self.cfg.sweep.n_trials}")
-        trial.set_user_attr("worker", worker_id())
+        placement = self.placement or {"host": socket.gethostname(), "worker": f"local:{os.getpid()}"}
+        trial.set_user_attr("worker", worker_id())  # host:pid, and the Ray node: how reap_stale finds it dead
+        if placement["worker"].startswith("ray:"):
+            trial.set_user_attr("ray_node", placement["worker"].removeprefix("ray:"))
         name, metric = self.cfg.sweep.name, self.cfg.sweep.metric
         try:  # from here on every error is the trial's own: counted as failed, so the sweep always ends
             params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
@@ -88,7 +96,7 @@ class Sweep:
 
             tracker = MlflowTracker(
                 cfg, parent_run_id=self.parent_run_id, end_tags=end_tags,
-                tags={"optuna.study": name, "optuna.trial": str(trial.number), "gdexp.sweep": name},
+                tags={"optuna.study": name, "optuna.trial": str(trial.number), "gdexp.sweep": name, **placement},
                 on_run=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
             )
             history = train.run(cfg, [tracker, Pruning(trial, metric)])
@@ -125,23 +133,31 @@ class Sweep:
 
     # ------------------------------------------------------------------------------------- loop
     def reap_stale(self) -> None:
-        """Fail RUNNING trials whose worker is gone: by heartbeat (RDB storages), or, for journal
-        storages, by a dead process id on this host; their MLflow runs are ended too."""
+        """Fail RUNNING trials whose worker is gone: by heartbeat (RDB storages), by a dead process id on
+        this host (process ids repeat across hosts: only the host's own are judged), or by a Ray node the
+        cluster lost; their MLflow runs are ended too, and each is retried once with the same parameters."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
         host = socket.gethostname()
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = str(t.user_attrs.get("worker", ""))
-            whose, _, pid = worker.rpartition(":")
-            if whose == host and pid.isdigit() and not alive(int(pid)):
-                try:
-                    self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-                except (ValueError, RuntimeError):
-                    continue
-                end_orphan_run(self.cfg.tracking.uri, t, f"its worker process {pid} is gone")
-                if "retry_of" not in t.user_attrs:  # retried once with the same parameters, as the heartbeat does
-                    self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        nodes = ray_nodes_alive() if any("ray_node" in t.user_attrs for t in running) else None
+        for t in running:
+            whose, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+            node = t.user_attrs.get("ray_node")
+            if nodes is not None and node is not None and node not in nodes:
+                why = f"its Ray node {node} is gone"
+            elif whose == host and pid.isdigit() and not alive(int(pid)):
+                why = f"its worker process {pid} is gone"
+            else:
+                continue
+            try:
+                self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            except (ValueError, RuntimeError):
+                continue
+            end_orphan_run(self.cfg.tracking.uri, t, why)
+            if "retry_of" not in t.user_attrs:  # retried once with the same parameters, as the heartbeat does
+                self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
 
     def work(self, deadline: float | None = None, on_trial: Any = None) -> None:
         """Run trials until the study holds `sweep.n_trials` counted trials (or the deadline passes)."""

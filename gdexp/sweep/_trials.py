@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,6 +59,15 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True  # no /proc (not Linux): kill(pid, 0) is all there is
     return state != "Z"
+
+
+def ray_nodes_alive() -> set[str] | None:
+    """The ids of the Ray cluster's live nodes, or None where this process is not connected to one (the
+    trial's own host, or the RDB heartbeat, then tells whether its worker is gone)."""
+    ray = sys.modules.get("ray")  # connected only if imported: never imported for it
+    if ray is None or not ray.is_initialized():
+        return None
+    return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
 
 
 class Pruning(train.Callback):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from omegaconf import DictConfig
@@ -26,15 +26,19 @@ class Workers:
 
     def __init__(self, cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution],
                  deadline: float | None) -> None:
+        n = cfg.sweep.n_workers
+        self.procs: list[Any] = []
+        self.pipes: list[Any] = []
+        self.lock: Any = None
+        self.threads: int | None = None  # alone: train.threads decides
+        if n == 1:
+            return
         import matplotlib.figure  # noqa: F401 -- imported here once, inherited by every worker
         import mlflow.tracking  # noqa: F401
 
-        n = cfg.sweep.n_workers
         ctx = multiprocessing.get_context("fork")
         self.lock = ctx.Lock()
         self.threads = max(1, (os.cpu_count() or 1) // n)
-        self.procs: list[Any] = []
-        self.pipes: list[Any] = []
         for i in range(1, n):
             receive, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_worker_main, name=f"gdexp-sweep-worker-{i}",
@@ -49,6 +53,13 @@ class Workers:
             pipe.send(parent_run_id)
             pipe.close()
 
+    def run(self, sweep: Sweep, deadline: float | None, on_trial: Callable[[], None]) -> None:
+        """This process is worker 0: it runs trials beside the forked ones."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(self.threads):
+            sweep.work(deadline, on_trial=on_trial)
+
     def stop(self, *, interrupt: bool) -> None:
         """Wait for the workers; on an interruption first pass it on (each closes its own trial)."""
         for pipe in self.pipes:
@@ -59,6 +70,7 @@ class Workers:
                 os.kill(proc.pid, signal.SIGINT)
         for proc in self.procs:
             proc.join(timeout=60 if interrupt else None)
+
 
 def _worker_main(cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution], worker: int,
                  threads: int, lock: Any, receive: Any, deadline: float | None) -> None:

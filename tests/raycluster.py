@@ -1,0 +1,113 @@
+"""A two-node Ray cluster on this machine for the tests: a head and a second node, each a real raylet with
+one CPU (Ray's own cluster test utilities), inside a network namespace that holds only loopback.
+
+Ray, left to itself, registers its nodes at the machine's eth0 address and probes a public DNS server;
+in a namespace of its own every address is 127.0.0.1 and nothing leaves the machine. The tests' commands
+join the namespace with `nsenter` (`RayCluster.command`); they reach PostgreSQL by its Unix socket, which
+a network namespace does not cut off.
+
+`python tests/raycluster.py TEMP_DIR`, run by `RayCluster` under `unshare -n`, prints one JSON line (the
+cluster's address and node ids), then obeys stdin: `kill` SIGKILLs every process of the second node (its
+raylet and its workers), EOF shuts the cluster down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class RayCluster:
+    """The cluster, from the test's side: start it, run commands in its namespace, kill its second node."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.temp_dir = tempfile.mkdtemp(prefix="gdexp-ray-")  # short: Ray's socket paths must fit 107 bytes
+        self.proc = subprocess.Popen(
+            ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, __file__,
+             self.temp_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            start_new_session=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the Ray test cluster did not start (exit code {self.proc.wait()})")
+        info = json.loads(line)
+        self.address: str = info["address"]
+        self.head: str = info["head"]
+        self.node: str = info["node"]
+
+    def command(self, *args: str) -> list[str]:
+        """`args` run inside the cluster's network namespace."""
+        return ["nsenter", f"--net=/proc/{self.proc.pid}/ns/net", "--", *args]
+
+    def kill_node(self) -> None:
+        """SIGKILL the second node: its raylet and every worker process it started."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("kill\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "killed"
+
+    def leftovers(self) -> list[int]:
+        """Processes still running that belong to this cluster (its temp folder is in their command line)."""
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                if self.temp_dir.encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+        return found
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def _descendants(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _serve(temp_dir: str) -> None:
+    from ray.cluster_utils import Cluster
+
+    args: dict[str, Any] = {"num_cpus": 1, "include_dashboard": False, "temp_dir": temp_dir}
+    cluster = Cluster(initialize_head=True, head_node_args=args)
+    node = cluster.add_node(num_cpus=1, temp_dir=temp_dir)
+    cluster.wait_for_nodes()
+    assert cluster.head_node is not None
+    print(json.dumps({"address": cluster.address, "head": cluster.head_node.node_id, "node": node.node_id}),
+          flush=True)
+    try:
+        for line in sys.stdin:
+            if line.strip() == "kill":
+                raylet = node.all_processes["raylet"][0].process.pid
+                for pid in _descendants(raylet) | {raylet}:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                cluster.remove_node(node, allow_graceful=False)
+                print("killed", flush=True)
+    finally:
+        cluster.shutdown()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1])
