@@ -112,8 +112,10 @@ def requested() -> KeyboardInterrupt | None:
 
 
 def exit_code(exc: KeyboardInterrupt) -> int:
-    """The shell's convention: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
-    return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+    """The shell's convention: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), of the first
+    signal this process received: a library may re-raise a `Terminated` as a plain KeyboardInterrupt
+    (Ray's `ray.wait` does)."""
+    return 128 + (signal.SIGTERM if isinstance(requested() or exc, Terminated) else signal.SIGINT)
 
 
 def spare_exit_collection() -> None:
