@@ -1,14 +1,15 @@
-"""A two-node Ray cluster on this machine for the tests: a head and a second node, each a real raylet with
-one CPU (Ray's own cluster test utilities), inside a network namespace that holds only loopback.
+"""A Ray cluster on this machine for the tests and benchmarks: by default a head and a second node, each a
+real raylet with one CPU (Ray's own cluster test utilities), inside a network namespace that holds only
+loopback.
 
 Ray, left to itself, registers its nodes at the machine's eth0 address and probes a public DNS server;
 in a namespace of its own every address is 127.0.0.1 and nothing leaves the machine. The tests' commands
 join the namespace with `nsenter` (`RayCluster.command`); they reach PostgreSQL by its Unix socket, which
 a network namespace does not cut off.
 
-`python tests/raycluster.py TEMP_DIR`, run by `RayCluster` under `unshare -n`, prints one JSON line (the
-cluster's address and node ids), then obeys stdin: `kill` SIGKILLs every process of the second node (its
-raylet and its workers), EOF shuts the cluster down.
+`python tests/raycluster.py TEMP_DIR CPUS...`, run by `RayCluster` under `unshare -n`, starts one node per
+CPU count, prints one JSON line (the cluster's address and node ids), then obeys stdin: `kill` SIGKILLs
+every process of the second node (its raylet and its workers), EOF shuts the cluster down.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 class RayCluster:
     """The cluster, from the test's side: start it, run commands in its namespace, kill its second node."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], cpus: tuple[int, ...] = (1, 1)) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="gdexp-ray-")  # short: Ray's socket paths must fit 107 bytes
         self.proc = subprocess.Popen(
             ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, __file__,
-             self.temp_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+             self.temp_dir, *map(str, cpus)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
             start_new_session=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -41,8 +42,8 @@ class RayCluster:
             raise RuntimeError(f"the Ray test cluster did not start (exit code {self.proc.wait()})")
         info = json.loads(line)
         self.address: str = info["address"]
-        self.head: str = info["head"]
-        self.node: str = info["node"]
+        self.head, *others = info["nodes"]
+        self.node: str | None = others[0] if others else None
 
     def command(self, *args: str) -> list[str]:
         """`args` run inside the cluster's network namespace."""
@@ -86,19 +87,18 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _serve(temp_dir: str) -> None:
+def _serve(temp_dir: str, cpus: list[int]) -> None:
     from ray.cluster_utils import Cluster
 
-    args: dict[str, Any] = {"num_cpus": 1, "include_dashboard": False, "temp_dir": temp_dir}
+    args: dict[str, Any] = {"num_cpus": cpus[0], "include_dashboard": False, "temp_dir": temp_dir}
     cluster = Cluster(initialize_head=True, head_node_args=args)
-    node = cluster.add_node(num_cpus=1, temp_dir=temp_dir)
+    nodes = [cluster.head_node, *(cluster.add_node(num_cpus=n, temp_dir=temp_dir) for n in cpus[1:])]
     cluster.wait_for_nodes()
-    assert cluster.head_node is not None
-    print(json.dumps({"address": cluster.address, "head": cluster.head_node.node_id, "node": node.node_id}),
-          flush=True)
+    print(json.dumps({"address": cluster.address, "nodes": [n.node_id for n in nodes]}), flush=True)
     try:
         for line in sys.stdin:
             if line.strip() == "kill":
+                node = nodes[1]
                 raylet = node.all_processes["raylet"][0].process.pid
                 for pid in _descendants(raylet) | {raylet}:
                     with contextlib.suppress(ProcessLookupError):
@@ -110,4 +110,4 @@ def _serve(temp_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    _serve(sys.argv[1], [int(n) for n in sys.argv[2:]])

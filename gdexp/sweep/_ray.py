@@ -21,6 +21,7 @@ import ipaddress
 import os
 import signal
 import socket
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -68,8 +69,9 @@ class RayWorkers:
         self.refs = [task.remote(i, *args) for i in range(self.cfg.sweep.n_workers)]
 
     def run(self, sweep: Sweep, deadline: float | None, on_trial: Callable[[], None]) -> None:
-        """Watch the workers until each has ended, refreshing the progress; a worker's own error is raised
-        here, as itself (a `ConfigError` stays a one-line error)."""
+        """Watch the workers until each has ended, refreshing the progress (`sweep` and `deadline` went to
+        the tasks). A worker's own error is raised here, as itself (a `ConfigError` stays a one-line error);
+        a worker Ray could not keep alive is said in one line, and the others go on."""
         pending = list(self.refs)
         while pending:
             done, pending = self.ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
@@ -77,7 +79,10 @@ class RayWorkers:
                 try:
                     self.ray.get(ref)
                 except self.ray.exceptions.RayTaskError as exc:
-                    raise exc.cause from None
+                    raise (exc.cause or exc) from None
+                except self.ray.exceptions.RayError as exc:
+                    print(f"gdexp: a Ray worker was lost for good (after {RETRIES} restarts): "
+                          f"{str(exc).splitlines()[0][:300]}", file=sys.stderr)
             on_trial()
 
     def stop(self, *, interrupt: bool) -> None:
