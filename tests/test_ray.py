@@ -136,7 +136,7 @@ def _wait_for(c: Cluster, url: str, name: str, proc: subprocess.Popen[str], read
     raise AssertionError(f"the trials never got there: {err[-2000:]}")
 
 
-LONG = ["gd=stochastic", "train.epochs=40", "sweep.pruner=none", "sweep.n_trials=4"]
+LONG = ["gd=stochastic", "train.epochs=20", "sweep.pruner=none", "sweep.n_trials=3"]
 
 
 def test_a_killed_node_loses_nothing(tmp_path: Path, experiment: str) -> None:
@@ -154,9 +154,9 @@ def test_a_killed_node_loses_nothing(tmp_path: Path, experiment: str) -> None:
         c.ray.kill_node()
         out, err = proc.communicate(timeout=400)
         assert proc.returncode == 0, err[-3000:]
-        assert "4 of 4 trials" in out
+        assert "3 of 3 trials" in out
         s = study(url, name)
-        kids = assert_exact(c, s, experiment, 4)
+        kids = assert_exact(c, s, experiment, 3)
         assert s.trials[lost.number].state == TrialState.FAIL and not sweep.counted(s.trials[lost.number])
         dead = next(r for r in kids if r.info.run_id == lost.user_attrs["mlflow_run_id"])
         assert dead.info.status == "FAILED" and "is gone" in dead.data.tags["error"], dead.data.tags
@@ -187,7 +187,7 @@ def test_ctrl_c_or_sigterm_stops_every_worker_then_the_rerun_completes(cluster: 
     assert not [r for r in cluster.runs(experiment) if r.info.status == "RUNNING"]
     rerun = run(args, tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert_exact(cluster, study(url, name), experiment, 4)
+    assert_exact(cluster, study(url, name), experiment, 3)
 
 
 @pytest.mark.parametrize(("setting", "key"), [
