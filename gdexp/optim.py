@@ -37,6 +37,15 @@ def _at_least(name: str, value: float, low: float = 0.0) -> float:
     return float(value)
 
 
+def _average(avg: np.ndarray, beta: float, x: np.ndarray) -> np.ndarray:
+    """avg ← β avg + (1 − β) x, the exponential moving average every adaptive rule keeps, in place; `x` is
+    scratch (it is overwritten), so a caller that still needs its value passes a copy."""
+    avg *= beta
+    x *= 1 - beta
+    avg += x
+    return avg
+
+
 class Optimizer:
     """Per-parameter state and the L2 term shared by every rule; `_update` is the rule itself."""
 
@@ -174,14 +183,9 @@ class RMSprop(Optimizer):
 
     def _preconditioner(self, g: np.ndarray, slot: Slot, t: int) -> np.ndarray:
         """√ṽ + ε."""
-        a = self.alpha
-        v = slot("square_avg", 0.0)
-        v *= a
-        v += (1 - a) * g * g
+        v = _average(slot("square_avg", 0.0), self.alpha, g * g)
         if self.centered:
-            gbar = slot("grad_avg", 0.0)
-            gbar *= a
-            gbar += (1 - a) * g
+            gbar = _average(slot("grad_avg", 0.0), self.alpha, g.copy())
             denom = v - gbar * gbar  # ≥ 0 in exact arithmetic; float32 rounding can dip below (then NaN)
             np.maximum(denom, 0, out=denom)
             np.sqrt(denom, out=denom)
@@ -217,28 +221,20 @@ class Adam(Optimizer):
         self.eps, self.amsgrad = _at_least("eps", eps), bool(amsgrad)
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
-        b1 = self.beta1
-        m = self._slot(name, "exp_avg", g)
-        m *= b1
-        m += (1 - b1) * g
+        m = _average(self._slot(name, "exp_avg", g), self.beta1, g.copy())
         denom = self._denominator(g, self._slots(name, g), self.t)
         np.divide(m, denom, out=g)
-        g *= self.lr / (1 - b1**self.t)
+        g *= self.lr / (1 - self.beta1**self.t)
         p -= g
 
     def _denominator(self, g: np.ndarray, slot: Slot, t: int) -> np.ndarray:
         """√v̂ + ε, updating v (and its running maximum) with g, which it overwrites."""
-        b2 = self.beta2
-        v = slot("exp_avg_sq", 0.0)
-        v *= b2
-        g *= g
-        g *= 1 - b2
-        v += g
+        v = _average(slot("exp_avg_sq", 0.0), self.beta2, np.multiply(g, g, out=g))
         if self.amsgrad:
             vmax = slot("max_exp_avg_sq", 0.0)
             np.maximum(vmax, v, out=vmax)
             v = vmax
-        denom = np.sqrt(v / (1 - b2**t))
+        denom = np.sqrt(v / (1 - self.beta2**t))
         denom += self.eps
         return denom
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import signal
@@ -49,13 +50,22 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) 
     return tmp_path
 
 
+_composed: dict[tuple[str, ...], DictConfig] = {}
+
+
 @pytest.fixture
 def make_cfg(project: Path) -> Iterator[Callable[..., DictConfig]]:
-    """compose("optim=adam", ...) -> the validated-by-Hydra config, quiet and tracked into `project`."""
+    """compose("optim=adam", ...) -> the validated-by-Hydra config, quiet and tracked into `project`.
+
+    Each list of overrides is composed by Hydra once a session (~0.1 s: it reads every YAML file again) and
+    handed out as a deep copy, so a test may change its config; an override Hydra refuses raises every time.
+    Paths in the config stay relative: they are read against `project` when used, not when composed."""
     with initialize_config_dir(str(CONFIG_DIR), version_base=None):
 
         def make(*overrides: str) -> DictConfig:
-            return compose("config", overrides=["train.progress=false", *overrides])
+            if overrides not in _composed:
+                _composed[overrides] = compose("config", overrides=["train.progress=false", *overrides])
+            return copy.deepcopy(_composed[overrides])
 
         yield make
 

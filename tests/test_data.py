@@ -120,7 +120,7 @@ def mnist_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], list[str
             requests.append(self.path)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)  # shutdown() waits a poll
     thread.start()
     try:
         md5 = {name: hashlib.md5(blob).hexdigest() for name, blob in files.items()}
@@ -137,6 +137,7 @@ def mnist_cfg(make_cfg, url: str, md5: dict[str, str], cache: Path):
     return cfg
 
 
+@pytest.mark.slow  # starts an HTTP server
 def test_mnist_download_checksum_and_cache(make_cfg, mnist_server, tmp_path: Path) -> None:
     url, md5, requests = mnist_server
     cfg = mnist_cfg(make_cfg, url, md5, tmp_path / "cache")
@@ -147,6 +148,7 @@ def test_mnist_download_checksum_and_cache(make_cfg, mnist_server, tmp_path: Pat
     assert len(requests) == 4, "a second load is served from the cache"
 
 
+@pytest.mark.slow  # starts an HTTP server
 def test_mnist_corrupt_cache_is_fetched_again(make_cfg, mnist_server, tmp_path: Path) -> None:
     url, md5, requests = mnist_server
     cfg = mnist_cfg(make_cfg, url, md5, tmp_path / "cache")
@@ -157,6 +159,7 @@ def test_mnist_corrupt_cache_is_fetched_again(make_cfg, mnist_server, tmp_path: 
     assert hashlib.md5(paths["t10k-labels-idx1-ubyte.gz"].read_bytes()).hexdigest() == md5["t10k-labels-idx1-ubyte.gz"]
 
 
+@pytest.mark.slow  # starts an HTTP server
 def test_mnist_wrong_checksum_from_server_is_refused(make_cfg, mnist_server, tmp_path: Path) -> None:
     url, md5, _ = mnist_server
     cfg = mnist_cfg(make_cfg, url, {**md5, "train-images-idx3-ubyte.gz": "0" * 32}, tmp_path / "cache")

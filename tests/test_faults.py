@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -94,6 +95,7 @@ def test_random_small_data_sets_train_or_are_refused(make_cfg, project: Path, X:
         assert history.diverged or np.all(np.isfinite(history.curve("train_loss")))
 
 
+@pytest.mark.slow  # starts `python -m gdexp` three times
 def test_bad_data_on_the_command_line_leaves_no_run(project: Path) -> None:
     np.savez(project / "one.npz", X=np.ones((1, 2)), y=np.zeros(1))
     (project / "notazip.npz").write_bytes(b"this is not a zip file")
@@ -105,6 +107,7 @@ def test_bad_data_on_the_command_line_leaves_no_run(project: Path) -> None:
     assert all_runs(project) == []
 
 
+@pytest.mark.slow  # a real sweep, then `python -m gdexp` three times
 def test_corrupt_journal_is_refused_and_left_as_it_was(make_cfg, project: Path) -> None:
     overrides = ["+sweep=lr", "sweep.n_trials=2", "train.epochs=1"]
     sweep.run(make_cfg(*overrides), overrides)
@@ -127,6 +130,7 @@ def test_corrupt_journal_is_refused_and_left_as_it_was(make_cfg, project: Path) 
     assert len([t for t in study.get_trials() if sweep.counted(t)]) == 3
 
 
+@pytest.mark.slow  # two sweep processes at once
 def test_two_sweeps_at_once_into_one_store_and_one_storage(project: Path) -> None:
     env = child_env()
     shared = project / "sweeps" / "shared.journal"

@@ -7,6 +7,7 @@ diverges above. The runs here go through the real pipeline (`data=file`, `train.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -32,12 +33,15 @@ def quadratic(make_cfg: Callable[..., DictConfig], project: Path, seed: int, d: 
     np.savez(project / f"q{seed}.npz", X=X, y=y)
     base = ["data=file", f"data.path=q{seed}.npz", "data.task=regression", "model.hidden_layers=0", "gd=batch",
             "optim=sgd", "train.dtype=float64", "tracking.enabled=false"]
-    data = load(make_cfg(*base).data, "float64")
+    cfg = make_cfg(*base)
+    data = load(cfg.data, "float64")
     Xt = np.c_[data.X_train, np.ones(len(data.X_train))]
     L = float(np.linalg.eigvalsh(Xt.T @ Xt / len(Xt))[-1])
 
     def run(k: float, epochs: int = 50) -> train.History:
-        return train.run(make_cfg(*base, f"optim.lr={k / L!r}", f"train.epochs={epochs}"), [])
+        step = copy.deepcopy(cfg)  # set as the schema types them; one composition for all the steps
+        step.optim.lr, step.train.epochs = k / L, epochs
+        return train.run(step, [])
 
     return run, L
 

@@ -4,6 +4,8 @@ Each config group option (`conf/optim/sgd.yaml`, ...) names its schema first in 
 (`- sgd_schema`), so Hydra refuses a key that is not here and a value of the wrong type while it
 composes; the YAML files keep the defaults and a comment per key. What a type cannot say (a learning
 rate > 0, one of three activations) is the `check` in each field's metadata, which `validate` applies.
+Field lines repeat from class to class (`eps: float = num(low=0.0, low_open=True)` in three optimizers):
+each is one key, written where its group's keys are listed in order; a shared base class would move it.
 """
 
 from __future__ import annotations

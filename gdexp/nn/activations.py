@@ -11,7 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ACTIVATIONS", "Activation", "ReLU", "Sigmoid", "Tanh"]
+__all__ = ["ACTIVATIONS", "Activation", "ReLU", "Sigmoid", "Tanh", "sigmoid_in_place"]
+
+
+def sigmoid_in_place(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^−z) written into `z`, which it returns; exp overflow for very negative z gives 1/inf = 0,
+    the right limit. The hidden layers' sigmoid and the binary cross-entropy's output both use it."""
+    with np.errstate(over="ignore"):
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+    z += 1
+    return np.reciprocal(z, out=z)
 
 
 class Activation:
@@ -47,12 +57,7 @@ class Sigmoid(Activation):
     name = "sigmoid"
 
     def forward(self, z: np.ndarray) -> np.ndarray:
-        # 1 / (1 + e^-z); exp overflow for very negative z gives 1/inf = 0, the right limit.
-        with np.errstate(over="ignore"):
-            np.negative(z, out=z)
-            np.exp(z, out=z)
-        z += 1
-        return np.reciprocal(z, out=z)
+        return sigmoid_in_place(z)
 
     def backward(self, a: np.ndarray, grad: np.ndarray) -> np.ndarray:
         grad *= a

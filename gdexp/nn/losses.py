@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gdexp.nn.activations import sigmoid_in_place
+
 __all__ = ["LOSSES", "BinaryCrossEntropy", "Loss", "MeanSquaredError", "SoftmaxCrossEntropy"]
 
 
@@ -81,11 +83,7 @@ class BinaryCrossEntropy(Loss):
         m = len(z)
         correct = int(np.count_nonzero((z > 0) == (y > 0.5)))
         loss = float(np.mean(np.logaddexp(0, z) - y * z))
-        with np.errstate(over="ignore"):
-            np.negative(z, out=z)
-            np.exp(z, out=z)
-        z += 1
-        np.reciprocal(z, out=z)  # p
+        sigmoid_in_place(z)  # p
         z -= y
         z /= m
         return loss, correct

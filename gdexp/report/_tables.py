@@ -171,24 +171,21 @@ def latex(report: Report, table: pd.DataFrame, best: pd.DataFrame, recommended: 
     def esc(text: str) -> str:
         return tabulate([[text]], tablefmt="latex").splitlines()[2].removesuffix("\\\\").strip()
 
-    label = re.sub(r"[^A-Za-z0-9]+", "-", report.name)
+    def environment(frame: pd.DataFrame, text: str, kind: str, showindex: str | bool = False) -> list[str]:
+        """One booktabs table in a floating `table` with its caption and the label tab:<kind>-<sweep>."""
+        label = re.sub(r"[^A-Za-z0-9]+", "-", report.name)
+        return ["\\begin{table}[htbp]", "\\centering", "\\small",
+                tabulate(frame, headers="keys", tablefmt="latex_booktabs", showindex=showindex, disable_numparse=True),
+                f"\\caption{{{text}}}", f"\\label{{tab:{kind}-{label}}}", "\\end{table}", ""]
+
     reasons = " ".join(f"{v}: {r}." for v, r in zip(recommended["GD variant"], recommended["reason"], strict=True))
     return "\n".join([
         "% needs \\usepackage{booktabs}",
-        "\\begin{table}[htbp]", "\\centering", "\\small",
-        tabulate(table, headers="keys", tablefmt="latex_booktabs", disable_numparse=True),
-        f"\\caption{{{' '.join(esc(line) for line in caption(report))}}}",
-        f"\\label{{tab:regimes-{label}}}", "\\end{table}", "",
-        "\\begin{table}[htbp]", "\\centering", "\\small",
-        tabulate(best.drop(columns="run"), headers="keys", tablefmt="latex_booktabs", showindex=False,
-                 disable_numparse=True),
-        f"\\caption{{Best run per GD variant, sweep {esc(report.name)}.}}",
-        f"\\label{{tab:best-{label}}}", "\\end{table}", "",
-        "\\begin{table}[htbp]", "\\centering", "\\small",
-        tabulate(recommended.drop(columns="reason"), headers="keys", tablefmt="latex_booktabs", showindex=False,
-                 disable_numparse=True),
-        f"\\caption{{Recommended learning rate per GD variant, sweep {esc(report.name)}: {esc(reasons)}}}",
-        f"\\label{{tab:recommended-{label}}}", "\\end{table}", "",
+        *environment(table, " ".join(esc(line) for line in caption(report)), "regimes", showindex="default"),
+        *environment(best.drop(columns="run"), f"Best run per GD variant, sweep {esc(report.name)}.", "best"),
+        *environment(recommended.drop(columns="reason"),
+                     f"Recommended learning rate per GD variant, sweep {esc(report.name)}: {esc(reasons)}",
+                     "recommended"),
     ])
 
 
