@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+CLIENT_PORT = 10001  # Ray Client's usual port: free in a namespace of the cluster's own
 
 
 class RayCluster:
@@ -41,7 +42,8 @@ class RayCluster:
         if not line:
             raise RuntimeError(f"the Ray test cluster did not start (exit code {self.proc.wait()})")
         info = json.loads(line)
-        self.address: str = info["address"]
+        self.address: str = info["address"]  # the head's GCS, host:port
+        self.client: str = info["client"]  # its Ray Client server, ray://host:port
         self.head, *others = info["nodes"]
         self.node: str | None = others[0] if others else None
 
@@ -90,11 +92,13 @@ def _descendants(pid: int) -> set[int]:
 def _serve(temp_dir: str, cpus: list[int]) -> None:
     from ray.cluster_utils import Cluster
 
-    args: dict[str, Any] = {"num_cpus": cpus[0], "include_dashboard": False, "temp_dir": temp_dir}
+    args: dict[str, Any] = {"num_cpus": cpus[0], "include_dashboard": False, "temp_dir": temp_dir,
+                            "ray_client_server_port": CLIENT_PORT}
     cluster = Cluster(initialize_head=True, head_node_args=args)
     nodes = [cluster.head_node, *(cluster.add_node(num_cpus=n, temp_dir=temp_dir) for n in cpus[1:])]
     cluster.wait_for_nodes()
-    print(json.dumps({"address": cluster.address, "nodes": [n.node_id for n in nodes]}), flush=True)
+    print(json.dumps({"address": cluster.address, "client": f"ray://127.0.0.1:{CLIENT_PORT}",
+                      "nodes": [n.node_id for n in nodes]}), flush=True)
     try:
         for line in sys.stdin:
             if line.strip() == "kill":

@@ -48,10 +48,11 @@ class Cluster:
         up = self.ray.command(sys.executable, "-c", f"from gdexp.ui import wait_until_up; wait_until_up({self.url!r})")
         subprocess.run(up, env=child_env(), check=True, timeout=120)
 
-    def sweep(self, *args: str) -> list[str]:
-        """`python -m gdexp +sweep=lr` on this cluster with two workers, recorded by its server."""
+    def sweep(self, *args: str, address: str | None = None) -> list[str]:
+        """`python -m gdexp +sweep=lr` on this cluster (at the head's address unless told) with two workers,
+        recorded by its server."""
         return self.ray.command(sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.launcher=ray",
-                                f"sweep.ray.address={self.ray.address}", "sweep.n_workers=2",
+                                f"sweep.ray.address={address or self.ray.address}", "sweep.n_workers=2",
                                 f"tracking.uri={self.url}", *args)
 
     def runs(self, experiment: str) -> list:
@@ -99,15 +100,17 @@ def assert_exact(c: Cluster, s: optuna.Study, experiment: str, n: int) -> list:
     return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
-@pytest.mark.parametrize("storage", ["journal", "postgresql"])
+@pytest.mark.parametrize(("storage", "client"), [("journal", False), ("postgresql", False), ("journal", True)])
 def test_two_workers_on_two_nodes_exact_totals(cluster: Cluster, tmp_path: Path, experiment: str,
-                                               storage: str) -> None:
+                                               storage: str, client: bool) -> None:
+    """On a journal and on PostgreSQL, through the head's address or through Ray Client (ray://)."""
     name = f"ray-{storage}-{uuid.uuid4().hex[:6]}"
     url = str(tmp_path / "sweeps" / name / "study.journal") if storage == "journal" else PG_SOCKET
     extra = [f"sweep.storage='{PG_SOCKET}'"] if storage == "postgresql" else []
     try:
         result = run(cluster.sweep(f"sweep.name={name}", f"tracking.experiment={experiment}", "sweep.n_trials=6",
-                                   "train.epochs=6", *extra), tmp_path)
+                                   "train.epochs=6", *extra, address=cluster.ray.client if client else None),
+                     tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "6 of 6 trials" in result.stdout and "Traceback" not in result.stderr
         kids = assert_exact(cluster, study(url, name), experiment, 6)
