@@ -82,8 +82,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
         if not isinstance(exc, MlflowException):
             raise
+        again = ("; the sweep stopped, and a trial it cut short is not counted: run the same command again once "
+                 "the store answers" if cfg.get("sweep") is not None else "")
         print(f"gdexp: the MLflow store at tracking.uri={mask_secrets(cfg.tracking.uri)} failed "
-              f"(after MLflow's own bounded retries): {mask_secrets(str(exc).splitlines()[0][:500])}", file=sys.stderr)
+              f"(after MLflow's own bounded retries): {mask_secrets(str(exc).splitlines()[0][:500])}{again}",
+              file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as exc:
         again = " ".join(shlex.quote(str(mask_secrets(a))) for a in ["python", "-m", "gdexp", *sys.argv[1:]])

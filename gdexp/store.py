@@ -4,6 +4,8 @@ Every other module asks this one; none holds an `MlflowClient`. That keeps three
 - a write is never cut in half: each runs inside `stopping.shielded()`, so a Ctrl-C or SIGTERM that arrives
   during it is raised after it (a SQLite write lock left held would stall every other writer);
 - MLflow's per-call limits are respected: metrics in batches of 1,000, params in batches of 100;
+- a store found unreachable (MLflow's own retries spent) is not asked again by this process: every later call
+  raises that error at once, so a command that cannot record stops in seconds, not after minutes of retries;
 - a relative SQLite store (`sqlite:///mlruns/mlflow.db`) means the folder the command started in, and its
   artifacts live beside it (`mlruns/artifacts/<experiment>`).
 It imports no training code, so `gdexp.ui`, `gdexp.server` and `gdexp.report` start fast.
@@ -24,6 +26,7 @@ __all__ = [
     "DEFAULT_URI",
     "EXPERIMENT_KIND",
     "create_run",
+    "down",
     "end_run",
     "ensure_experiment",
     "experiment_names",
@@ -43,6 +46,7 @@ __all__ = [
     "set_tags",
     "sqlite_path",
     "ui_command",
+    "unreachable",
 ]
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # tracking.uri's default (conf/tracking/mlflow.yaml)
@@ -69,10 +73,13 @@ def _client(uri: str) -> Any:
     working folder."""
     path = sqlite_path(uri)
     if path is not None and not path.is_absolute():
-        path = path.resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{path}"
-    return _cached_client(uri)
+        path.resolve().parent.mkdir(parents=True, exist_ok=True)
+    return _cached_client(_absolute(uri))
+
+
+def _absolute(uri: str) -> str:
+    path = sqlite_path(uri)
+    return f"sqlite:///{path.resolve()}" if path is not None and not path.is_absolute() else uri
 
 
 @functools.cache
@@ -82,7 +89,52 @@ def _cached_client(uri: str) -> Any:
     # MLflow prints "View run ... / View experiment ..." at every run's end on a tracking server: two lines
     # per trial under a sweep's progress bar, with any password of the URL. gdexp's summary gives the address.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    return MlflowClient(tracking_uri=uri)
+    return _Guarded(uri, MlflowClient(tracking_uri=uri))
+
+
+_down: dict[str, BaseException] = {}  # tracking URI -> the error that found it unreachable
+
+
+def down(uri: str) -> bool:
+    """Has a call of this process found the store at `uri` unreachable?"""
+    return _absolute(uri) in _down
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Is `exc` the tracking store being out of reach (or the error that found it so), rather than a bad request?
+
+    A tracking server that does not answer, after MLflow's retries, raises "API request to ... failed"; a
+    database store that cannot be opened or reached raises with error code TEMPORARILY_UNAVAILABLE."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    if any(exc is seen for seen in _down.values()):
+        return True
+    return isinstance(exc, MlflowException) and not isinstance(exc, RestException) and (
+        str(exc).startswith("API request to") or exc.error_code == "TEMPORARILY_UNAVAILABLE")
+
+
+class _Guarded:
+    """An MlflowClient that, once a call found its store unreachable, raises that error for every later call."""
+
+    def __init__(self, uri: str, client: Any) -> None:
+        self._uri, self._client = uri, client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._uri in _down:
+                raise _down[self._uri]
+            try:
+                return attr(*args, **kwargs)
+            except Exception as exc:
+                if unreachable(exc):
+                    _down[self._uri] = exc
+                raise
+
+        return call
 
 
 def metric(key: str, value: float, step: int, timestamp: int) -> Any:

@@ -1,0 +1,105 @@
+"""Outside systems that go away or were never there: a tracking server killed mid-sweep, storages and tracking
+stores that cannot be reached or created, a port in use. Real processes and servers, each on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from gdexp import sweep
+from gdexp.ui import command, free_port, wait_until_up
+from tests.conftest import child_env, mlflow_client
+
+pytestmark = pytest.mark.slow
+
+FEW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def start_mlflow(db: Path, port: int) -> subprocess.Popen[bytes]:
+    """`mlflow server` on a SQLite file, in a process group of its own (killed whole)."""
+    proc = subprocess.Popen(command(f"sqlite:///{db}", port=port, artifacts=(db.parent / "artifacts").as_uri()),
+                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    wait_until_up(f"http://127.0.0.1:{port}", proc, timeout=120)
+    return proc
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def journal_study(project: Path, name: str = "lr") -> optuna.Study | None:
+    from optuna.storages.journal import JournalFileBackend
+
+    path = project / "sweeps" / name / "study.journal"
+    try:
+        return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(
+            JournalFileBackend(str(path))))
+    except (KeyError, FileNotFoundError):
+        return None
+
+
+def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_mlflow(tmp_path / "server.db", port)
+    args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=12", "train.epochs=30", "sweep.pruner=none",
+            "tracking.flush_every_s=0", f"tracking.uri={url}"]  # a write every epoch: the kill lands mid-trial
+    proc = subprocess.Popen(args, cwd=project, env=child_env(FEW_RETRIES), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            study = journal_study(project)
+            trials = study.get_trials(deepcopy=False) if study is not None else []
+            if sum(map(sweep.counted, trials)) >= 3 and any(
+                    t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs for t in trials):
+                break
+            time.sleep(0.1)
+        kill_group(server)
+        killed = time.monotonic()
+        _, err = proc.communicate(timeout=300)
+        stopped_s = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(f"the sweep stopped {stopped_s:.1f} s after the server was killed:\n{err}")
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    named = [line for line in err.splitlines() if f"tracking.uri={url}" in line]
+    assert len(named) == 1 and "run the same command again" in named[0], err
+    study = journal_study(project)
+    assert study is not None
+    trials = study.get_trials()
+    done = [t for t in trials if sweep.counted(t)]
+    lost = [t for t in trials if not sweep.counted(t)]
+    assert 3 <= len(done) < 12 and all(t.state != optuna.trial.TrialState.FAIL for t in done), "no trial burnt"
+    assert len(lost) == 1 and "store_failed" in lost[0].user_attrs, [t.user_attrs for t in lost]
+
+    server = start_mlflow(tmp_path / "server.db", port)  # back, on the same port
+    try:
+        again = subprocess.run(args, cwd=project, env=child_env(FEW_RETRIES), capture_output=True, text=True,
+                               timeout=300, check=False)
+        assert again.returncode == 0, again.stderr
+        client = mlflow_client(url)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    finally:
+        kill_group(server)
+    trials = journal_study(project).get_trials()  # type: ignore[union-attr]
+    done = [t for t in trials if sweep.counted(t)]
+    assert len(done) == 12 and sorted(t.number for t in trials if t.state.name == "COMPLETE") == \
+        sorted(t.number for t in done), "exact totals: 12 counted trials, all complete"
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == [], "no run left RUNNING"
+    parents = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    by_id = {r.info.run_id: r for r in runs}
+    assert all(by_id[t.user_attrs["mlflow_run_id"]].info.status == "FINISHED" for t in done)
+    cut = lost[0].user_attrs.get("mlflow_run_id")
+    assert cut is not None and by_id[cut].info.status == "FAILED", "the run the outage cut is ended by the rerun"
