@@ -6,12 +6,14 @@ validation and training; the others break a study journal and run two sweeps int
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import optuna
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -121,6 +123,35 @@ def test_corrupt_journal_is_refused_and_left_as_it_was(make_cfg, project: Path) 
     assert result.returncode == 2 and "cut-off record" in result.stderr and "Traceback" not in result.stderr
     assert journal.read_bytes() == good[: len(good) - 7]
     journal.write_bytes(good)  # as the message says: with the incomplete line gone, the study goes on
+    result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides))[0])
+    assert len([t for t in study.get_trials() if sweep.counted(t)]) == 3
+
+
+@pytest.mark.slow
+def test_a_journal_with_garbage_after_a_cut_record_is_refused_untouched_and_the_printed_step_keeps_the_rest(
+        make_cfg, project: Path) -> None:
+    """Optuna alone would skip the garbage line and append after it, making the file unreadable. (The study is
+    made by a command that ended: the trial whose last record is cut looks RUNNING, and its process is gone.)"""
+    overrides = ["+sweep=lr", "sweep.n_trials=2", "train.epochs=1"]
+    assert gdexp(*overrides, cwd=project).returncode == 0
+    folder = project / "sweeps" / "lr"
+    journal = folder / "study.journal"
+    good = journal.read_bytes()
+    last = good.rstrip(b"\n").rfind(b"\n") + 1  # where the last record starts
+    broken = good[: len(good) - 7] + b"\x00#garbage]]\n"  # the last record cut, then garbage and a newline
+    journal.write_bytes(broken)
+    before = (sorted(p.name for p in folder.iterdir()), journal.stat().st_mtime_ns)
+    result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert journal.read_bytes() == broken and (sorted(p.name for p in folder.iterdir()), journal.stat().st_mtime_ns) \
+        == before, "nothing written: not the journal, not a lock, not a file beside it"
+    step = re.search(r"run: (.*?)   then", result.stderr)
+    assert step is not None and f"truncate -s {last} " in step.group(1), result.stderr
+    subprocess.run(step.group(1), shell=True, cwd=project, check=True)  # the step, as printed
+    assert journal.read_bytes() == good[:last] and (folder / "study.journal.broken").read_bytes() == broken
     result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides))[0])
