@@ -179,3 +179,31 @@ def test_two_sweeps_at_once_into_one_store_and_one_storage(project: Path) -> Non
         assert {r.info.run_id for r in kids} == {t.user_attrs["mlflow_run_id"] for t in trials}
         assert {r.data.tags["optuna.study"] for r in kids} == {name}
         assert {r.data.params["gd.variant"] for r in kids} == {"batch" if name == "b" else "minibatch"}
+
+
+@pytest.mark.slow
+def test_two_commands_joining_one_study_at_once_never_suggest_the_same_point(project: Path) -> None:
+    """Both start on an empty journal at the same moment: both see no trials, and one seed per process would
+    make their suggestions (and so their results) the same."""
+    args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=12", "train.epochs=3", "sweep.pruner=none"]
+    procs = [subprocess.Popen(args, cwd=project, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": None, "name": "lr"}}))[0]
+    trials = [t for t in optuna.load_study(study_name="lr", storage=storage).get_trials() if sweep.counted(t)]
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both commands ran trials of the one study"
+    points = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(trials) >= 12 and len(set(points)) == len(points), points
+
+
+def test_one_process_suggests_the_same_points_for_the_same_config_and_seed(make_cfg) -> None:
+    """Per-trial seeds keep a sweep reproducible: two studies of one config, one after the other, match."""
+    studies = []
+    for name in ("first", "second"):
+        overrides = ["+sweep=lr", f"sweep.name={name}", "sweep.n_trials=4", "train.epochs=1",
+                     "tracking.artifacts=false"]
+        sweep.run(make_cfg(*overrides), overrides)
+        storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": None, "name": name}}))[0]
+        studies.append([t.params for t in optuna.load_study(study_name=name, storage=storage).get_trials()])
+    assert studies[0] == studies[1] and len({tuple(p.values()) for p in studies[0]}) == 4

@@ -10,7 +10,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import optuna
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
@@ -19,7 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 from gdexp import stopping, store, train
 from gdexp.config import mask_secrets, validate
 from gdexp.sweep._labels import unlabelled
-from gdexp.sweep._space import make_pruner, make_sampler, suggest, trial_config, validate_sweep
+from gdexp.sweep._samplers import make_sampler
+from gdexp.sweep._space import make_pruner, suggest, trial_config, validate_sweep
 from gdexp.sweep._storage import open_storage
 from gdexp.sweep._trials import (
     Pruning,
@@ -48,20 +48,11 @@ class Sweep:
         self.parent_run_id = parent_run_id
         self._held = False
         self._store_error: BaseException | None = None  # the tracking store was unreachable: stop, count nothing
-        existing = self._load(optuna.samplers.RandomSampler())
-        n_existing = len(existing.get_trials(deepcopy=False)) if existing else 0
-        seed = int(np.random.SeedSequence([cfg.train.seed, n_existing, worker]).generate_state(1)[0] % (2**31))
-        self.study = optuna.create_study(
+        self.study = optuna.create_study(  # seeded per trial: processes sharing the study draw apart (_samplers.py)
             study_name=cfg.sweep.name, storage=self.storage, direction=cfg.sweep.direction,
-            sampler=make_sampler(cfg.sweep.sampler, seed, self.space), pruner=make_pruner(cfg.sweep.pruner),
-            load_if_exists=True,
+            sampler=make_sampler(cfg.sweep.sampler, cfg.train.seed, self.space),
+            pruner=make_pruner(cfg.sweep.pruner), load_if_exists=True,
         )
-
-    def _load(self, sampler: optuna.samplers.BaseSampler) -> optuna.Study | None:
-        try:
-            return optuna.load_study(study_name=self.cfg.sweep.name, storage=self.storage, sampler=sampler)
-        except KeyError:
-            return None
 
     # ------------------------------------------------------------------------ trial configuration
     # --------------------------------------------------------------------------------- objective
