@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gdexp import stopping
+from gdexp import reach, stopping
 from gdexp.config import CONFIG_DIR, ConfigError, mask_secrets, validate
 from gdexp.config._errors import explain
 
@@ -65,6 +65,9 @@ def single(cfg: DictConfig) -> float:
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         validate(cfg)
+        problem = reach.tracking_store(cfg.tracking.uri) if cfg.tracking.enabled else None
+        if problem is not None:  # before MLflow's two minutes of retries, and before anything is written
+            raise ConfigError(f"tracking.uri={mask_secrets(cfg.tracking.uri)} cannot be used: {mask_secrets(problem)}")
         if cfg.get("sweep") is not None:
             from gdexp import sweep
 

@@ -103,3 +103,40 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
     assert all(by_id[t.user_attrs["mlflow_run_id"]].info.status == "FINISHED" for t in done)
     cut = lost[0].user_attrs.get("mlflow_run_id")
     assert cut is not None and by_id[cut].info.status == "FAILED", "the run the outage cut is ended by the rerun"
+
+
+STORES = {  # key=value -> words the one line must hold
+    "sweep.storage=postgresql://postgres@127.0.0.1:1/x": "Connection refused",
+    "sweep.storage=postgresql://postgres@127.0.0.1:5432/gdexp_no_such_database": "does not exist",
+    "sweep.storage=redis://127.0.0.1:1/0": "Connection refused",
+    "sweep.storage=redis://127.0.0.1:6379/99": "DB index is out of range",
+    "tracking.uri=sqlite:///{tmp}/a_folder.db": "is a folder",
+    "tracking.uri=sqlite:////proc/gdexp/mlflow.db": "no file can be created in /proc",
+    "tracking.uri=sqlite:///{tmp}/read_only/mlruns/mlflow.db": "Read-only file system",
+}
+
+
+@pytest.mark.parametrize("setting", list(STORES))
+def test_a_store_that_cannot_be_reached_or_created_fails_fast_in_one_line(project: Path, tmp_path: Path,
+                                                                          setting: str) -> None:
+    """A refused port, a missing database, a folder where the file goes, /proc, a read-only file system (a
+    read-only tmpfs mounted in a mount namespace of the command's own: root writes through a mode of 555)."""
+    setting = setting.format(tmp=tmp_path)
+    (tmp_path / "a_folder.db").mkdir()
+    (tmp_path / "read_only").mkdir()
+    cmd = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=1", "train.epochs=1", setting]
+    if "read_only" in setting:
+        cmd = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o ro none "$0" && exec "$@"', str(tmp_path / "read_only"),
+               *cmd]
+    began = time.monotonic()
+    result = subprocess.run(cmd, cwd=project, env=child_env(), capture_output=True, text=True, timeout=120,
+                            check=False)
+    took = time.monotonic() - began
+    key = setting.split("=", 1)[0]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{setting} cannot be used" in lines[0] and key in lines[0], result.stderr
+    assert STORES[setting.replace(str(tmp_path), "{tmp}")] in lines[0], lines[0]
+    assert took < 30, f"{took:.1f} s"
+    assert not (project / "sweeps" / "lr").exists() and not (tmp_path / "read_only" / "mlruns").exists()
+

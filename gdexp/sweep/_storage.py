@@ -10,7 +10,8 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig
 
-from gdexp.config import database_url, mask_secrets
+from gdexp import reach
+from gdexp.config import ConfigError, database_url, mask_secrets
 from gdexp.sweep._journal import open_journal
 from gdexp.sweep._trials import EndStaleRun
 
@@ -23,7 +24,12 @@ def open_storage(cfg: DictConfig) -> tuple[optuna.storages.BaseStorage, str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         return open_journal(path), str(path)
     spec = str(spec)
-    if spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres", "mysql", "sqlite"):
+    database = spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres", "mysql", "sqlite")
+    if database or spec.startswith("redis://"):  # unreachable, missing: one line now, not a traceback later
+        problem = reach.database(database_url(spec)) if database else reach.redis(spec)
+        if problem is not None:
+            raise ConfigError(f"sweep.storage={mask_secrets(spec)} cannot be used: {mask_secrets(problem)}")
+    if database:
         hb = int(cfg.sweep.heartbeat_s)
         with _schema_lock(database_url(spec)):  # RDBStorage creates Optuna's tables when it is constructed
             storage = optuna.storages.RDBStorage(
