@@ -140,3 +140,37 @@ def test_a_store_that_cannot_be_reached_or_created_fails_fast_in_one_line(projec
     assert took < 30, f"{took:.1f} s"
     assert not (project / "sweeps" / "lr").exists() and not (tmp_path / "read_only" / "mlruns").exists()
 
+
+def test_a_port_in_use_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
+    """Before the server starts (its store's migrations come first, and `/health` might be answered by the
+    process that holds the port)."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        began = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "gdexp.server", "--backend-store-uri",
+                                 f"sqlite:///{tmp_path / 'server.db'}", "--port", str(port)],
+                                env=child_env(), capture_output=True, text=True, timeout=120, check=False)
+        took = time.monotonic() - began
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and f"port {port} is in use" in lines[0], result.stderr
+    assert took < 30 and not (tmp_path / "server.db").exists()
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.6, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0])
+def test_ctrl_c_at_any_moment_of_a_sweeps_start_prints_no_traceback(project: Path, delay: float) -> None:
+    """Imports, Hydra's composition and job set-up, the storage, the parent run, the first trial."""
+    from tests.conftest import default_sigint
+
+    proc = subprocess.Popen([sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=2", "train.epochs=2"],
+                            cwd=project, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err and "Error" not in err, err
+    assert proc.returncode in (130, 0), (proc.returncode, err)  # 0: the sweep had already ended
+    assert proc.returncode == 0 or "interrupted" in err, err
