@@ -22,32 +22,10 @@ from typing import Any
 
 from gdexp import stopping
 
-__all__ = [
-    "DEFAULT_URI",
-    "EXPERIMENT_KIND",
-    "create_run",
-    "down",
-    "end_run",
-    "ensure_experiment",
-    "experiment_names",
-    "find_experiment",
-    "get_run",
-    "local_store_missing",
-    "log_artifacts",
-    "log_config",
-    "log_metrics",
-    "log_params",
-    "metric",
-    "metric_histories",
-    "metric_points",
-    "reopen_run",
-    "search_runs",
-    "set_experiment_tag",
-    "set_tags",
-    "sqlite_path",
-    "ui_command",
-    "unreachable",
-]
+__all__ = ["DEFAULT_URI", "EXPERIMENT_KIND", "create_run", "down", "end_run", "ensure_experiment",
+           "experiment_names", "find_experiment", "get_run", "local_store_missing", "log_artifacts", "log_config",
+           "log_metrics", "log_params", "metric", "metric_histories", "metric_points", "reopen_run", "search_runs",
+           "set_experiment_tag", "set_tags", "sqlite_path", "ui_command", "unreachable"]
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # tracking.uri's default (conf/tracking/mlflow.yaml)
 MAX_METRICS_PER_CALL = 1000  # MLflow's limit for one log_batch
