@@ -14,6 +14,7 @@ It imports no training code, so `gdexp.ui`, `gdexp.server` and `gdexp.report` st
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,9 @@ def _cached_client(uri: str) -> Any:
     # MLflow prints "View run ... / View experiment ..." at every run's end on a tracking server: two lines
     # per trial under a sweep's progress bar, with any password of the URL. gdexp's summary gives the address.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # An asynchronous write that fails is logged by MLflow's queue, one line per batch, and raised again when the
+    # run's writes are waited for (`log_metrics`' operations): gdexp says it once, there.
+    logging.getLogger("mlflow.utils.async_logging.async_logging_queue").setLevel(logging.CRITICAL)
     return _Guarded(uri, MlflowClient(tracking_uri=uri))
 
 
@@ -81,14 +85,18 @@ def down(uri: str) -> bool:
 def unreachable(exc: BaseException) -> bool:
     """Is `exc` the tracking store being out of reach (or the error that found it so), rather than a bad request?
 
-    A tracking server that does not answer, after MLflow's retries, raises "API request to ... failed"; a
-    database store that cannot be opened or reached raises with error code TEMPORARILY_UNAVAILABLE."""
+    A tracking server that does not answer, after MLflow's retries, raises "API request to ... failed" (an
+    asynchronous write: "The following failures occurred ..." around that); a database store that cannot be
+    opened or reached raises with error code TEMPORARILY_UNAVAILABLE."""
     from mlflow.exceptions import MlflowException, RestException
 
     if any(exc is seen for seen in _down.values()):
         return True
+    text = str(exc)
+    asynchronous = text.startswith("The following failures occurred while performing one or more async")
     return isinstance(exc, MlflowException) and not isinstance(exc, RestException) and (
-        str(exc).startswith("API request to") or exc.error_code == "TEMPORARILY_UNAVAILABLE")
+        text.startswith("API request to") or (asynchronous and "API request to" in text)
+        or exc.error_code == "TEMPORARILY_UNAVAILABLE")
 
 
 class _Guarded:

@@ -47,12 +47,17 @@ def journal_study(project: Path, name: str = "lr") -> optuna.Study | None:
         return None
 
 
-def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path, tmp_path: Path,
+                                                                   workers: int) -> None:
+    """Killed after 3 counted trials, with a trial's run open: stop in one line (MLflow retries twice here),
+    count no trial the outage cut; back on the same port, the same command ends what it left RUNNING."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = start_mlflow(tmp_path / "server.db", port)
     args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=12", "train.epochs=30", "sweep.pruner=none",
-            "tracking.flush_every_s=0", f"tracking.uri={url}"]  # a write every epoch: the kill lands mid-trial
+            f"sweep.n_workers={workers}", "tracking.flush_every_s=0",  # a write every epoch: the kill lands mid-trial
+            f"tracking.uri={url}"]
     proc = subprocess.Popen(args, cwd=project, env=child_env(FEW_RETRIES), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -75,13 +80,16 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
     assert proc.returncode == 1 and "Traceback" not in err, err
     named = [line for line in err.splitlines() if f"tracking.uri={url}" in line]
     assert len(named) == 1 and "run the same command again" in named[0], err
+    assert [line for line in err.splitlines() if not line.startswith("sweep lr: ")] == named, "one line, no more"
     study = journal_study(project)
     assert study is not None
     trials = study.get_trials()
     done = [t for t in trials if sweep.counted(t)]
     lost = [t for t in trials if not sweep.counted(t)]
     assert 3 <= len(done) < 12 and all(t.state != optuna.trial.TrialState.FAIL for t in done), "no trial burnt"
-    assert len(lost) == 1 and "store_failed" in lost[0].user_attrs, [t.user_attrs for t in lost]
+    assert 1 <= len(lost) <= workers and any("store_failed" in t.user_attrs for t in lost), \
+        [t.user_attrs for t in lost]
+    assert all("store_failed" in t.user_attrs or "interrupted" in t.user_attrs for t in lost)
 
     server = start_mlflow(tmp_path / "server.db", port)  # back, on the same port
     try:
@@ -101,8 +109,8 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     by_id = {r.info.run_id: r for r in runs}
     assert all(by_id[t.user_attrs["mlflow_run_id"]].info.status == "FINISHED" for t in done)
-    cut = lost[0].user_attrs.get("mlflow_run_id")
-    assert cut is not None and by_id[cut].info.status == "FAILED", "the run the outage cut is ended by the rerun"
+    cut = [by_id[t.user_attrs["mlflow_run_id"]].info.status for t in lost if "mlflow_run_id" in t.user_attrs]
+    assert cut and set(cut) <= {"FAILED", "KILLED"}, "the runs the outage cut are ended (by the rerun if need be)"
 
 
 STORES = {  # key=value -> words the one line must hold
