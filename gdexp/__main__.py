@@ -5,7 +5,13 @@ A config error ends the command with one line naming the key (exit code 2), befo
 loaded or any MLflow run exists; Ctrl-C ends it with exit code 130, SIGTERM with 143, after the runs are closed.
 """
 
+# ruff: noqa: E402 -- the imports come after stopping.exit_at_once(): an import cut by Ctrl-C prints a traceback
+
 from __future__ import annotations
+
+from gdexp import stopping
+
+stopping.exit_at_once()  # Ctrl-C during the imports below: nothing is open yet, so end at once, quietly
 
 import logging
 import math
@@ -18,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gdexp import stopping
+from gdexp import reach
 from gdexp.config import CONFIG_DIR, ConfigError, mask_secrets, validate
 from gdexp.config._errors import explain
 
@@ -65,6 +71,9 @@ def single(cfg: DictConfig) -> float:
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         validate(cfg)
+        problem = reach.tracking_store(cfg.tracking.uri) if cfg.tracking.enabled else None
+        if problem is not None:  # before MLflow's two minutes of retries, and before anything is written
+            raise ConfigError(f"tracking.uri={mask_secrets(cfg.tracking.uri)} cannot be used: {mask_secrets(problem)}")
         if cfg.get("sweep") is not None:
             from gdexp import sweep
 
@@ -82,8 +91,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
         if not isinstance(exc, MlflowException):
             raise
+        again = ("; the sweep stopped, and a trial it cut short is not counted: run the same command again once "
+                 "the store answers" if cfg.get("sweep") is not None else "")
         print(f"gdexp: the MLflow store at tracking.uri={mask_secrets(cfg.tracking.uri)} failed "
-              f"(after MLflow's own bounded retries): {mask_secrets(str(exc).splitlines()[0][:500])}", file=sys.stderr)
+              f"(after MLflow's own bounded retries): {mask_secrets(str(exc).splitlines()[0][:500])}{again}",
+              file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as exc:
         again = " ".join(shlex.quote(str(mask_secrets(a))) for a in ["python", "-m", "gdexp", *sys.argv[1:]])
@@ -99,7 +111,14 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         _hydra_main()
+    except KeyboardInterrupt as exc:  # in Hydra's own set-up or close-out, around the job
+        print("gdexp: interrupted", file=sys.stderr)
+        sys.exit(stopping.exit_code(exc))
     except Exception as exc:
+        stop = stopping.requested()
+        if stop is not None:  # a library turned the Ctrl-C into an error of its own
+            print("gdexp: interrupted", file=sys.stderr)
+            sys.exit(stopping.exit_code(stop))
         explained = explain(exc, CONFIG_DIR)
         if explained is None:
             raise

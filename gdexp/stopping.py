@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import signal
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["Terminated", "exit_code", "install", "interruptible", "reclaim", "requested", "shielded",
+__all__ = ["Terminated", "exit_at_once", "exit_code", "install", "interruptible", "reclaim", "requested", "shielded",
            "spare_exit_collection"]
 
 
@@ -59,6 +60,20 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     _pending = signum
     if _shield == 0:
         _raise_pending()
+
+
+def exit_at_once() -> None:
+    """Until `install()`: Ctrl-C or SIGTERM ends the process at once, with one line and the shell's exit code.
+    For a command's imports, before it has opened or written anything: a KeyboardInterrupt raised inside an
+    import prints a traceback from the middle of a library."""
+
+    def end(received: int, frame: FrameType | None) -> None:
+        os.write(2, b"gdexp: interrupted while starting; nothing was done\n")
+        os._exit(128 + received)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, end)
 
 
 def install(*, once: bool = False) -> None:

@@ -4,6 +4,8 @@ Every other module asks this one; none holds an `MlflowClient`. That keeps three
 - a write is never cut in half: each runs inside `stopping.shielded()`, so a Ctrl-C or SIGTERM that arrives
   during it is raised after it (a SQLite write lock left held would stall every other writer);
 - MLflow's per-call limits are respected: metrics in batches of 1,000, params in batches of 100;
+- a store found unreachable (MLflow's own retries spent) is not asked again by this process: every later call
+  raises that error at once, so a command that cannot record stops in seconds, not after minutes of retries;
 - a relative SQLite store (`sqlite:///mlruns/mlflow.db`) means the folder the command started in, and its
   artifacts live beside it (`mlruns/artifacts/<experiment>`).
 It imports no training code, so `gdexp.ui`, `gdexp.server` and `gdexp.report` start fast.
@@ -12,6 +14,7 @@ It imports no training code, so `gdexp.ui`, `gdexp.server` and `gdexp.report` st
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,30 +23,10 @@ from typing import Any
 
 from gdexp import stopping
 
-__all__ = [
-    "DEFAULT_URI",
-    "EXPERIMENT_KIND",
-    "create_run",
-    "end_run",
-    "ensure_experiment",
-    "experiment_names",
-    "find_experiment",
-    "get_run",
-    "local_store_missing",
-    "log_artifacts",
-    "log_config",
-    "log_metrics",
-    "log_params",
-    "metric",
-    "metric_histories",
-    "metric_points",
-    "reopen_run",
-    "search_runs",
-    "set_experiment_tag",
-    "set_tags",
-    "sqlite_path",
-    "ui_command",
-]
+__all__ = ["DEFAULT_URI", "EXPERIMENT_KIND", "ask_again", "create_run", "down", "end_run", "ensure_experiment",
+           "experiment_names", "find_experiment", "get_run", "local_store_missing", "log_artifacts", "log_config",
+           "log_metrics", "log_params", "metric", "metric_histories", "metric_points", "reopen_run", "search_runs",
+           "set_experiment_tag", "set_tags", "sqlite_path", "ui_command", "unreachable"]
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # tracking.uri's default (conf/tracking/mlflow.yaml)
 MAX_METRICS_PER_CALL = 1000  # MLflow's limit for one log_batch
@@ -69,10 +52,13 @@ def _client(uri: str) -> Any:
     working folder."""
     path = sqlite_path(uri)
     if path is not None and not path.is_absolute():
-        path = path.resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{path}"
-    return _cached_client(uri)
+        path.resolve().parent.mkdir(parents=True, exist_ok=True)
+    return _cached_client(_absolute(uri))
+
+
+def _absolute(uri: str) -> str:
+    path = sqlite_path(uri)
+    return f"sqlite:///{path.resolve()}" if path is not None and not path.is_absolute() else uri
 
 
 @functools.cache
@@ -82,7 +68,64 @@ def _cached_client(uri: str) -> Any:
     # MLflow prints "View run ... / View experiment ..." at every run's end on a tracking server: two lines
     # per trial under a sweep's progress bar, with any password of the URL. gdexp's summary gives the address.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    return MlflowClient(tracking_uri=uri)
+    # An asynchronous write that fails is logged by MLflow's queue, one line per batch, and raised again when the
+    # run's writes are waited for (`log_metrics`' operations): gdexp says it once, there.
+    logging.getLogger("mlflow.utils.async_logging.async_logging_queue").setLevel(logging.CRITICAL)
+    return _Guarded(uri, MlflowClient(tracking_uri=uri))
+
+
+_down: dict[str, BaseException] = {}  # tracking URI -> the error that found it unreachable
+
+
+def down(uri: str) -> bool:
+    """Has a call of this process found the store at `uri` unreachable?"""
+    return _absolute(uri) in _down
+
+
+def ask_again() -> None:
+    """Forget the stores found unreachable: a process that outlives a command (a Ray worker) asks anew."""
+    _down.clear()
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Is `exc` the tracking store being out of reach (or the error that found it so), rather than a bad request?
+
+    A tracking server that does not answer, after MLflow's retries, raises "API request to ... failed" (an
+    asynchronous write: "The following failures occurred ..." around that); a database store that cannot be
+    opened or reached raises with error code TEMPORARILY_UNAVAILABLE."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    if any(exc is seen for seen in _down.values()):
+        return True
+    text = str(exc)
+    asynchronous = text.startswith("The following failures occurred while performing one or more async")
+    return isinstance(exc, MlflowException) and not isinstance(exc, RestException) and (
+        text.startswith("API request to") or (asynchronous and "API request to" in text)
+        or exc.error_code == "TEMPORARILY_UNAVAILABLE")
+
+
+class _Guarded:
+    """An MlflowClient that, once a call found its store unreachable, raises that error for every later call."""
+
+    def __init__(self, uri: str, client: Any) -> None:
+        self._uri, self._client = uri, client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._uri in _down:
+                raise _down[self._uri]
+            try:
+                return attr(*args, **kwargs)
+            except Exception as exc:
+                if unreachable(exc):
+                    _down[self._uri] = exc
+                raise
+
+        return call
 
 
 def metric(key: str, value: float, step: int, timestamp: int) -> Any:

@@ -26,7 +26,7 @@ from gdexp import stopping
 from gdexp.config import mask_secrets
 from gdexp.store import DEFAULT_URI, local_store_missing
 
-__all__ = ["command", "free_port", "main", "runs_table", "serve", "stop_group", "wait_until_up"]
+__all__ = ["command", "free_port", "main", "port_taken", "runs_table", "serve", "stop_group", "wait_until_up"]
 
 
 
@@ -47,6 +47,18 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def port_taken(host: str, port: int) -> str | None:
+    """Why a server could not listen on `port` of `host` (another one does), or None. Bound as a server binds
+    it (SO_REUSEADDR), so a port whose last connections are in TIME_WAIT counts as free."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def wait_until_up(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60.0) -> None:
@@ -81,8 +93,16 @@ def serve(cmd: Sequence[str], url: str, what: str, *, experiment: str | None = N
     until Ctrl-C or SIGTERM.
 
     The server runs in a process group of its own, which is stopped whole: `mlflow server` starts
-    uvicorn and job consumers that a signal to it alone leaves running."""
+    uvicorn and job consumers that a signal to it alone leaves running. A port that another process holds is
+    said in one line before anything starts: the server would find out only after its store's migrations, and
+    `/health` could be answered by whatever holds the port."""
     stopping.install()
+    address = urllib.parse.urlsplit(url)
+    held = port_taken(address.hostname or "127.0.0.1", address.port or 80)
+    if held is not None:
+        print(f"gdexp: cannot serve at {url}: port {address.port} is in use ({held}); stop what holds it, "
+              "or choose another with --port (--port 0 picks a free one)", file=sys.stderr)
+        return 1
     proc = subprocess.Popen(list(cmd), start_new_session=True)
     try:
         wait_until_up(url, proc)

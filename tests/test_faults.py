@@ -6,6 +6,7 @@ validation and training; the others break a study journal and run two sweeps int
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,35 @@ def test_corrupt_journal_is_refused_and_left_as_it_was(make_cfg, project: Path) 
     assert len([t for t in study.get_trials() if sweep.counted(t)]) == 3
 
 
+@pytest.mark.slow
+def test_a_journal_with_garbage_after_a_cut_record_is_refused_untouched_and_the_printed_step_keeps_the_rest(
+        make_cfg, project: Path) -> None:
+    """Optuna alone would skip the garbage line and append after it, making the file unreadable. (The study is
+    made by a command that ended: the trial whose last record is cut looks RUNNING, and its process is gone.)"""
+    overrides = ["+sweep=lr", "sweep.n_trials=2", "train.epochs=1"]
+    assert gdexp(*overrides, cwd=project).returncode == 0
+    folder = project / "sweeps" / "lr"
+    journal = folder / "study.journal"
+    good = journal.read_bytes()
+    last = good.rstrip(b"\n").rfind(b"\n") + 1  # where the last record starts
+    broken = good[: len(good) - 7] + b"\x00#garbage]]\n"  # the last record cut, then garbage and a newline
+    journal.write_bytes(broken)
+    before = (sorted(p.name for p in folder.iterdir()), journal.stat().st_mtime_ns)
+    result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert journal.read_bytes() == broken and (sorted(p.name for p in folder.iterdir()), journal.stat().st_mtime_ns) \
+        == before, "nothing written: not the journal, not a lock, not a file beside it"
+    step = re.search(r"run: (.*?)   then", result.stderr)
+    assert step is not None and f"truncate -s {last} " in step.group(1), result.stderr
+    subprocess.run(step.group(1), shell=True, cwd=project, check=True)  # the step, as printed
+    assert journal.read_bytes() == good[:last] and (folder / "study.journal.broken").read_bytes() == broken
+    result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides))[0])
+    assert len([t for t in study.get_trials() if sweep.counted(t)]) == 3
+
+
 @pytest.mark.slow  # two sweep processes at once
 def test_two_sweeps_at_once_into_one_store_and_one_storage(project: Path) -> None:
     env = child_env()
@@ -152,3 +182,31 @@ def test_two_sweeps_at_once_into_one_store_and_one_storage(project: Path) -> Non
         assert {r.info.run_id for r in kids} == {t.user_attrs["mlflow_run_id"] for t in trials}
         assert {r.data.tags["optuna.study"] for r in kids} == {name}
         assert {r.data.params["gd.variant"] for r in kids} == {"batch" if name == "b" else "minibatch"}
+
+
+@pytest.mark.slow
+def test_two_commands_joining_one_study_at_once_never_suggest_the_same_point(project: Path) -> None:
+    """Both start on an empty journal at the same moment: both see no trials, and one seed per process would
+    make their suggestions (and so their results) the same."""
+    args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=12", "train.epochs=3", "sweep.pruner=none"]
+    procs = [subprocess.Popen(args, cwd=project, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": None, "name": "lr"}}))[0]
+    trials = [t for t in optuna.load_study(study_name="lr", storage=storage).get_trials() if sweep.counted(t)]
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both commands ran trials of the one study"
+    points = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(trials) >= 12 and len(set(points)) == len(points), points
+
+
+def test_one_process_suggests_the_same_points_for_the_same_config_and_seed(make_cfg) -> None:
+    """Per-trial seeds keep a sweep reproducible: two studies of one config, one after the other, match."""
+    studies = []
+    for name in ("first", "second"):
+        overrides = ["+sweep=lr", f"sweep.name={name}", "sweep.n_trials=4", "train.epochs=1",
+                     "tracking.artifacts=false"]
+        sweep.run(make_cfg(*overrides), overrides)
+        storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": None, "name": name}}))[0]
+        studies.append([t.params for t in optuna.load_study(study_name=name, storage=storage).get_trials()])
+    assert studies[0] == studies[1] and len({tuple(p.values()) for p in studies[0]}) == 4

@@ -15,16 +15,18 @@ from gdexp.config import mask_secrets
 from gdexp.store import ui_command
 from gdexp.sweep._labels import relabel_siblings
 from gdexp.sweep._plots import study_plots
-from gdexp.sweep._trials import tally
+from gdexp.sweep._trials import end_left_runs, tally
 
 PARENT_ATTR = "mlflow_parent_run_id"
 
 
 def parent_run(cfg: DictConfig, study: optuna.Study) -> str:
-    """The sweep's MLflow parent run: created with the study, reopened (same id) when it resumes."""
+    """The sweep's MLflow parent run: created with the study, reopened (same id) when it resumes; a resumed
+    study's trials get the runs they left RUNNING ended first."""
     uri = cfg.tracking.uri
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
+        end_left_runs(uri, study)
         store.reopen_run(uri, run_id)
         return str(run_id)
     experiment_id = store.ensure_experiment(uri, cfg.tracking.experiment)
@@ -39,8 +41,10 @@ def parent_run(cfg: DictConfig, study: optuna.Study) -> str:
 
 def finish_parent(cfg: DictConfig, study: optuna.Study, run_id: str, status: str) -> None:
     """Counts, best value and params, every trial's label among its siblings, and the study's plots on the
-    parent run; then end it."""
+    parent run; then end it. Not on a store found unreachable: the next run of the command ends it."""
     uri = cfg.tracking.uri
+    if store.down(uri):
+        return
     try:
         counts = tally(study.get_trials(deepcopy=False))
         now = int(time.time() * 1000)

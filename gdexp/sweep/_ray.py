@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 
-from gdexp import stopping
+from gdexp import stopping, store
 from gdexp.config import CONFIG_DIR, ConfigError, mask_secrets
 from gdexp.sweep._study import POLL_S, Sweep
 
@@ -202,6 +202,7 @@ def _worker(worker: int, cfg: DictConfig, overrides: Sequence[str], space: dict[
 
     if os.path.isdir(cwd):
         os.chdir(cwd)
+    store.ask_again()  # this process may have run a task of an earlier command that found the store down
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     stopping.install(once=True)  # ray.cancel arrives as SIGINT's handler: the trial's run ends KILLED
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # as in the submitting command: its summary says it all

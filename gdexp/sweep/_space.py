@@ -16,6 +16,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from gdexp import data
 from gdexp.config import CONFIG_DIR, ConfigError, as_dict, flatten, validate
 from gdexp.config._errors import explain
+from gdexp.sweep._samplers import make_sampler
 
 
 def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> dict[str, BaseDistribution]:
@@ -77,24 +78,6 @@ def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
         return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
     assert isinstance(dist, CategoricalDistribution)
     return trial.suggest_categorical(name, dist.choices)
-
-def make_sampler(name: str, seed: int, space: Mapping[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
-    if name == "grid":
-        grid = {}
-        for key, dist in space.items():
-            if not isinstance(dist, CategoricalDistribution):
-                raise ConfigError(f"sweep.sampler=grid needs choice() or range() for every key; sweep.params.{key} "
-                                  "is an interval")
-            grid[key] = list(dist.choices)
-        return optuna.samplers.GridSampler(grid, seed=seed)
-    makers: dict[str, Any] = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
-        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
-    }
-    return makers[name]()
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
     makers: dict[str, Any] = {

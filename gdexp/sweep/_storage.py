@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +10,10 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig
 
+from gdexp import reach
 from gdexp.config import ConfigError, database_url, mask_secrets
+from gdexp.sweep._journal import open_journal
 from gdexp.sweep._trials import EndStaleRun
-
-LOCK_GRACE_S = 10  # a journal lock held this long without a write is a dead process's: journal writes take ms
 
 
 def open_storage(cfg: DictConfig) -> tuple[optuna.storages.BaseStorage, str]:
@@ -25,9 +22,14 @@ def open_storage(cfg: DictConfig) -> tuple[optuna.storages.BaseStorage, str]:
     if spec is None or not str(spec).strip():
         path = Path("sweeps") / name / "study.journal"
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _journal(path), str(path)
+        return open_journal(path), str(path)
     spec = str(spec)
-    if spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres", "mysql", "sqlite"):
+    database = spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres", "mysql", "sqlite")
+    if database or spec.startswith("redis://"):  # unreachable, missing: one line now, not a traceback later
+        problem = reach.database(database_url(spec)) if database else reach.redis(spec)
+        if problem is not None:
+            raise ConfigError(f"sweep.storage={mask_secrets(spec)} cannot be used: {mask_secrets(problem)}")
+    if database:
         hb = int(cfg.sweep.heartbeat_s)
         with _schema_lock(database_url(spec)):  # RDBStorage creates Optuna's tables when it is constructed
             storage = optuna.storages.RDBStorage(
@@ -39,37 +41,7 @@ def open_storage(cfg: DictConfig) -> tuple[optuna.storages.BaseStorage, str]:
         from optuna.storages.journal import JournalRedisBackend
 
         return optuna.storages.JournalStorage(JournalRedisBackend(spec)), mask_secrets(spec)
-    return _journal(Path(spec)), spec
-
-def _journal(path: Path) -> optuna.storages.BaseStorage:
-    """A journal file storage; a journal whose last record is cut short is refused, untouched: Optuna
-    would append the next record to the broken line and so corrupt a record that was whole."""
-    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-
-    if _ends_mid_record(path):
-        time.sleep(0.5)  # another worker may be in the middle of a write
-        if _ends_mid_record(path):
-            raise ConfigError(f"sweep.storage: the study journal {path} ends in a cut-off record (was it "
-                              "truncated?); it was left as it is -- delete its incomplete last line to keep "
-                              "the trials before it, then run the same command again")
-    # Optuna's lock is a symlink `<journal>.lock` to the journal path as given: a relative one dangles inside
-    # its own folder, so the stale-lock check (the link target's mtime) never fires and a lock left by a
-    # killed process spins forever. Absolute, a lock unchanged for LOCK_GRACE_S is broken, with a warning.
-    absolute = str(path.resolve())
-    logging.getLogger("optuna.storages.journal._file").setLevel(logging.WARNING)
-    try:
-        return optuna.storages.JournalStorage(JournalFileBackend(
-            absolute, lock_obj=JournalFileSymlinkLock(absolute, grace_period=LOCK_GRACE_S)))
-    except Exception as exc:  # a corrupt or truncated journal: say so, touch nothing
-        raise ConfigError(f"sweep.storage: the study journal {path} cannot be read ({type(exc).__name__}: {exc}); "
-                          "it was left as it is -- move it away to start the study afresh") from exc
-
-def _ends_mid_record(path: Path) -> bool:
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    with path.open("rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) != b"\n"
+    return open_journal(Path(spec)), spec
 
 @contextlib.contextmanager
 def _schema_lock(url: str) -> Iterator[None]:

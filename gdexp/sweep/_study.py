@@ -11,16 +11,16 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import optuna
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from gdexp import stopping, train
+from gdexp import stopping, store, train
 from gdexp.config import mask_secrets, validate
 from gdexp.sweep._labels import unlabelled
-from gdexp.sweep._space import make_pruner, make_sampler, suggest, trial_config, validate_sweep
+from gdexp.sweep._samplers import make_sampler
+from gdexp.sweep._space import make_pruner, suggest, trial_config, validate_sweep
 from gdexp.sweep._storage import open_storage
 from gdexp.sweep._trials import (
     Pruning,
@@ -52,20 +52,12 @@ class Sweep:
         self.storage, self.where = open_storage(cfg)
         self.parent_run_id = parent_run_id
         self._held = False
-        existing = self._load(optuna.samplers.RandomSampler())
-        n_existing = len(existing.get_trials(deepcopy=False)) if existing else 0
-        seed = int(np.random.SeedSequence([cfg.train.seed, n_existing, worker]).generate_state(1)[0] % (2**31))
-        self.study = optuna.create_study(
+        self._store_error: BaseException | None = None  # the tracking store was unreachable: stop, count nothing
+        self.study = optuna.create_study(  # seeded per trial: processes sharing the study draw apart (_samplers.py)
             study_name=cfg.sweep.name, storage=self.storage, direction=cfg.sweep.direction,
-            sampler=make_sampler(cfg.sweep.sampler, seed, self.space), pruner=make_pruner(cfg.sweep.pruner),
-            load_if_exists=True,
+            sampler=make_sampler(cfg.sweep.sampler, cfg.train.seed, self.space),
+            pruner=make_pruner(cfg.sweep.pruner), load_if_exists=True,
         )
-
-    def _load(self, sampler: optuna.samplers.BaseSampler) -> optuna.Study | None:
-        try:
-            return optuna.load_study(study_name=self.cfg.sweep.name, storage=self.storage, sampler=sampler)
-        except KeyError:
-            return None
 
     # ------------------------------------------------------------------------ trial configuration
     # --------------------------------------------------------------------------------- objective
@@ -108,7 +100,12 @@ class Sweep:
             if stop is not None:  # a library turned the Ctrl-C into an error of its own: still an interruption
                 trial.set_user_attr("interrupted", True)
                 raise stop from exc
-            trial.set_user_attr("error", mask_secrets(f"{type(exc).__name__}: {exc}"[:1000]))
+            text = mask_secrets(f"{type(exc).__name__}: {exc}"[:1000])
+            if store.unreachable(exc):  # the store's fault, not the trial's: not counted, and the sweep stops
+                trial.set_user_attr("store_failed", text)
+                self._store_error = exc
+                raise
+            trial.set_user_attr("error", text)
             raise
         val = history.curve("val_loss")
         trial.set_user_attr("diverged", history.diverged)
@@ -160,7 +157,10 @@ class Sweep:
                 self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
 
     def work(self, deadline: float | None = None, on_trial: Any = None) -> None:
-        """Run trials until the study holds `sweep.n_trials` counted trials (or the deadline passes)."""
+        """Run trials until the study holds `sweep.n_trials` counted trials (or the deadline passes).
+
+        A trial that found the tracking store unreachable is not counted and ends the loop: the command
+        (worker 0) raises the store's error; a worker beside it returns, and the command reports."""
         n = self.cfg.sweep.n_trials
         callbacks = [_report_failure, *([on_trial] if on_trial else [])]
         while True:
@@ -178,6 +178,10 @@ class Sweep:
                     self.study.optimize(self._objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
             finally:
                 self._release()
+            if self._store_error is not None:
+                if self.worker:
+                    return
+                raise self._store_error
 
 def _report_failure(study: optuna.Study, trial: FrozenTrial) -> None:
     """One line for a trial whose training raised (Optuna's own warning would print a traceback)."""

@@ -114,10 +114,20 @@ class EndStaleRun:
         self.retry(study, trial)
 
 def end_orphan_run(uri: str, trial: FrozenTrial, why: str) -> None:
+    """End FAILED the trial's MLflow run if it is still RUNNING (not asked of a store found unreachable:
+    `end_left_runs` does it when the command runs again)."""
     run_id = trial.user_attrs.get("mlflow_run_id")
-    if not run_id:
+    if not run_id or store.down(uri):
         return
     if store.get_run(uri, run_id).info.status == "RUNNING":
         store.set_tags(uri, run_id, {"optuna.state": "FAIL", "error": f"trial {trial.number} failed: {why}",
                                      **unlabelled(why)})
         store.end_run(uri, run_id, "FAILED")
+
+
+def end_left_runs(uri: str, study: optuna.Study) -> None:
+    """End the MLflow runs that finished trials left RUNNING: a trial that is not counted (its tracking store
+    failed, or its command stopped) may have lost the write that ended its run."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if not counted(t):
+            end_orphan_run(uri, t, str(t.user_attrs.get("store_failed", "its command stopped before it ended the run")))

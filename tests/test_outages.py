@@ -1,0 +1,184 @@
+"""Outside systems that go away or were never there: a tracking server killed mid-sweep, storages and tracking
+stores that cannot be reached or created, a port in use. Real processes and servers, each on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from gdexp import sweep
+from gdexp.ui import command, free_port, wait_until_up
+from tests.conftest import child_env, mlflow_client
+
+pytestmark = pytest.mark.slow
+
+FEW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def start_mlflow(db: Path, port: int) -> subprocess.Popen[bytes]:
+    """`mlflow server` on a SQLite file, in a process group of its own (killed whole)."""
+    proc = subprocess.Popen(command(f"sqlite:///{db}", port=port, artifacts=(db.parent / "artifacts").as_uri()),
+                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    wait_until_up(f"http://127.0.0.1:{port}", proc, timeout=120)
+    return proc
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def journal_study(project: Path, name: str = "lr") -> optuna.Study | None:
+    from optuna.storages.journal import JournalFileBackend
+
+    path = project / "sweeps" / name / "study.journal"
+    try:
+        return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(
+            JournalFileBackend(str(path))))
+    except (KeyError, FileNotFoundError):
+        return None
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path, tmp_path: Path,
+                                                                   workers: int) -> None:
+    """Killed after 3 counted trials, with a trial's run open: stop in one line (MLflow retries twice here),
+    count no trial the outage cut; back on the same port, the same command ends what it left RUNNING."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_mlflow(tmp_path / "server.db", port)
+    args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=12", "train.epochs=30", "sweep.pruner=none",
+            f"sweep.n_workers={workers}", "tracking.flush_every_s=0",  # a write every epoch: the kill lands mid-trial
+            f"tracking.uri={url}"]
+    proc = subprocess.Popen(args, cwd=project, env=child_env(FEW_RETRIES), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            study = journal_study(project)
+            trials = study.get_trials(deepcopy=False) if study is not None else []
+            if sum(map(sweep.counted, trials)) >= 3 and any(
+                    t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs for t in trials):
+                break
+            time.sleep(0.1)
+        kill_group(server)
+        killed = time.monotonic()
+        _, err = proc.communicate(timeout=300)
+        stopped_s = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(f"the sweep stopped {stopped_s:.1f} s after the server was killed:\n{err}")
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    named = [line for line in err.splitlines() if f"tracking.uri={url}" in line]
+    assert len(named) == 1 and "run the same command again" in named[0], err
+    assert [line for line in err.splitlines() if not line.startswith("sweep lr: ")] == named, "one line, no more"
+    study = journal_study(project)
+    assert study is not None
+    trials = study.get_trials()
+    done = [t for t in trials if sweep.counted(t)]
+    lost = [t for t in trials if not sweep.counted(t)]
+    assert 3 <= len(done) < 12 and all(t.state != optuna.trial.TrialState.FAIL for t in done), "no trial burnt"
+    assert 1 <= len(lost) <= workers and any("store_failed" in t.user_attrs for t in lost), \
+        [t.user_attrs for t in lost]
+    assert all("store_failed" in t.user_attrs or "interrupted" in t.user_attrs for t in lost)
+
+    server = start_mlflow(tmp_path / "server.db", port)  # back, on the same port
+    try:
+        again = subprocess.run(args, cwd=project, env=child_env(FEW_RETRIES), capture_output=True, text=True,
+                               timeout=300, check=False)
+        assert again.returncode == 0, again.stderr
+        client = mlflow_client(url)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    finally:
+        kill_group(server)
+    trials = journal_study(project).get_trials()  # type: ignore[union-attr]
+    done = [t for t in trials if sweep.counted(t)]
+    assert len(done) == 12 and sorted(t.number for t in trials if t.state.name == "COMPLETE") == \
+        sorted(t.number for t in done), "exact totals: 12 counted trials, all complete"
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == [], "no run left RUNNING"
+    parents = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    by_id = {r.info.run_id: r for r in runs}
+    assert all(by_id[t.user_attrs["mlflow_run_id"]].info.status == "FINISHED" for t in done)
+    cut = [by_id[t.user_attrs["mlflow_run_id"]].info.status for t in lost if "mlflow_run_id" in t.user_attrs]
+    assert cut and set(cut) <= {"FAILED", "KILLED"}, "the runs the outage cut are ended (by the rerun if need be)"
+
+
+STORES = {  # key=value -> words the one line must hold
+    "sweep.storage=postgresql://postgres@127.0.0.1:1/x": "Connection refused",
+    "sweep.storage=postgresql://postgres@127.0.0.1:5432/gdexp_no_such_database": "does not exist",
+    "sweep.storage=redis://127.0.0.1:1/0": "Connection refused",
+    "sweep.storage=redis://127.0.0.1:6379/99": "DB index is out of range",
+    "tracking.uri=sqlite:///{tmp}/a_folder.db": "is a folder",
+    "tracking.uri=sqlite:////proc/gdexp/mlflow.db": "no file can be created in /proc",
+    "tracking.uri=sqlite:///{tmp}/read_only/mlruns/mlflow.db": "Read-only file system",
+}
+
+
+@pytest.mark.parametrize("setting", list(STORES))
+def test_a_store_that_cannot_be_reached_or_created_fails_fast_in_one_line(project: Path, tmp_path: Path,
+                                                                          setting: str) -> None:
+    """A refused port, a missing database, a folder where the file goes, /proc, a read-only file system (a
+    read-only tmpfs mounted in a mount namespace of the command's own: root writes through a mode of 555)."""
+    setting = setting.format(tmp=tmp_path)
+    (tmp_path / "a_folder.db").mkdir()
+    (tmp_path / "read_only").mkdir()
+    cmd = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=1", "train.epochs=1", setting]
+    if "read_only" in setting:
+        cmd = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o ro none "$0" && exec "$@"', str(tmp_path / "read_only"),
+               *cmd]
+    began = time.monotonic()
+    result = subprocess.run(cmd, cwd=project, env=child_env(), capture_output=True, text=True, timeout=120,
+                            check=False)
+    took = time.monotonic() - began
+    key = setting.split("=", 1)[0]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{setting} cannot be used" in lines[0] and key in lines[0], result.stderr
+    assert STORES[setting.replace(str(tmp_path), "{tmp}")] in lines[0], lines[0]
+    assert took < 30, f"{took:.1f} s"
+    assert not (project / "sweeps" / "lr").exists() and not (tmp_path / "read_only" / "mlruns").exists()
+
+
+def test_a_port_in_use_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
+    """Before the server starts (its store's migrations come first, and `/health` might be answered by the
+    process that holds the port)."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        began = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "gdexp.server", "--backend-store-uri",
+                                 f"sqlite:///{tmp_path / 'server.db'}", "--port", str(port)],
+                                env=child_env(), capture_output=True, text=True, timeout=120, check=False)
+        took = time.monotonic() - began
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and f"port {port} is in use" in lines[0], result.stderr
+    assert took < 30 and not (tmp_path / "server.db").exists()
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.6, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0])
+def test_ctrl_c_at_any_moment_of_a_sweeps_start_prints_no_traceback(project: Path, delay: float) -> None:
+    """Imports, Hydra's composition and job set-up, the storage, the parent run, the first trial."""
+    from tests.conftest import default_sigint
+
+    proc = subprocess.Popen([sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=2", "train.epochs=2"],
+                            cwd=project, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err and "Error" not in err, err
+    assert proc.returncode in (130, 0), (proc.returncode, err)  # 0: the sweep had already ended
+    assert proc.returncode == 0 or "interrupted" in err, err
