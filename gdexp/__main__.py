@@ -18,6 +18,7 @@ import math
 import os
 import shlex
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -85,6 +86,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         return single(cfg)
     except ConfigError as exc:
         print(f"gdexp: config error: {exc}", file=sys.stderr)
+        _drop_output_dir()
         sys.exit(2)
     except Exception as exc:
         from mlflow.exceptions import MlflowException
@@ -103,6 +105,21 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             f". Finished trials are kept: run the same command again to resume the sweep:\n  {again}"
             if cfg.get("sweep") is not None else ""), file=sys.stderr)
         sys.exit(stopping.exit_code(exc))
+
+
+def _drop_output_dir() -> None:
+    """A refused command leaves nothing behind: Hydra made the job's output folder, for its log file, before
+    the job ran. Removed only while it holds nothing but log files, with the folders above it that it leaves
+    empty, up to the working folder."""
+    cwd, out = Path.cwd(), Path(HydraConfig.get().runtime.output_dir).resolve()
+    if cwd not in out.parents or any(f.suffix != ".log" or f.is_dir() for f in out.iterdir()):
+        return
+    for log in out.iterdir():
+        log.unlink()
+    for folder in (out, *out.parents):
+        if folder == cwd or any(folder.iterdir()):
+            return
+        folder.rmdir()
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ def test_the_sweep_overlays_are_typed_by_their_schema(make_cfg, overlay: str) ->
     (["gd=batch", "gd.batch_size=4"], "with gd=batch: it must be null"),
     (["train.threads=many"], "train.threads='many' is not allowed: it must be an integer >= 1 and <= 1024 (or auto)"),
     (["tracking.uri=ftp://x"], "tracking.uri='ftp://x' is not allowed"),
+    (["data.task=${oops}"], "data.task cannot be resolved: Interpolation key 'oops' not found"),
     (["+sweep=lr", "sweep.name=../up"], "sweep.name='../up' is not allowed"),
     (["+sweep=lr", "sweep.name=a/b"], "without '/'"),
     (["+sweep=lr", "sweep.name='a\nb'"], "control characters"),
@@ -105,3 +106,41 @@ def test_random_command_lines_are_accepted_or_refused_in_one_line(make_cfg, key:
         explained = explain(exc, CONFIG_DIR)
         assert explained is not None, f"{type(exc).__name__}: {exc}"
         assert "\n" not in str(explained)
+
+
+def _refused(args: list[str]) -> bool:
+    """Does composing and validating `args` refuse them (so that running them trains nothing)?"""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        try:
+            validate(compose("config", overrides=args))
+        except Exception:
+            return True
+    return False
+
+
+@pytest.mark.slow  # 100 runs of the command's own entry point
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.one_of(st.sampled_from(KEYS), st.sampled_from(TYPOS)), value=VALUES,
+       sweep=st.sampled_from([(), ("+sweep=lr",), ("+sweep=lr_range",)]))
+def test_bad_command_lines_end_in_one_line_with_exit_code_2_leaving_nothing(
+        project, installed, capsys, monkeypatch, key: str, value: str, sweep) -> None:
+    """`python -m gdexp`'s own `main()` on 100 random refused command lines: exit code 2, one line on stderr
+    and nothing on stdout, no folder or file added in the working folder. (In this process, as the command
+    runs it: a child process per line would take minutes.)"""
+    from gdexp import __main__ as command
+
+    args = [*sweep, f"{key}={value}"]
+    if not _refused(args):
+        return  # accepted: it would train; the tests of training cover it
+    monkeypatch.setattr(command.stopping, "spare_exit_collection", lambda: None)  # pytest's process goes on
+    monkeypatch.setattr("sys.argv", ["gdexp", *args])
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    with pytest.raises(SystemExit) as ended:
+        command.main()
+    out, err = capsys.readouterr()
+    assert ended.value.code == 2, (args, err)
+    assert len(err.strip().splitlines()) == 1 and err.startswith("gdexp: ") and not out.strip(), (args, err)
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before, args

@@ -55,7 +55,7 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = start_mlflow(tmp_path / "server.db", port)
-    args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=12", "train.epochs=30", "sweep.pruner=none",
+    args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=6", "train.epochs=15", "sweep.pruner=none",
             f"sweep.n_workers={workers}", "tracking.flush_every_s=0",  # a write every epoch: the kill lands mid-trial
             f"tracking.uri={url}"]
     proc = subprocess.Popen(args, cwd=project, env=child_env(FEW_RETRIES), stdout=subprocess.PIPE,
@@ -86,7 +86,7 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
     trials = study.get_trials()
     done = [t for t in trials if sweep.counted(t)]
     lost = [t for t in trials if not sweep.counted(t)]
-    assert 3 <= len(done) < 12 and all(t.state != optuna.trial.TrialState.FAIL for t in done), "no trial burnt"
+    assert 3 <= len(done) < 6 and all(t.state != optuna.trial.TrialState.FAIL for t in done), "no trial burnt"
     assert 1 <= len(lost) <= workers and any("store_failed" in t.user_attrs for t in lost), \
         [t.user_attrs for t in lost]
     assert all("store_failed" in t.user_attrs or "interrupted" in t.user_attrs for t in lost)
@@ -102,8 +102,8 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
         kill_group(server)
     trials = journal_study(project).get_trials()  # type: ignore[union-attr]
     done = [t for t in trials if sweep.counted(t)]
-    assert len(done) == 12 and sorted(t.number for t in trials if t.state.name == "COMPLETE") == \
-        sorted(t.number for t in done), "exact totals: 12 counted trials, all complete"
+    assert len(done) == 6 and sorted(t.number for t in trials if t.state.name == "COMPLETE") == \
+        sorted(t.number for t in done), "exact totals: 6 counted trials, all complete"
     assert [r.info.status for r in runs if r.info.status == "RUNNING"] == [], "no run left RUNNING"
     parents = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

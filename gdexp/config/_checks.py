@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from gdexp.config._schema import GROUPS, SELECTOR, Check, Choice, Flag, Number, RayConf, field_checks, schema_of
 from gdexp.config._text import mask_secrets
@@ -152,6 +153,10 @@ def _sweep_rules(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise `ConfigError` for the first key whose value gdexp cannot use."""
+    try:  # an interpolation on the command line (data.task='${oops}') must resolve, or its key is named
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{exc.full_key} cannot be resolved: {mask_secrets(str(exc).splitlines()[0])}") from exc
     for key in cfg:
         if key not in GROUPS and key not in EXTRA_TOP:
             raise ConfigError(f"{key!s} is not a key of gdexp's config: its keys are "
