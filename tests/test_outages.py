@@ -116,6 +116,7 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
 STORES = {  # key=value -> words the one line must hold
     "sweep.storage=postgresql://postgres@127.0.0.1:1/x": "Connection refused",
     "sweep.storage=postgresql://postgres@127.0.0.1:5432/gdexp_no_such_database": "does not exist",
+    "sweep.storage=mysql://root@127.0.0.1:3306/test": "its database driver is not installed",
     "sweep.storage=redis://127.0.0.1:1/0": "Connection refused",
     "sweep.storage=redis://127.0.0.1:6379/99": "DB index is out of range",
     "tracking.uri=sqlite:///{tmp}/a_folder.db": "is a folder",
