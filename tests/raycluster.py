@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +35,9 @@ class RayCluster:
 
     def __init__(self, env: dict[str, str], cpus: tuple[int, ...] = (1, 1)) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="gdexp-ray-")  # short: Ray's socket paths must fit 107 bytes
+        # Ray's token authentication, with a token of this cluster's own: left to itself Ray writes ~/.ray/auth_token
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        env = {**env, **self.auth}
         self.proc = subprocess.Popen(
             ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, __file__,
              self.temp_dir, *map(str, cpus)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
@@ -48,8 +53,9 @@ class RayCluster:
         self.node: str | None = others[0] if others else None
 
     def command(self, *args: str) -> list[str]:
-        """`args` run inside the cluster's network namespace."""
-        return ["nsenter", f"--net=/proc/{self.proc.pid}/ns/net", "--", *args]
+        """`args` run inside the cluster's network namespace, with its token."""
+        auth = [f"{k}={v}" for k, v in self.auth.items()]
+        return ["nsenter", f"--net=/proc/{self.proc.pid}/ns/net", "--", "env", *auth, *args]
 
     def kill_node(self) -> None:
         """SIGKILL the second node: its raylet and every worker process it started."""
@@ -68,6 +74,7 @@ class RayCluster:
         return found
 
     def close(self) -> None:
+        """Shut the cluster down and remove its temp folder (its sessions' logs and sockets)."""
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         try:
@@ -75,6 +82,7 @@ class RayCluster:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def _descendants(pid: int) -> set[int]:
