@@ -35,9 +35,11 @@ class RayCluster:
 
     def __init__(self, env: dict[str, str], cpus: tuple[int, ...] = (1, 1)) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="gdexp-ray-")  # short: Ray's socket paths must fit 107 bytes
-        # Ray's token authentication, with a token of this cluster's own: left to itself Ray writes ~/.ray/auth_token
-        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-        env = {**env, **self.auth}
+        # Given to every process of the cluster and every command run in it: Ray's token authentication with a
+        # token of this cluster's own (left to itself Ray writes ~/.ray/auth_token), and Ray's default folder
+        # (/tmp/ray, where it notes the current cluster) inside the temp folder
+        self.own = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_TMPDIR": self.temp_dir}
+        env = {**env, **self.own}
         self.proc = subprocess.Popen(
             ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, __file__,
              self.temp_dir, *map(str, cpus)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
@@ -45,7 +47,9 @@ class RayCluster:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the Ray test cluster did not start (exit code {self.proc.wait()})")
+            code = self.proc.wait()
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            raise RuntimeError(f"the Ray test cluster did not start (exit code {code})")
         info = json.loads(line)
         self.address: str = info["address"]  # the head's GCS, host:port
         self.client: str = info["client"]  # its Ray Client server, ray://host:port
@@ -53,9 +57,9 @@ class RayCluster:
         self.node: str | None = others[0] if others else None
 
     def command(self, *args: str) -> list[str]:
-        """`args` run inside the cluster's network namespace, with its token."""
-        auth = [f"{k}={v}" for k, v in self.auth.items()]
-        return ["nsenter", f"--net=/proc/{self.proc.pid}/ns/net", "--", "env", *auth, *args]
+        """`args` run inside the cluster's network namespace, with its token and folder."""
+        own = [f"{k}={v}" for k, v in self.own.items()]
+        return ["nsenter", f"--net=/proc/{self.proc.pid}/ns/net", "--", "env", *own, *args]
 
     def kill_node(self) -> None:
         """SIGKILL the second node: its raylet and every worker process it started."""
@@ -100,6 +104,7 @@ def _descendants(pid: int) -> set[int]:
 def _serve(temp_dir: str, cpus: list[int]) -> None:
     from ray.cluster_utils import Cluster
 
+    temp_dir = os.path.join(temp_dir, "ray")  # Ray's default under RAY_TMPDIR
     args: dict[str, Any] = {"num_cpus": cpus[0], "include_dashboard": False, "temp_dir": temp_dir,
                             "ray_client_server_port": CLIENT_PORT}
     cluster = Cluster(initialize_head=True, head_node_args=args)

@@ -188,7 +188,10 @@ def test_two_sweeps_at_once_into_one_store_and_one_storage(project: Path) -> Non
 def test_two_commands_joining_one_study_at_once_never_suggest_the_same_point(project: Path) -> None:
     """Both start on an empty journal at the same moment: both see no trials, and one seed per process would
     make their suggestions (and so their results) the same."""
-    args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=12", "train.epochs=3", "sweep.pruner=none"]
+    # trials of ~1 s (stochastic GD): on a busy machine one command's start-up can lag the other's by seconds,
+    # and with shorter trials the first finished the study alone (seen in CI)
+    args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=12", "gd=stochastic", "train.epochs=15",
+            "sweep.pruner=none"]
     procs = [subprocess.Popen(args, cwd=project, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
     errors = [p.communicate(timeout=300)[1] for p in procs]
