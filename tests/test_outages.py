@@ -181,5 +181,8 @@ def test_ctrl_c_at_any_moment_of_a_sweeps_start_prints_no_traceback(project: Pat
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert "Traceback" not in err and "Error" not in err, err
-    assert proc.returncode in (130, 0), (proc.returncode, err)  # 0: the sweep had already ended
-    assert proc.returncode == 0 or "interrupted" in err, err
+    # 0: the sweep had already ended; -SIGINT: the signal came while the interpreter was shutting down (or still
+    # starting), when Python's own handler is not in place -- the shell says 130 for it too (seen once, at 3.0 s
+    # with a CPU hog, after both trials and the summary)
+    assert proc.returncode in (130, 0, -signal.SIGINT), (proc.returncode, err)
+    assert proc.returncode != 130 or "interrupted" in err, err
