@@ -135,8 +135,10 @@ def test_two_workers_on_postgresql_and_the_server(project: Path, database: Calla
 def test_sigkill_one_of_three_workers(project: Path, database: Callable[[], str], server: Server,
                                       experiment: str) -> None:
     storage = database()
+    # trials of ~2 s: the victim's must still run when the SIGKILL lands, after the other two have started
+    # (with 3 epochs, ~0.3 s, it had finished first under a CPU hog)
     args = sweep_cmd(storage, server.url, experiment, "sweep.n_trials=6", "sweep.heartbeat_s=1", "gd=stochastic",
-                     "train.epochs=3", "sweep.pruner=none")
+                     "train.epochs=30", "sweep.pruner=none")
     env = child_env()
     first = subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     victim: optuna.trial.FrozenTrial | None = None
