@@ -38,7 +38,10 @@ class RayCluster:
         # Given to every process of the cluster and every command run in it: Ray's token authentication with a
         # token of this cluster's own (left to itself Ray writes ~/.ray/auth_token), and Ray's default folder
         # (/tmp/ray, where it notes the current cluster) inside the temp folder
-        self.own = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_TMPDIR": self.temp_dir}
+        self.own = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_TMPDIR": self.temp_dir,
+                    # Ray Client's proxy waits 30 s for the server it starts per client: on a busy 2-core machine
+                    # running the whole suite that was too little once ("Initialization failure from server")
+                    "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "120"}
         env = {**env, **self.own}
         self.proc = subprocess.Popen(
             ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, __file__,
