@@ -51,8 +51,7 @@ class RayWorkers:
         self.refs: list[Any] = []
         self.ray = _connect(cfg.sweep.ray.address)
         try:
-            self.nodes = [n for n in self.ray.nodes() if n["Alive"]]
-            _check_cluster(cfg, self.nodes)
+            _check_cluster(cfg, [n for n in self.ray.nodes() if n["Alive"]])
         except BaseException:
             self.ray.shutdown()
             raise
