@@ -1,8 +1,9 @@
 """`python -m gdexp`: compose the Hydra config, validate it, then train once or run the sweep it names.
 
-The wrapper stays thin: everything it calls is plain Python that tests drive with `compose()`.
-A config error ends the command with one line naming the key (exit code 2), before any data is
-loaded or any MLflow run exists; Ctrl-C ends it with exit code 130, SIGTERM with 143, after the runs are closed.
+The wrapper stays thin: everything it calls is plain Python that tests drive with `compose()`. Every failure
+goes through the one error table (`gdexp.errors`): a config error ends the command with one line naming the key
+(exit code 2), before any data is loaded or any MLflow run exists, and leaves no file behind; Ctrl-C ends it
+with exit code 130, SIGTERM with 143, after the runs are closed.
 """
 
 # ruff: noqa: E402 -- the imports come after stopping.exit_at_once(): an import cut by Ctrl-C prints a traceback
@@ -25,9 +26,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gdexp import reach
-from gdexp.config import CONFIG_DIR, ConfigError, mask_secrets, validate
-from gdexp.config._errors import explain
+from gdexp import errors
+from gdexp.config import CONFIG_DIR, mask_secrets
 
 for noisy in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -39,14 +39,12 @@ def single(cfg: DictConfig) -> float:
     In a Hydra multirun each job prints its lines and the multirun ends with one table of the jobs and
     one UI hint (`console.MultirunSummary`)."""
     from gdexp import console, train
+    from gdexp.callbacks import callbacks_for
     from gdexp.store import ui_command
     from gdexp.tracking import MlflowTracker
 
     tracker = MlflowTracker(cfg) if cfg.tracking.enabled else None
-    callbacks: list[train.Callback] = [tracker] if tracker else []
-    if cfg.train.progress:
-        callbacks.append(train.ProgressBar())
-    history = train.run(cfg, callbacks)
+    history = train.run(cfg, callbacks_for(cfg, tracker=tracker))
     result = train.summary(history)
     shown = [k for k in ("train_loss", "val_loss", "test_loss", "train_accuracy", "val_accuracy",
                          "test_accuracy") if k in result]
@@ -68,43 +66,42 @@ def single(cfg: DictConfig) -> float:
     return float(result.get("val_loss", math.nan))
 
 
+def job(cfg: DictConfig) -> float | None:
+    """Validate, check the stores, then run what the config names."""
+    from gdexp import reach
+    from gdexp.config import ConfigError, check_overrides, validate
+
+    overrides = list(HydraConfig.get().overrides.task)
+    check_overrides(overrides)
+    validate(cfg)
+    problem = reach.tracking_store(cfg.tracking.uri) if cfg.tracking.enabled else None
+    if problem is not None:  # before MLflow's two minutes of retries, and before anything is written
+        raise ConfigError(f"tracking.uri={mask_secrets(cfg.tracking.uri)} cannot be used: {mask_secrets(problem)}")
+    if cfg.get("sweep") is not None:
+        from gdexp import sweep
+
+        return sweep.run(cfg, overrides)
+    if cfg.get("lr_range") is not None:
+        from gdexp import lr_range
+
+        return lr_range.run(cfg)
+    return single(cfg)
+
+
 @hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    try:
-        validate(cfg)
-        problem = reach.tracking_store(cfg.tracking.uri) if cfg.tracking.enabled else None
-        if problem is not None:  # before MLflow's two minutes of retries, and before anything is written
-            raise ConfigError(f"tracking.uri={mask_secrets(cfg.tracking.uri)} cannot be used: {mask_secrets(problem)}")
-        if cfg.get("sweep") is not None:
-            from gdexp import sweep
-
-            return sweep.run(cfg, list(HydraConfig.get().overrides.task))
-        if cfg.get("lr_range") is not None:
-            from gdexp import lr_range
-
-            return lr_range.run(cfg)
-        return single(cfg)
-    except ConfigError as exc:
-        print(f"gdexp: config error: {exc}", file=sys.stderr)
-        _drop_output_dir()
-        sys.exit(2)
-    except Exception as exc:
-        from mlflow.exceptions import MlflowException
-
-        if not isinstance(exc, MlflowException):
-            raise
-        again = ("; the sweep stopped, and a trial it cut short is not counted: run the same command again once "
-                 "the store answers" if cfg.get("sweep") is not None else "")
-        print(f"gdexp: the MLflow store at tracking.uri={mask_secrets(cfg.tracking.uri)} failed "
-              f"(after MLflow's own bounded retries): {mask_secrets(str(exc).splitlines()[0][:500])}{again}",
-              file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt as exc:
-        again = " ".join(shlex.quote(str(mask_secrets(a))) for a in ["python", "-m", "gdexp", *sys.argv[1:]])
-        print("gdexp: interrupted; the runs so far are recorded" + (
-            f". Finished trials are kept: run the same command again to resume the sweep:\n  {again}"
-            if cfg.get("sweep") is not None else ""), file=sys.stderr)
-        sys.exit(stopping.exit_code(exc))
+    """The Hydra task: nothing escapes it (Hydra would print its own line, with the overrides unmasked)."""
+    result: list[float | None] = []
+    swept = cfg.get("sweep") is not None
+    again = " ".join(shlex.quote(str(mask_secrets(a))) for a in ["python", "-m", "gdexp", *sys.argv[1:]])
+    code = errors.command(
+        "gdexp", lambda: result.append(job(cfg)), what="config",
+        uri=mask_secrets(str(cfg.tracking.uri)), cleanup=_drop_output_dir,
+        again=(f"; finished trials are kept: run the same command again to resume the sweep:\n  {again}"
+               if swept else "; the runs so far are recorded"))
+    if code:
+        sys.exit(code)
+    return result[0] if result else None
 
 
 def _drop_output_dir() -> None:
@@ -112,7 +109,7 @@ def _drop_output_dir() -> None:
     the job ran. Removed only while it holds nothing but log files, with the folders above it that it leaves
     empty, up to the working folder."""
     cwd, out = Path.cwd(), Path(HydraConfig.get().runtime.output_dir).resolve()
-    if cwd not in out.parents or any(f.suffix != ".log" or f.is_dir() for f in out.iterdir()):
+    if cwd not in out.parents or not out.is_dir() or any(f.suffix != ".log" or f.is_dir() for f in out.iterdir()):
         return
     for log in out.iterdir():
         log.unlink()
@@ -123,26 +120,16 @@ def _drop_output_dir() -> None:
 
 
 def main() -> None:
-    """`python -m gdexp`: Hydra's errors reach this function (HYDRA_FULL_ERROR), which says them in one line."""
+    """`python -m gdexp`: Hydra's own errors (composition, set-up) reach this function (HYDRA_FULL_ERROR), which
+    says them in one line through the same table."""
     stopping.install()
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
-        _hydra_main()
-    except KeyboardInterrupt as exc:  # in Hydra's own set-up or close-out, around the job
-        print("gdexp: interrupted", file=sys.stderr)
-        sys.exit(stopping.exit_code(exc))
-    except Exception as exc:
-        stop = stopping.requested()
-        if stop is not None:  # a library turned the Ctrl-C into an error of its own
-            print("gdexp: interrupted", file=sys.stderr)
-            sys.exit(stopping.exit_code(stop))
-        explained = explain(exc, CONFIG_DIR)
-        if explained is None:
-            raise
-        print(f"gdexp: config error: {mask_secrets(str(explained))}", file=sys.stderr)
-        sys.exit(2)
+        code = errors.command("gdexp", _hydra_main, what="config")
     finally:
         stopping.spare_exit_collection()
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -34,14 +34,13 @@ from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
 from gdexp.data import Dataset
+from gdexp.history import Callback, History
 from gdexp.nn import MLP
 from gdexp.nn.hessian import Hessian, flatten, top_eigen, unflatten
-from gdexp.optim import Optimizer, make_optimizer
-from gdexp.train import Callback, History, blas_threads
+from gdexp.optim import Optimizer
+from gdexp.train import blas_threads
 
 __all__ = ["Sharpness", "measure_sharpness"]
-
-STATELESS = ("sgd",)  # optimizers whose stability needs no state: a stand-in built from the config will do
 
 
 def measure_sharpness(model: MLP, X: np.ndarray, y: np.ndarray, optimizer: Optimizer, *, iters: int,
@@ -81,13 +80,12 @@ class Sharpness(Callback):
     then within about (tol·λ)²/gap of an eigenvalue), warm-started from the last eigenvector: a few products
     when the weights moved little. A product costs about two forward and backward passes over the probe set.
 
-    The stability rule comes from the run's optimizer, which Adam, RMSprop and Adagrad need (their
-    preconditioner is their state): pass it as `optimizer` (or set the attribute before `on_begin`). For
-    SGD a stand-in is built from `cfg.optim`, its learning rate read from each epoch row's `lr`.
+    The stability rule comes from the run's optimizer (`on_begin` is given it), whose state Adam, RMSprop and
+    Adagrad need: their preconditioner is their state.
     """
 
     def __init__(self, every: int, power_iters: int = 20, probe_size: int = 2000, seed: int = 0, *,
-                 optimizer: Optimizer | None = None, tol: float = 1e-2) -> None:
+                 tol: float = 1e-2) -> None:
         for name, value, low in (("every", every, 0), ("power_iters", power_iters, 1), ("probe_size", probe_size, 1),
                                  ("seed", seed, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -95,24 +93,18 @@ class Sharpness(Callback):
         if not (isinstance(tol, int | float) and 0 <= tol < 1):
             raise ValueError(f"tol={tol!r} is not allowed: it must be a number in [0, 1)")
         self.every, self.power_iters, self.probe_size, self.tol = every, power_iters, probe_size, float(tol)
-        self.optimizer = optimizer
+        self.optimizer: Optimizer | None = None
         self.rng = np.random.default_rng(seed)
         self.model: MLP | None = None
         self.X = self.y = np.empty(0)
         self.vector: np.ndarray | None = None
         self.last = 0  # the run's last epoch
         self.seconds = 0.0  # spent measuring, on_begin included
-        self._stand_in = False
 
-    def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, history: History) -> None:
+    def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, optimizer: Optimizer, history: History) -> None:
         if not self.every:
             return
-        if self.optimizer is None:
-            if cfg.optim.name not in STATELESS:
-                raise ValueError(f"Sharpness needs the run's optimizer for optim={cfg.optim.name} (its preconditioner "
-                                 "is its state): pass optimizer=")
-            self.optimizer, self._stand_in = make_optimizer(cfg.optim), True
-        self.model, self.last = model, int(cfg.train.epochs)
+        self.optimizer, self.model, self.last = optimizer, model, int(cfg.train.epochs)
         rows = np.arange(len(data.X_train))
         if len(rows) > self.probe_size:
             rows = np.sort(self.rng.choice(rows, self.probe_size, replace=False))
@@ -120,17 +112,13 @@ class Sharpness(Callback):
         self.y = data.y_train[rows]
         sharpness, ratio = self._measure()
         history.initial["sharpness"], history.initial["stability_ratio"] = sharpness, ratio
-        assert self.optimizer is not None
-        history.initial["lr_edge"] = 2 * self.optimizer.lr / ratio if ratio > 0 else math.nan
+        history.initial["lr_edge"] = 2 * optimizer.lr / ratio if ratio > 0 else math.nan
 
     def on_epoch_end(self, history: History) -> None:
         row = history.epochs[-1]
         epoch = int(row["epoch"])
         if not self.every or (epoch % self.every and epoch != self.last):
             return
-        if self._stand_in:
-            assert self.optimizer is not None
-            self.optimizer.lr = row["lr"]
         row["sharpness"], row["stability_ratio"] = self._measure()
 
     def on_end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:

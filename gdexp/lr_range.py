@@ -15,12 +15,13 @@ from __future__ import annotations
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
 from gdexp import plots, store, train
+from gdexp.callbacks import callbacks_for
+from gdexp.history import Callback, History
 from gdexp.nn import MLP
 from gdexp.store import ui_command
 from gdexp.tracking import MlflowTracker
@@ -59,17 +60,14 @@ def suggest(lrs: np.ndarray, losses: np.ndarray, smoothing: float = 0.9) -> dict
             "window_low": low, "window_high": high}
 
 
-class _RangeLog(train.Callback):
+class _RangeLog(Callback):
     """At the end, logs the suggestion (params), the lr of every update, and lr_range.png to the run."""
 
     def __init__(self, cfg: DictConfig, tracker: MlflowTracker | None) -> None:
         self.cfg, self.tracker = cfg, tracker
         self.result: dict[str, float] = {}
 
-    def on_end(self, history: train.History, model: MLP, status: str, error: BaseException | None) -> None:
-        # One run that sweeps the learning rate is no regime sample: no label, so the tracker (after this
-        # callback) writes no `regime` tag and grouping the runs by regime in the UI never shows it.
-        history.regime = history.regime_reason = ""
+    def on_end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
         n = history.updates
         lrs, losses = history.lr[:n], history.batch_loss[:n]
         self.result = suggest(lrs, losses, float(self.cfg.lr_range.smoothing))
@@ -90,8 +88,8 @@ def run(cfg: DictConfig) -> float:
     r = cfg.lr_range
     tracker = MlflowTracker(cfg, tags={"gdexp.role": "lr_range"}) if cfg.tracking.enabled else None
     log = _RangeLog(cfg, tracker)
-    callbacks: list[Any] = [log, *([tracker] if tracker else [])]
-    train.run(cfg, callbacks, schedule=exponential(float(r.min_lr), float(r.max_lr)))
+    train.run(cfg, callbacks_for(cfg, tracker=tracker, extra=[log]),
+              schedule=exponential(float(r.min_lr), float(r.max_lr)))
     res = log.result
     print(f"learning-rate range test: loss falls fastest at {res['steepest_lr']:.3g}, is lowest at "
           f"{res['min_loss_lr']:.3g}, blows up from {res['divergence_lr']:.3g}")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from gdexp.train import History
+    from gdexp.history import History
 
 __all__ = ["REGIME_COLORS", "REGIME_LINES", "REPORT", "axes", "log_y", "loss_curve", "lr_range", "positive",
            "regime_handles", "save"]
@@ -55,12 +55,9 @@ def regime_handles(regimes: Sequence[str], *, lines: bool = False) -> list[Any]:
 def log_y(ax: Axes) -> None:
     """A log y axis labelled `0.3`, `1`, `100` rather than with mathtext powers of ten, whose parsing
     costs more than the rest of a small figure."""
-    from matplotlib import ticker
+    from gdexp import compat
 
-    class Plain(ticker.LogFormatter):
-        def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
-            return f"{x:.3g}"
-
+    Plain = compat.log_formatter()
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(Plain())
     ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))

@@ -14,9 +14,31 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["CONNECT_TIMEOUT_S", "database", "redis", "sqlite_file", "tracking_store"]
+__all__ = ["CONNECT_TIMEOUT_S", "database", "http_server", "mlflow_sqlite", "redis", "sqlite_file", "tracking_store",
+           "writable_folder"]
 
 CONNECT_TIMEOUT_S = 10  # a host that drops packets answers nothing: give up after this long
+HTTP_TIMEOUT_S = 5  # a tracking server that does not answer /health within this is not there
+SCHEMES = ("sqlite:///", "postgresql", "postgres:", "mysql", "http://", "https://")  # stores MLflow can track to
+
+
+def writable_folder(path: Path) -> str | None:
+    """Why files cannot be written in folder `path` (made if missing): a file in its place, nothing can be
+    created where it would go. Nothing is left behind: one probe file is made and removed."""
+    path = Path(os.path.abspath(path))
+    folder = path
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".gdexp-probe-")
+    except OSError as exc:
+        return f"no file can be created in {folder} ({exc.strerror or exc})"
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return None
 
 
 def sqlite_file(path: Path) -> str | None:
@@ -27,19 +49,42 @@ def sqlite_file(path: Path) -> str | None:
         return f"{path} is a folder, not a database file"
     if path.exists():
         return None if os.access(path, os.R_OK | os.W_OK) else f"{path} cannot be written"
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        return f"{folder} is not a folder"
+    return writable_folder(path.parent)
+
+
+def mlflow_sqlite(path: Path) -> str | None:
+    """Why `path` is not an MLflow store to read (missing, not SQLite, no MLflow tables), or None. Opened
+    read-only: asking MLflow would create its tables in any file it is given, an empty one included."""
+    import sqlite3
+
+    if not path.is_file():
+        return f"no MLflow store at {path}"
     try:
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".gdexp-probe-")
-    except OSError as exc:
-        return f"no file can be created in {folder} ({exc.strerror or exc})"
-    os.close(handle)
-    with contextlib.suppress(OSError):
-        os.unlink(probe)
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        return f"{path} is not a SQLite database ({exc})"
+    if not {"experiments", "runs", "alembic_version"} <= tables:
+        return f"{path} is not an MLflow store (it has no MLflow tables)"
     return None
+
+
+def http_server(url: str) -> str | None:
+    """Why the MLflow tracking server at `url` cannot be used (nothing answers, not an MLflow server), or None:
+    asked once, within `HTTP_TIMEOUT_S`, where MLflow's client would retry for minutes."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=HTTP_TIMEOUT_S) as answer:
+            if answer.status == 200:
+                return None
+            return f"its /health answered {answer.status}"
+    except urllib.error.HTTPError as exc:
+        return f"its /health answered {exc.code} {exc.reason}: is it an MLflow server?"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"nothing answers there ({getattr(reason, 'strerror', None) or reason})"
 
 
 def database(url: str) -> str | None:
@@ -80,14 +125,18 @@ def redis(url: str) -> str | None:
     return None
 
 
-def tracking_store(uri: str) -> str | None:
-    """Why MLflow cannot use the tracking store `uri` (a SQLite file or a database), or None. A tracking server
-    (http) is not probed: MLflow's client retries it, and a sweep stops in one line when it stays away."""
+def tracking_store(uri: str, *, read: bool = False) -> str | None:
+    """Why MLflow cannot use the tracking store `uri` (a SQLite file, a database, a tracking server), or None.
+    `read`: the store must hold MLflow's tables already (the report reads; it must not create them)."""
     from gdexp.config import database_url
 
-    if uri.startswith(("sqlite:///", "postgresql", "postgres:", "mysql")):
-        return database(database_url(uri))
-    return None
+    if not uri.startswith(SCHEMES):
+        return "it is not a store MLflow tracks to: use sqlite:///path, postgresql://..., or http(s)://host:port"
+    if uri.startswith(("http://", "https://")):
+        return http_server(uri)
+    if read and uri.startswith("sqlite:///"):
+        return mlflow_sqlite(Path(uri.removeprefix("sqlite:///")))
+    return database(database_url(uri))
 
 
 def _first_line(error: BaseException) -> str:

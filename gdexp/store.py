@@ -1,6 +1,6 @@
 """The one door to MLflow: opening a store, experiments, runs, chunked and shielded writes, searches.
 
-Every other module asks this one; none holds an `MlflowClient`. That keeps three rules in one place:
+Every other module asks this one; none holds an `MlflowClient`. That keeps these rules in one place:
 - a write is never cut in half: each runs inside `stopping.shielded()`, so a Ctrl-C or SIGTERM that arrives
   during it is raised after it (a SQLite write lock left held would stall every other writer);
 - MLflow's per-call limits are respected: metrics in batches of 1,000, params in batches of 100;
@@ -14,14 +14,13 @@ It imports no training code, so `gdexp.ui`, `gdexp.server` and `gdexp.report` st
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from gdexp import stopping
+from gdexp import compat, stopping
 
 __all__ = ["DEFAULT_URI", "EXPERIMENT_KIND", "ask_again", "create_run", "down", "end_run", "ensure_experiment",
            "experiment_names", "find_experiment", "get_run", "local_store_missing", "log_artifacts", "log_config",
@@ -70,7 +69,7 @@ def _cached_client(uri: str) -> Any:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # An asynchronous write that fails is logged by MLflow's queue, one line per batch, and raised again when the
     # run's writes are waited for (`log_metrics`' operations): gdexp says it once, there.
-    logging.getLogger("mlflow.utils.async_logging.async_logging_queue").setLevel(logging.CRITICAL)
+    compat.quiet_loggers()
     return _Guarded(uri, MlflowClient(tracking_uri=uri))
 
 
@@ -88,20 +87,9 @@ def ask_again() -> None:
 
 
 def unreachable(exc: BaseException) -> bool:
-    """Is `exc` the tracking store being out of reach (or the error that found it so), rather than a bad request?
-
-    A tracking server that does not answer, after MLflow's retries, raises "API request to ... failed" (an
-    asynchronous write: "The following failures occurred ..." around that); a database store that cannot be
-    opened or reached raises with error code TEMPORARILY_UNAVAILABLE."""
-    from mlflow.exceptions import MlflowException, RestException
-
-    if any(exc is seen for seen in _down.values()):
-        return True
-    text = str(exc)
-    asynchronous = text.startswith("The following failures occurred while performing one or more async")
-    return isinstance(exc, MlflowException) and not isinstance(exc, RestException) and (
-        text.startswith("API request to") or (asynchronous and "API request to" in text)
-        or exc.error_code == "TEMPORARILY_UNAVAILABLE")
+    """Is `exc` the tracking store being out of reach (or the error that found it so), rather than a bad request
+    (`compat.mlflow_unreachable`)?"""
+    return any(exc is seen for seen in _down.values()) or compat.mlflow_unreachable(exc)
 
 
 class _Guarded:
@@ -266,14 +254,9 @@ def search_runs(uri: str, experiment_id: str, query: str, order: Sequence[str] =
 
 
 def _bulk_reader(uri: str) -> Any:
-    """MLflow's database store when it can read many runs' histories in one query, else None.
-
-    The one private attribute gdexp touches: `MlflowClient._tracking_client.store`, the SqlAlchemyStore
-    behind a database URI, whose `get_metric_history_bulk` answers 500 runs per query (a public
-    per-run `get_metric_history` would cost one query each). Pinned by tests/test_store.py to the MLflow
-    version range in pyproject.toml; if it moves, the per-run path below still gives the same answer."""
-    store = getattr(getattr(_client(uri), "_tracking_client", None), "store", None)
-    return store if hasattr(store, "get_metric_history_bulk") else None
+    """MLflow's database store when it can read many runs' histories in one query, else None
+    (`compat.metric_history_bulk`); without it the per-run path below gives the same answer."""
+    return compat.metric_history_bulk(_client(uri)._client)
 
 
 def metric_points(uri: str, run_ids: Iterable[str], key: str, threads: int = 8) -> dict[str, list[tuple[int, float]]]:

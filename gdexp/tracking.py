@@ -23,8 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from gdexp import plots, stopping, store
 from gdexp.config import mask_secrets
 from gdexp.data import Dataset
+from gdexp.history import Callback, History
 from gdexp.nn import MLP
-from gdexp.train import Callback, History
+from gdexp.optim import Optimizer
 
 __all__ = ["MlflowTracker", "run_name"]
 
@@ -76,7 +77,7 @@ class MlflowTracker(Callback):
         self._stride = 1
 
     # -------------------------------------------------------------------------------- callbacks
-    def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, history: History) -> None:
+    def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, optimizer: Optimizer, history: History) -> None:
         with stopping.shielded():  # the run exists and is known (run_id, on_run) together, or not at all
             self._begin(cfg, data, history)
 

@@ -23,83 +23,23 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from gdexp import regimes, stopping
+from gdexp import stopping
 from gdexp.data import Batches, Dataset, load
+from gdexp.history import Callback, History
 from gdexp.nn import MLP
 from gdexp.optim import Optimizer, make_optimizer
 
-__all__ = ["Callback", "History", "ProgressBar", "blas_threads", "build_model", "fit", "run"]
+__all__ = ["Schedule", "blas_threads", "build_model", "fit", "run", "summary"]
 
 Schedule = Callable[[int, int], float]  # (update index from 0, total updates) -> learning rate
 BLAS_MIN_WORK = 8_000_000  # multiply-adds in a run's largest product below which one BLAS thread is faster
-
-
-@dataclass
-class History:
-    """Everything a run measured, as data. Epoch rows hold `epoch` (1-based), `train_loss` and
-    `train_accuracy` (means over the epoch's batches, Keras-style), `val_loss`, `val_accuracy`, `lr`."""
-
-    batch_loss: np.ndarray  # loss of every update, in order; valid up to `updates`
-    lr: np.ndarray  # learning rate of every update
-    updates: int = 0
-    updates_per_epoch: int = 0
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    initial: dict[str, float] = field(default_factory=dict)  # losses before the first update
-    final: dict[str, float] = field(default_factory=dict)  # test_loss, ..., train_time_s, callback_time_s
-    diverged: bool = False
-    stop_reason: str | None = None  # "diverged", "pruned", ... : why the loop stopped before its end
-    note: str = ""  # a sentence on how the run ended early
-    regime: str = ""  # too_small / just_right / too_large; "" when the run did not finish (interrupted, failed)
-    regime_reason: str = ""  # the label's reason in one sentence
-    edge_of_stability: bool | None = None  # ended with η·λmax at 2 (None: the sharpness was not measured)
-    blas: dict[str, str] = field(default_factory=dict)  # threads, library, version, kernel the loop ran on
-
-    def curve(self, key: str) -> np.ndarray:
-        """One epoch metric as an array (NaN where an epoch has no value)."""
-        return np.array([row.get(key, math.nan) for row in self.epochs], dtype=float)
-
-
-class Callback:
-    """Hooks around a run; the loop calls them once per run or per epoch, never per update."""
-
-    def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, history: History) -> None:
-        """After data and model exist, before the first update."""
-
-    def on_epoch_end(self, history: History) -> None:
-        """After each epoch's row is appended; set `history.stop_reason` to stop the run."""
-
-    def on_end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
-        """Called whenever on_begin was (also when on_begin itself raised): status FINISHED, FAILED (an error
-        was raised) or KILLED (KeyboardInterrupt)."""
-
-
-class ProgressBar(Callback):
-    """A bar over epochs with the latest losses (a line per tenth of the epochs when not on a terminal)."""
-
-    bar: Any = None
-
-    def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, history: History) -> None:
-        from gdexp.console import progress
-
-        epochs = cfg.train.epochs
-        self.bar = progress(epochs, "train", "epoch", every=max(1, epochs // 10), leave=False)
-
-    def on_epoch_end(self, history: History) -> None:
-        row = history.epochs[-1]
-        self.bar.set_postfix(train_loss=f"{row['train_loss']:.4g}", val_loss=f"{row.get('val_loss', math.nan):.4g}")
-        self.bar.update()
-
-    def on_end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def build_model(cfg: DictConfig, data: Dataset, rng: np.random.Generator, dtype: str) -> MLP:
@@ -129,20 +69,6 @@ def blas_in_use() -> dict[str, str]:
             "version": str(info.get("version", "")), "kernel": str(info.get("architecture", ""))}
 
 
-def label(history: History, rules: Mapping[str, Any]) -> None:
-    """Set the run's regime and reason from its training-loss curve (`regimes.classify`); when the sharpness
-    was measured, the reason also says what the stability ratio η·λmax did (`regimes.stability`)."""
-    if history.epochs:
-        history.regime, history.regime_reason = regimes.classify(
-            history.initial.get("train_loss", math.nan), history.curve("train_loss"),
-            diverged=history.diverged, note=history.note, rules=rules)
-        why, history.edge_of_stability = regimes.stability(
-            history.initial.get("stability_ratio", math.nan), [int(e) for e in history.curve("epoch")],
-            history.curve("stability_ratio").tolist())
-        if why:
-            history.regime_reason += f"; {why}"
-
-
 def _evaluate(model: MLP, X: np.ndarray, y: np.ndarray, prefix: str, into: dict[str, float]) -> None:
     if len(X) == 0:
         return
@@ -161,18 +87,13 @@ def fit(model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, epoch
     losses, lrs = history.batch_loss, history.lr
     step = history.updates
     history.final.setdefault("callback_time_s", 0.0)
-    classification = model.loss.classification
     for epoch in range(1, epochs + 1):
-        total, correct, seen = 0.0, 0, 0
         for xb, yb in batches:
             if schedule is not None:
                 optimizer.lr = schedule(step, len(losses))
-            loss, right = model.train_step(xb, yb)
+            loss, _ = model.train_step(xb, yb)
             losses[step], lrs[step] = loss, optimizer.lr
             step += 1
-            total += loss * len(xb)
-            correct += right
-            seen += len(xb)
             if not loss <= limit:  # also true for NaN
                 history.diverged, history.stop_reason = True, "diverged"
                 history.note = f"the training loss reached {loss:.4g} at update {step} (epoch {epoch})" + (
@@ -180,9 +101,8 @@ def fit(model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, epoch
                 break
             optimizer.step(model.params, model.grads)
         history.updates = step
-        row = {"epoch": float(epoch), "train_loss": total / seen, "lr": optimizer.lr}
-        if classification:
-            row["train_accuracy"] = correct / seen
+        row = {"epoch": float(epoch), "lr": optimizer.lr}
+        _evaluate(model, data.X_train, data.y_train, "train", row)
         _evaluate(model, data.X_val, data.y_val, "val", row)
         history.epochs.append(row)
         began = time.perf_counter()
@@ -197,7 +117,8 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
     """Load the data, build model and optimizer from `cfg`, train, evaluate on the test split.
 
     Callbacks see the run begin (after the data loaded: a bad data set fails before any of them),
-    every epoch, and its end, whatever the outcome. The same config and seed give the same numbers.
+    every epoch, and its end, whatever the outcome, in the order given (`gdexp.callbacks.callbacks_for`
+    decides which a run gets); the loop adds none of its own. The same config and seed give the same numbers.
     Loading and the loop stop at Ctrl-C at once, also where the caller shields the rest (a sweep's trial).
     """
     with stopping.interruptible():  # also inside a sweep's shielded trial: a download stops at Ctrl-C
@@ -205,15 +126,9 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
     rng = np.random.default_rng(cfg.train.seed)
     model = build_model(cfg.model, data, rng, cfg.train.dtype)
     optimizer = make_optimizer(cfg.optim)
-    d = cfg.diagnostics
-    if d.sharpness_every:  # first, so that the tracker and the pruner see each row with its sharpness
-        from gdexp.diagnostics import Sharpness  # it builds on this module's Callback and History
-
-        callbacks = [Sharpness(d.sharpness_every, d.power_iters, d.probe_size, cfg.train.seed, optimizer=optimizer),
-                     *callbacks]
     batches = Batches(data.X_train, data.y_train, cfg.gd.batch_size, cfg.gd.shuffle, rng)
     n_updates = cfg.train.epochs * len(batches)
-    history = History(np.full(n_updates, np.nan), np.full(n_updates, np.nan), updates_per_epoch=len(batches))
+    history = History(np.full(n_updates, np.nan), np.full(n_updates, np.nan))
     with np.errstate(all="ignore"):  # overflow is how divergence looks; the loop checks for it itself
         _evaluate(model, data.X_train, data.y_train, "train", history.initial)
         _evaluate(model, data.X_val, data.y_val, "val", history.initial)
@@ -223,7 +138,7 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
     try:
         for callback in callbacks:
             begun.append(callback)
-            callback.on_begin(cfg, data, model, history)
+            callback.on_begin(cfg, data, model, optimizer, history)
         began = time.perf_counter()
         threads = blas_threads(batches.size, model.sizes, cfg.train.threads)
         with (np.errstate(all="ignore"), stopping.interruptible(), threadpool_limits(threads, user_api="blas")):
@@ -233,7 +148,6 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
             history.final["train_time_s"] = time.perf_counter() - began - history.final["callback_time_s"]
             _evaluate(model, data.X_test, data.y_test, "test", history.final)
         history.final["n_params"] = float(model.n_params)
-        label(history, cfg.regimes)
     except KeyboardInterrupt as exc:
         status, error = "KILLED", exc
         raise

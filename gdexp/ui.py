@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -22,11 +21,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
-from gdexp import stopping
+from gdexp import compat, stopping, store
 from gdexp.config import mask_secrets
 from gdexp.store import DEFAULT_URI, local_store_missing
 
-__all__ = ["command", "free_port", "main", "port_taken", "runs_table", "serve", "stop_group", "wait_until_up"]
+__all__ = ["command", "comparison", "free_port", "hint", "main", "port_taken", "serve", "stop_group", "wait_until_up"]
 
 
 
@@ -76,21 +75,9 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes] | None = None, timeout
     raise TimeoutError(f"the MLflow server at {url} did not answer within {timeout:.0f} s")
 
 
-def runs_table(url: str, experiment: str) -> str:
-    """The address of `experiment`'s runs table in the UI at `url`, asked of the server's REST API; the UI's
-    own address when there is no such experiment yet."""
-    query = urllib.parse.urlencode({"experiment_name": experiment})
-    try:
-        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=30) as answer:
-            experiment_id = json.loads(answer.read())["experiment"]["experiment_id"]
-    except (OSError, KeyError, ValueError):  # 404 (an HTTPError, so an OSError): no such experiment
-        return url
-    return f"{url}/#/experiments/{experiment_id}/runs"
-
-
-def serve(cmd: Sequence[str], url: str, what: str, *, experiment: str | None = None) -> int:
-    """Start the server, say where it is once it answers (and where `experiment`'s runs table is), and stay
-    until Ctrl-C or SIGTERM.
+def serve(cmd: Sequence[str], url: str, what: str, *, view: str | None = None) -> int:
+    """Start the server, say where it is once it answers (and the address of `view`), and stay until Ctrl-C or
+    SIGTERM.
 
     The server runs in a process group of its own, which is stopped whole: `mlflow server` starts
     uvicorn and job consumers that a signal to it alone leaves running. A port that another process holds is
@@ -107,8 +94,8 @@ def serve(cmd: Sequence[str], url: str, what: str, *, experiment: str | None = N
     try:
         wait_until_up(url, proc)
         print(f"{what} at {url}  (Ctrl-C stops it)", flush=True)
-        if experiment is not None:
-            print(f"Runs of experiment {experiment!r}: {runs_table(url, experiment)}", flush=True)
+        if view is not None:
+            print(f"The trials by regime: {view}", flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         return 0
@@ -132,6 +119,42 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     proc.wait()
 
 
+VIEW_COLUMNS = ["params.`optim.lr`", "params.`model.hidden_size`", "params.`gd.variant`", "metrics.`val_loss`",
+                "metrics.`test_accuracy`", "tags.`regime`", "tags.`sibling_group`", "tags.`regime_reason`"]
+
+
+def comparison(uri: str, experiment: str, sweep: str | None = None) -> str | None:
+    """Save the regime comparison as a shared view of the experiment's runs table, and return the address
+    (after the server's root) that opens it; None when there is no such experiment yet.
+
+    The view: the trials (of sweep `sweep`, or of every sweep) grouped by `regime`, so that every trial shows
+    (grouped, the UI lists child runs flat, not folded under their parent), sorted by learning rate, with the
+    columns that back a label: learning rate, hidden size, GD variant, val_loss, test_accuracy, regime, sibling
+    group and the reason."""
+    experiment_id = store.find_experiment(uri, experiment)
+    if experiment_id is None:
+        return None
+    key = f"gdexp-{sweep}" if sweep else "gdexp-regimes"
+    search = f"tags.`gdexp.sweep` = '{sweep}'" if sweep else "tags.`gdexp.sweep` != ''"
+    value = compat.shared_view(f"gdexp: {'sweep ' + sweep if sweep else 'trials'} by regime", columns=VIEW_COLUMNS,
+                               group_by_tag="regime", search_filter=search, order_by="params.`optim.lr`",
+                               widths={"tags.`regime_reason`": 700, "tags.`sibling_group`": 110})
+    store.set_experiment_tag(uri, experiment_id, compat.SHARED_VIEW_PREFIX + key, value)
+    return compat.shared_view_address(experiment_id, key)
+
+
+def hint(uri: str, experiment: str, sweep: str | None = None) -> str:
+    """Where to look at a sweep's regimes in the UI: the comparison's address on a tracking server; on a local
+    store, the command that starts the UI and the address it will serve it at."""
+    from gdexp.config import mask_secrets
+
+    fragment = comparison(uri, experiment, sweep)
+    if uri.startswith(("http://", "https://")):
+        return f"{mask_secrets(uri).rstrip('/')}/{fragment or ''}"
+    address = f"http://127.0.0.1:5000/{fragment}" if fragment else "its runs table"
+    return f"python -m gdexp.ui, then {address}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gdexp.ui",
                                      description="Open the MLflow UI on gdexp's store (bound to 127.0.0.1).")
@@ -140,16 +163,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
     parser.add_argument("--experiment", default="gdexp",
-                        help="the experiment whose runs table to print the address of (default gdexp)")
+                        help="the experiment whose regime comparison to open (default gdexp)")
+    parser.add_argument("--sweep", help="compare the trials of this sweep only (default: of every sweep)")
     args = parser.parse_args(argv)
     if local_store_missing(args.uri):
         print(f"gdexp: no MLflow store at {args.uri} yet: run `python -m gdexp` first", file=sys.stderr)
         return 2
     port = args.port or free_port(args.host)
     url = f"http://{args.host}:{port}"
+    view = comparison(args.uri, args.experiment, args.sweep)
     return serve(command(args.uri, host=args.host, port=port), url, f"MLflow UI on {mask_secrets(args.uri)}",
-                 experiment=args.experiment)
+                 view=f"{url}/{view}" if view else None)
 
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from gdexp import train
-from gdexp.data import Batches, load
+from gdexp.callbacks import callbacks_for
+from gdexp.data import load
 from gdexp.diagnostics import Sharpness, measure_sharpness
+from gdexp.history import History
 from gdexp.nn.hessian import Hessian
-from gdexp.optim import Adam, RMSprop, make_optimizer
+from gdexp.optim import Adam, RMSprop
 from tests.test_hessian import small_problem
 
 QUIET = ("tracking.enabled=false",)
@@ -74,11 +76,6 @@ def test_a_diverging_run_records_nan_and_ends_as_before(make_cfg) -> None:
     assert "sharpness" in history.epochs[-1]
 
 
-def test_adaptive_optimizers_need_the_run_optimizer(make_cfg) -> None:
-    with pytest.raises(ValueError, match="optim=adam"):
-        train.run(make_cfg("optim=adam", *QUIET), [Sharpness(1)])
-
-
 @pytest.mark.parametrize("bad,shown", [({"every": -1}, "every=-1"), ({"every": 1.5}, "every=1.5"),
                                        ({"power_iters": 0}, "power_iters=0"), ({"probe_size": 0}, "probe_size=0"),
                                        ({"tol": 1.0}, "tol=1.0")])
@@ -107,17 +104,10 @@ def test_preconditioned_sharpness_of_adaptive_optimizers(optimizer) -> None:
 
 
 def test_adam_in_the_real_loop_edge_is_38_over_lr(make_cfg) -> None:
-    """With the run's optimizer attached, Adam's stability ratio is η(1 − β1)/(1 + β1) · λmax(P⁻¹H)."""
+    """The loop hands the run's own optimizer to the callback: Adam's stability ratio is η(1 − β1)/(1 + β1) ·
+    λmax(P⁻¹H) with P from its state, and its edge 38/η."""
     cfg = make_cfg("optim=adam", "gd=batch", "train.epochs=5", *QUIET)
-    data = load(cfg.data, cfg.train.dtype)
-    rng = np.random.default_rng(cfg.train.seed)
-    model = train.build_model(cfg.model, data, rng, cfg.train.dtype)
-    optimizer = make_optimizer(cfg.optim)
-    history = train.History(np.full(5, np.nan), np.full(5, np.nan))
-    sharpness = Sharpness(1, power_iters=30, probe_size=5000, optimizer=optimizer)
-    sharpness.on_begin(cfg, data, model, history)
-    train.fit(model, optimizer, data, Batches(data.X_train, data.y_train, None, False, rng), 5, history,
-              divergence_factor=1000.0, callbacks=[sharpness])
+    history = train.run(cfg, [Sharpness(1, power_iters=30, probe_size=5000)])
     np.testing.assert_allclose(history.curve("stability_ratio"), 0.001 * 0.1 / 1.9 * history.curve("sharpness"))
     assert history.initial["lr_edge"] == pytest.approx(38 / history.initial["sharpness"], rel=1e-9)
 
@@ -139,14 +129,17 @@ def test_the_label_says_why_in_terms_of_the_stability_ratio(make_cfg) -> None:
     run far below the edge, or one that starts above it, says that instead."""
     base = ("gd=batch", "model.activation=tanh", "data.task=regression", "diagnostics.power_iters=20",
             "diagnostics.probe_size=5000", *QUIET)
-    edge = train.run(make_cfg(*base, "train.epochs=1", "diagnostics.sharpness_every=1")).initial["lr_edge"]
-    at_edge = train.run(make_cfg(*base, f"optim.lr={0.8 * edge!r}", "train.epochs=400",
-                                 "diagnostics.sharpness_every=20"))
+    def run(*overrides: str) -> History:
+        cfg = make_cfg(*base, *overrides)
+        return train.run(cfg, callbacks_for(cfg))
+
+    edge = run("train.epochs=1", "diagnostics.sharpness_every=1").initial["lr_edge"]
+    at_edge = run(f"optim.lr={0.8 * edge!r}", "train.epochs=400", "diagnostics.sharpness_every=20")
     assert at_edge.edge_of_stability is True and "the run trains at the edge of stability" in at_edge.regime_reason
-    tiny = train.run(make_cfg(*base, f"optim.lr={0.01 * edge!r}", "train.epochs=20", "diagnostics.sharpness_every=5"))
+    tiny = run(f"optim.lr={0.01 * edge!r}", "train.epochs=20", "diagnostics.sharpness_every=5")
     assert tiny.edge_of_stability is False and tiny.regime == "too_small"
     assert "far shorter than the curvature allows" in tiny.regime_reason
-    over = train.run(make_cfg(*base, f"optim.lr={2.5 * edge!r}", "train.epochs=20", "diagnostics.sharpness_every=5"))
+    over = run(f"optim.lr={2.5 * edge!r}", "train.epochs=20", "diagnostics.sharpness_every=5")
     assert over.regime == "too_large" and "steps overshoot the sharpest direction" in over.regime_reason
 
 
@@ -157,7 +150,7 @@ def test_mlflow_records_the_sharpness_names_the_issue_fixes(make_cfg, project) -
     cfg = make_cfg("gd=batch", "train.epochs=4", "diagnostics.sharpness_every=2", "diagnostics.power_iters=5",
                    "diagnostics.probe_size=300", "tracking.artifacts=false")
     tracker = MlflowTracker(cfg)
-    history = train.run(cfg, [tracker])
+    history = train.run(cfg, callbacks_for(cfg, tracker=tracker))
     client = mlflow_client(cfg.tracking.uri)
     run = client.get_run(tracker.run_id)
     assert [m.step for m in client.get_metric_history(tracker.run_id, "sharpness")] == [0, 2, 4]

@@ -127,7 +127,7 @@ def test_corrupt_journal_is_refused_and_left_as_it_was(make_cfg, project: Path) 
     journal.write_bytes(good)  # as the message says: with the incomplete line gone, the study goes on
     result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
     assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides))[0])
+    study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides)).optuna)
     assert len([t for t in study.get_trials() if sweep.counted(t)]) == 3
 
 
@@ -156,7 +156,7 @@ def test_a_journal_with_garbage_after_a_cut_record_is_refused_untouched_and_the_
     assert journal.read_bytes() == good[:last] and (folder / "study.journal.broken").read_bytes() == broken
     result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
     assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides))[0])
+    study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides)).optuna)
     assert len([t for t in study.get_trials() if sweep.counted(t)]) == 3
 
 
@@ -171,7 +171,7 @@ def test_two_sweeps_at_once_into_one_store_and_one_storage(project: Path) -> Non
         stderr=subprocess.PIPE) for name, extra in (("a", []), ("b", ["gd=batch"]))}
     for p in procs.values():
         assert p.wait(timeout=300) == 0, p.stderr.read().decode() if p.stderr else ""
-    storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": str(shared), "name": "a"}}))[0]
+    storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": str(shared), "name": "a"}})).optuna
     runs = all_runs(project)
     for name in ("a", "b"):
         study = optuna.load_study(study_name=name, storage=storage)
@@ -196,7 +196,7 @@ def test_two_commands_joining_one_study_at_once_never_suggest_the_same_point(pro
                               text=True) for _ in range(2)]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
-    storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": None, "name": "lr"}}))[0]
+    storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": None, "name": "lr"}})).optuna
     trials = [t for t in optuna.load_study(study_name="lr", storage=storage).get_trials() if sweep.counted(t)]
     assert len({t.user_attrs["worker"] for t in trials}) == 2, "both commands ran trials of the one study"
     points = [tuple(sorted(t.params.items())) for t in trials]
@@ -210,6 +210,6 @@ def test_one_process_suggests_the_same_points_for_the_same_config_and_seed(make_
         overrides = ["+sweep=lr", f"sweep.name={name}", "sweep.n_trials=4", "train.epochs=1",
                      "tracking.artifacts=false"]
         sweep.run(make_cfg(*overrides), overrides)
-        storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": None, "name": name}}))[0]
+        storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": None, "name": name}})).optuna
         studies.append([t.params for t in optuna.load_study(study_name=name, storage=storage).get_trials()])
     assert studies[0] == studies[1] and len({tuple(p.values()) for p in studies[0]}) == 4

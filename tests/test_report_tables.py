@@ -14,26 +14,31 @@ from matplotlib.collections import LineCollection
 
 from gdexp import plots, report
 from gdexp.report import Report, ReportError
-from gdexp.report._figures import uniform_bins
-from gdexp.report._stability import plot_sharpness, recommend
+from gdexp.report._bands import bands, recommend
+from gdexp.report._figures import plot_loss_curves, uniform_bins
+from gdexp.report._render import as_json, latex, tables, tex_text
+from gdexp.report._stability import plot_sharpness
 
 
 def row(trial: int, lr: float, regime: str, *, variant: str = "minibatch", val: float = 0.5, state: str = "COMPLETE",
-        status: str = "FINISHED", hidden: float = 64.0, epochs: float = 10.0, overshot: bool = False) -> dict[str, Any]:
+        status: str = "FINISHED", hidden: float = 64.0, epochs: float = 10.0, overshot: bool = False,
+        group: str = "h64-127") -> dict[str, Any]:
     """One run as `report.build` reads it from MLflow."""
     return {"run_id": f"run{trial:02d}", "run_name": f"lr{lr:g}-h{hidden:g}-{variant}-sgd", "trial": trial,
             "state": state, "status": status, "gd_variant": variant, "batch_size": "32", "optimizer": "sgd", "lr": lr,
-            "hidden_size": hidden, "hidden_layers": 1.0, "epochs_run": epochs, "final_train_loss": val,
+            "hidden_size": hidden, "hidden_layers": 1.0, "epochs_run": epochs, "initial_train_loss": 2.3,
+            "final_train_loss": val / 2,
             "best_train_loss": val, "final_val_loss": val, "best_val_loss": val, "val_accuracy": 0.9,
             "test_loss": val, "test_accuracy": 0.9, "epochs_to_90pct": 3.0, "diverged": False, "overshot": overshot,
-            "regime": regime, "regime_reason": "", "sibling_group": "", "sibling_tolerance": 0.25,
+            "regime": regime, "regime_reason": "", "sibling_group": group,
             "ratio_start": math.nan, "ratio_end": math.nan, "lr_edge": math.nan, "edge": math.nan,
             "edge_of_stability": "", "train_time_s": 0.1}
 
 
 def make(rows: list[dict[str, Any]]) -> Report:
     curves = {r["run_id"]: np.geomspace(2.3, r["final_val_loss"], int(r["epochs_run"]) + 1) for r in rows}
-    return Report("toy", "parent0", "gdexp", "sqlite:///none.db", pd.DataFrame(rows), curves, None, 0.9)
+    train = {r["run_id"]: np.geomspace(2.3, r["final_train_loss"], int(r["epochs_run"]) + 1) for r in rows}
+    return Report("toy", "parent0", "gdexp", "sqlite:///none.db", pd.DataFrame(rows), curves, train, None, 0.9)
 
 
 def grid() -> list[dict[str, Any]]:
@@ -60,7 +65,7 @@ def test_tables_leave_out_interrupted_and_failed_runs_and_the_caption_agrees() -
     assert list(table.columns) == ["hidden size", "batch", "batch epochs", "minibatch", "minibatch epochs",
                                    "stochastic", "stochastic epochs"]
     assert list(table.index) == ["1.00e-03", "1.00e-01", "1.00e+00", "3.00e+00", "1.00e+01"]
-    assert table.loc["3.00e+00", "minibatch"] == "2.2 (90.0%) too_large, pruned"
+    assert table.loc["3.00e+00", "minibatch"] == "train 1.1, val 2.2 (90.0%) too_large, pruned"
     assert table.loc["3.00e+00", "minibatch epochs"] == "2" and table.loc["3.00e+00", "batch"] == "—"
     assert "3.00e-01" not in table.index and "3.00e-02" not in table.index, "interrupted and failed runs are out"
     covered, _cells, counts = report.caption(toy)
@@ -70,19 +75,29 @@ def test_tables_leave_out_interrupted_and_failed_runs_and_the_caption_agrees() -
 
 def test_the_report_refuses_labels_out_of_order_and_names_the_runs(tmp_path: Path) -> None:
     rows = grid()
-    rows[3].update(regime="too_small")  # batch at lr 10, above batch's best run (lr 1)
-    rows[9].update(regime="too_small")  # stochastic at lr 0.1: the best of its variant
+    rows[3].update(regime="too_small")  # batch at lr 10, above batch's just-right run at lr 1
+    rows[9].update(regime="too_small")  # stochastic at lr 0.1, below its too_large runs: still in order
+    rows[1].update(regime="just_right")  # batch at lr 0.1, below batch's too_small ... lr 10 now
     with pytest.raises(ReportError) as caught:
         report.write(make(rows), tmp_path / "out")
     message = str(caught.value)
     assert "break the order invariant" in message
-    for words in ("trial 3 (run run03) (lr 10) is too_small, above the best run trial 2 (run run02) (lr 1)",
-                  "trial 2 (run run02) (lr 1) is just_right but trial 3 (run run03) (lr 10, same hidden size) is "
-                  "too_small", "trial 9 (run run09) has the lowest val_loss of its siblings but is labelled too_small"):
+    for words in ("trial 1 (run run01) (lr 0.1) is just_right but trial 3 (run run03) (lr 10, a larger step) is "
+                  "too_small", "trial 2 (run run02) (lr 1) is just_right but trial 3 (run run03) (lr 10, a larger "
+                  "step) is too_small"):
         assert words in message
-    assert "trial 1 " not in message and "minibatch" not in message
+    assert "trial 9 " not in message and "minibatch" not in message
     assert not (tmp_path / "out").exists(), "nothing is written"
     assert report.order_problems(make(grid()).runs) == []
+
+
+def test_order_is_checked_per_capacity_group() -> None:
+    """A tiny network may be too_large at a step a larger one takes in its stride: other groups, no conflict."""
+    rows = [row(0, 0.1, "too_small", group="h64-127"), row(1, 0.5, "too_large", group="h8-15", hidden=11),
+            row(2, 1.0, "just_right", group="h64-127"), row(3, 3.0, "too_large", group="h64-127")]
+    assert report.order_problems(make(rows).runs) == []
+    rows[1]["sibling_group"] = "h64-127"
+    assert report.order_problems(make(rows).runs) != []
 
 
 def test_a_run_that_overshot_may_stay_too_large_below_the_best() -> None:
@@ -91,8 +106,8 @@ def test_a_run_that_overshot_may_stay_too_large_below_the_best() -> None:
     assert report.order_problems(make(rows).runs) == []
     rows[0]["overshot"] = False
     assert report.order_problems(make(rows).runs) == [
-        "trial 0 (run run00) (lr 0.001) is too_large but trial 1 (run run01) (lr 0.01, same hidden size) is too_small",
-        "trial 0 (run run00) (lr 0.001) is too_large but trial 2 (run run02) (lr 0.1, same hidden size) is just_right"]
+        "trial 0 (run run00) (lr 0.001) is too_large but trial 1 (run run01) (lr 0.01, a larger step) is too_small",
+        "trial 0 (run run00) (lr 0.001) is too_large but trial 2 (run run02) (lr 0.1, a larger step) is just_right"]
 
 
 def test_epochs_to_is_empty_for_a_run_that_did_not_learn() -> None:
@@ -128,38 +143,56 @@ def png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
 
 
-def test_final_loss_vs_lr_colours_each_point_by_its_own_regime(drawn: tuple[dict[str, Any], Path]) -> None:
-    ax = drawn[0]["final_loss_vs_lr.png"].axes[0]
-    by_point = {(r["lr"], r["final_val_loss"]): r["regime"] for r in grid() if r["regime"] != "none"}
-    seen = []
-    for points in ax.collections:
-        faces, edges = points.get_facecolors(), points.get_edgecolors()
-        for i, (lr, loss) in enumerate(points.get_offsets()):
-            hollow = tuple(faces[i % len(faces)][:3]) == (1.0, 1.0, 1.0)
-            colour = (edges if hollow else faces)[i % len(edges if hollow else faces)]
-            seen.append(((float(lr), float(loss)), matplotlib.colors.to_hex(colour)))
-    assert {point: colour for point, colour in seen} == {
-        point: plots.REGIME_COLORS[regime].lower() for point, regime in by_point.items()}
-    assert not [p for p in ax.patches if p.get_width() > 0], "no regime bands shared across variants"
-    labels = [t.get_text() for legend in ax.findobj(lambda a: a.__class__.__name__ == "Legend")
-              for t in legend.get_texts()]
-    assert {"too_small", "just_right", "too_large", "batch", "minibatch", "stochastic"} <= set(labels)
+def test_final_loss_vs_lr_colours_each_point_by_its_own_regime_and_keeps_pruned_runs_apart(
+        drawn: tuple[dict[str, Any], Path]) -> None:
+    fig = drawn[0]["final_loss_vs_lr.png"]
+    mains = [ax for ax in fig.axes if ax.get_xlabel() == "learning rate"]
+    strips = [ax for ax in fig.axes if [t.get_text() for t in ax.get_yticklabels()] == ["diverged", "pruned"]]
+    assert len(mains) == 2 and len(strips) == 2
+    finished = {(r["lr"], r["final_train_loss"]): r["regime"] for r in grid() if r["state"] == "COMPLETE"}
+
+    def points(ax: Any) -> dict[tuple[float, float], str]:
+        seen = {}
+        for collection in ax.collections:
+            faces, edges = collection.get_facecolors(), collection.get_edgecolors()
+            for i, (x, y) in enumerate(collection.get_offsets()):
+                hollow = len(faces) and tuple(faces[i % len(faces)][:3]) == (1.0, 1.0, 1.0)
+                colour = (edges if hollow else faces)[i % len(edges if hollow else faces)]
+                seen[(float(x), float(y))] = matplotlib.colors.to_hex(colour)
+        return seen
+
+    assert points(mains[0]) == {p: plots.REGIME_COLORS[r].lower() for p, r in finished.items()}
+    pruned = points(strips[0])
+    assert len(pruned) == 1 and next(iter(pruned)) [0] == 3.0, "the pruned run sits in the strip, not on the axes"
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert {"too_small", "just_right", "too_large", "batch", "minibatch", "stochastic", "recommended lr"} <= set(labels)
 
 
-def test_loss_curves_read_at_print_size(drawn: tuple[dict[str, Any], Path]) -> None:
+def test_loss_curves_show_the_training_curve_of_each_regime(drawn: tuple[dict[str, Any], Path]) -> None:
     (figures, folder), fig = drawn, drawn[0]["loss_curves.png"]
-    panels = [ax for ax in fig.axes if ax.get_title() in ("batch", "minibatch", "stochastic")]
-    assert len(panels) == 3 and all(ax.get_ylabel() == "validation loss" for ax in panels)
-    assert all(label.get_visible() and label.get_text() for ax in panels for label in ax.get_yticklabels()[1:2])
+    panels = [ax for ax in fig.axes if ":" in ax.get_title()]
+    assert [ax.get_title().split(" (")[0] for ax in panels] == [
+        f"{v}: {r}" for v in ("batch", "minibatch", "stochastic") for r in ("too_small", "just_right", "too_large")]
+    assert all(ax.get_ylabel() == "training loss" for ax in panels[::3])
     width, _ = png_size(folder / "loss_curves.png")
     assert fig.dpi == 150 and width >= 1200
-    lines = [c for ax in panels for c in ax.collections if isinstance(c, LineCollection)]
-    stochastic = [c for c in panels[2].collections if isinstance(c, LineCollection)]
+    stochastic = [c for ax in panels[6:] for c in ax.collections if isinstance(c, LineCollection)]
     assert len({matplotlib.colors.to_hex(rgba) for c in stochastic for rgba in c.get_colors()}) == 4, \
         "each of the four learning rates has its colour"
-    assert len({str(c.get_linestyle()) for c in lines}) == 3, "a line style per regime"
     assert any(ax.get_ylabel() == "learning rate" for ax in fig.axes), "a colour bar says which colour is which lr"
     assert png_size(folder / "final_loss_vs_lr.png")[0] >= 1200 and figures["final_loss_vs_lr.png"].dpi == 150
+
+
+def test_pruned_runs_that_stop_together_share_one_marker_with_their_count() -> None:
+    rows = [row(i, lr, "too_large", val=2.3, state="PRUNED", epochs=5) for i, lr in enumerate([2.0, 3.0, 5.0, 8.0])]
+    rows.append(row(9, 0.5, "just_right", val=0.1))
+    fig_holder: dict[str, Any] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "save", lambda fig, path: fig_holder.setdefault("fig", fig) and path)
+        plot_loss_curves(make(rows), Path("unused.png"))
+    (ax,) = [a for a in fig_holder["fig"].axes if a.get_title().startswith("minibatch: too_large")]
+    circles = [c for c in ax.collections if not isinstance(c, LineCollection)]
+    assert len(circles) == 1 and [t.get_text() for t in ax.texts] == ["4"]
 
 
 def test_readme_shows_the_committed_report_of_the_regimes_sweep() -> None:
@@ -175,15 +208,45 @@ def test_readme_shows_the_committed_report_of_the_regimes_sweep() -> None:
         assert all(f" {cell.strip()} " in line for cell in cells), (lr, line)
 
 
-def test_the_recommended_learning_rate_is_the_largest_just_right_within_tolerance_of_the_best() -> None:
-    rows = grid()
+def test_the_band_and_the_recommended_learning_rate_per_variant() -> None:
+    rows = [row(i, lr, regime, val=0.1) for i, (lr, regime) in enumerate(
+        [(0.01, "too_small"), (0.1, "just_right"), (0.2, "just_right"), (0.4, "just_right"), (0.6, "just_right"),
+         (1.0, "too_large")])]
+    rows += [row(10, 0.2, "just_right", group="h8-15", hidden=11), row(11, 0.3, "too_large", group="h8-15", hidden=11)]
     toy = make(rows)
+    table = bands(toy).set_index("sibling group")
+    assert table.loc["h64-127", ["band low", "band high", "just-right runs", "smallest too-large lr"]].tolist() == \
+        [0.1, 0.6, 4, 1.0]
+    assert table.loc["h64-127", "recommended lr"] == 0.4, "the largest just-right rate at most half the edge"
+    assert table.loc["h8-15", "recommended lr"] == 0.2 and "smallest of them" in table.loc["h8-15", "reason"]
     rec = recommend(toy).set_index("GD variant")
-    # minibatch: 0.1 is best (0.1), 1.0 is just right at 0.11 (within 25 %): the larger step is recommended
-    assert rec.loc["minibatch", "recommended lr"] == "1.00e+00" and "within 25 %" in rec.loc["minibatch", "reason"]
-    assert rec.loc["batch", "recommended lr"] == "1.00e+00"
-    assert rec.loc["stochastic", "recommended lr"] == "1.00e-01"
-    assert (rec["2/λmax(0)"] == "—").all()
+    assert rec.loc["minibatch", "recommended lr"] == 0.4 and rec.loc["minibatch", "sibling group"] == "h64-127"
+    assert "largest stable step with a margin of 2x" in rec.loc["minibatch", "reason"]
+    assert "0.1 to 0.6 (4 just-right runs)" in rec.loc["minibatch", "reason"]
+
+
+def test_json_holds_numbers_and_tex_is_pure_ascii_latex(tmp_path: Path) -> None:
+    import json
+    import shutil
+    import subprocess
+
+    toy = make(grid())
+    t = tables(toy)
+    doc = json.loads(as_json(toy, t))
+    first = doc["runs"][0]
+    assert isinstance(first["lr"], float) and isinstance(first["final_val_loss"], float)
+    assert isinstance(first["diverged"], bool) and isinstance(doc["bands"][0]["band low"], float)
+    assert all(isinstance(r["recommended lr"], float | None) for r in doc["recommended"])
+    tex = latex(toy, t)
+    assert tex.isascii() and "\\begin{table}" in tex and "\\toprule" in tex
+    assert tex_text("η·λmax start → end — 2/λ") == "$\\eta\\cdot\\lambda$max start $\\to$ end --- 2/$\\lambda$"
+    if shutil.which("pdflatex") is None:
+        return
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n"
+                                      + tex + "\n\\end{document}\n")
+    made = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert made.returncode == 0, made.stdout[-2000:]
 
 
 def test_sharpness_figure_and_ratio_columns_from_hand_made_runs(tmp_path: Path) -> None:
@@ -198,7 +261,7 @@ def test_sharpness_figure_and_ratio_columns_from_hand_made_runs(tmp_path: Path) 
     toy = make(rows)
     toy.sharpness = sharpness
     assert report.pivot(toy).loc["5.00e-02", "batch η·λmax"] == "1.25 → 2.00"
-    assert "2/λmax(0)" in recommend(toy).columns and recommend(toy).loc[0, "2/λmax(0)"] == "8.00e-02"
+    assert recommend(toy).loc[0, "2/λmax(0)"] == pytest.approx(0.08)
     path = plot_sharpness(toy, tmp_path / "sharpness.png")
     assert path is not None and path.stat().st_size > 10_000
     assert plot_sharpness(make(grid()), tmp_path / "none.png") is None, "no run measured: no figure"

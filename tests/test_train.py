@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from gdexp import train
+from gdexp.callbacks import ProgressBar, callbacks_for
 from gdexp.data import load
+from gdexp.history import Callback, History
 from gdexp.tracking import MlflowTracker
 from tests.conftest import ROOT, all_runs, child_env, gdexp, mlflow_client, store
 
@@ -24,7 +26,7 @@ def test_batch_gd_recovers_the_tutorial_line(make_cfg) -> None:
                    "train.epochs=1000", "train.dtype=float64", "tracking.enabled=false")
     weights = {}
 
-    class Keep(train.Callback):
+    class Keep(Callback):
         def on_end(self, history, model, status, error):
             weights.update({k: v.copy() for k, v in model.params.items()})
 
@@ -77,7 +79,7 @@ def test_same_thread_count_same_bits_other_count_only_rounding(make_cfg) -> None
     """The promise as stated: the same config, seed and BLAS thread count give the same bits (loss curve and
     weights); another thread count splits the GEMM sums differently, which moves float32 results by rounding
     only: relative 1e-5 on the losses, 1e-5 (absolute) on the weights after 3 full-batch epochs."""
-    def run(threads: int) -> tuple[train.History, dict[str, np.ndarray]]:
+    def run(threads: int) -> tuple[History, dict[str, np.ndarray]]:
         cfg = make_cfg("tracking.enabled=false", "model.hidden_size=512", "gd=batch", "train.epochs=3",
                        f"train.threads={threads}")
         saver = _Keeper()
@@ -108,20 +110,21 @@ def test_auto_threads_and_a_pinned_count_are_recorded(make_cfg, project: Path) -
 def test_an_infinite_loss_is_divergence_whatever_the_initial_loss(make_cfg) -> None:
     """With an initial loss of 0 the divergence limit (factor x initial) is no bound at all; a loss of inf
     must still stop the run as diverged (inf <= inf would let it pass)."""
-    class Infinite(train.Callback):
-        def on_begin(self, cfg, data, model, history) -> None:
+    class Infinite(Callback):
+        def on_begin(self, cfg, data, model, optimizer, history) -> None:
             history.initial["train_loss"] = 0.0
             model.params["W0"][...] = 1e30  # (1e30·x − y)² overflows float32: the loss is +inf, not NaN
 
-    history = train.run(make_cfg("tracking.enabled=false", "data=linear", "model.hidden_layers=0", "gd=batch",
-                                 "train.epochs=3"), [Infinite()])
+    cfg = make_cfg("tracking.enabled=false", "data=linear", "model.hidden_layers=0", "gd=batch", "train.epochs=3")
+    history = train.run(cfg, [Infinite(), *callbacks_for(cfg)])
     assert history.diverged and history.stop_reason == "diverged" and history.updates == 1
     assert history.regime == "too_large" and "reached inf" in history.note
 
 
 def test_every_finished_run_is_labelled_in_its_history(make_cfg) -> None:
-    """Tracked or not, `train.run` labels the run: the label belongs to the history, the tracker records it."""
-    history = train.run(make_cfg("tracking.enabled=false", "train.epochs=3"))
+    """Tracked or not, a run's callbacks label it: the label belongs to the history, the tracker records it."""
+    cfg = make_cfg("tracking.enabled=false", "train.epochs=3")
+    history = train.run(cfg, callbacks_for(cfg))
     assert history.regime in ("too_small", "just_right", "too_large") and history.regime_reason
     assert "epochs" in history.regime_reason
 
@@ -129,8 +132,8 @@ def test_every_finished_run_is_labelled_in_its_history(make_cfg) -> None:
 def test_callback_time_is_kept_out_of_the_training_time(make_cfg) -> None:
     """Structural, not a stopwatch bound: the callback sleeps 0.05 s per epoch, so at least 0.15 s is callback
     time, and training time plus callback time cannot exceed the wall time of the whole call."""
-    class Slow(train.Callback):
-        def on_epoch_end(self, history: train.History) -> None:
+    class Slow(Callback):
+        def on_epoch_end(self, history: History) -> None:
             time.sleep(0.05)
 
     cfg = make_cfg("tracking.enabled=false", "train.epochs=3")
@@ -144,7 +147,7 @@ def test_callback_time_is_kept_out_of_the_training_time(make_cfg) -> None:
 def test_recorded_run_in_a_real_store(make_cfg, project: Path) -> None:
     cfg = make_cfg("train.epochs=3", "tracking.batch_loss_stride=5")
     tracker = MlflowTracker(cfg)
-    history = train.run(cfg, [tracker])
+    history = train.run(cfg, callbacks_for(cfg, tracker=tracker))
     client = store(project)
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "lr0.1-h64-minibatch32-sgd"
@@ -183,14 +186,14 @@ def test_same_seed_same_bytes_other_seed_other_bytes(make_cfg, project: Path) ->
     assert a[0] != c[0] and a[1] != c[1]
 
 
-class _Keeper(train.Callback):
+class _Keeper(Callback):
     """Keeps a copy of the final weights."""
 
     def on_end(self, history, model, status, error) -> None:
         self.params = {k: v.copy() for k, v in model.params.items()}
 
 
-class _Saver(train.Callback):
+class _Saver(Callback):
     def __init__(self, folder: Path) -> None:
         self.path = folder / "w.npz"
 
@@ -201,7 +204,7 @@ class _Saver(train.Callback):
 
 @pytest.mark.parametrize("raised,status", [(KeyboardInterrupt, "KILLED"), (RuntimeError, "FAILED")])
 def test_interrupted_or_failing_run_is_closed_with_its_metrics(make_cfg, project: Path, raised, status) -> None:
-    class Boom(train.Callback):
+    class Boom(Callback):
         def on_epoch_end(self, history) -> None:
             if len(history.epochs) == 2:
                 raise raised("stop here")
@@ -226,7 +229,7 @@ def test_ctrl_c_while_the_run_is_being_created_still_ends_it(make_cfg, project: 
     cfg = make_cfg("train.epochs=2")
     tracker = MlflowTracker(cfg, on_run=interrupt)
     with pytest.raises(KeyboardInterrupt):
-        train.run(cfg, [tracker, train.ProgressBar()])
+        train.run(cfg, [tracker, ProgressBar()])
     assert tracker.run_id is not None
     assert mlflow_client(cfg.tracking.uri).get_run(tracker.run_id).info.status == "KILLED"
 

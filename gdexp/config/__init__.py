@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gdexp.config._checks import ConfigError, check_value, close_match, validate
+from gdexp.config._checks import ConfigError, UsageError, check_overrides, check_value, close_match, validate
 from gdexp.config._schema import GROUPS, METRICS, PRUNERS, SAMPLERS, VARIANTS, register
 from gdexp.config._text import as_dict, database_url, flatten, mask_secrets
 
@@ -20,7 +20,9 @@ __all__ = [
     "SAMPLERS",
     "VARIANTS",
     "ConfigError",
+    "UsageError",
     "as_dict",
+    "check_overrides",
     "check_value",
     "close_match",
     "database_url",

@@ -13,21 +13,31 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from gdexp.config._resources import memory_problem
 from gdexp.config._schema import GROUPS, SELECTOR, Check, Choice, Flag, Number, RayConf, field_checks, schema_of
 from gdexp.config._text import mask_secrets
 
-__all__ = ["ConfigError", "check_value", "close_match", "validate"]
+__all__ = ["ConfigError", "UsageError", "check_overrides", "check_value", "close_match", "validate"]
 
 EXTRA_TOP = ("hydra",)  # top-level keys that are not config groups
+OPTIONAL = ("sweep", "lr_range")  # the packages the `+sweep=...` overlays add; every other group is needed
+MAX_NAME = 100  # characters of a sweep's or experiment's name (a sweep's names a folder)
 
 
-class ConfigError(ValueError):
+class UsageError(ValueError):
+    """Bad input to a command (a config value, a flag, a name): the user fixes the command line. Exit code 2,
+    one line (`gdexp.errors`)."""
+
+
+class ConfigError(UsageError):
     """A config key has a value gdexp cannot use; the message names the key and what is allowed."""
 
 
@@ -131,15 +141,23 @@ def _rules(cfg: DictConfig) -> None:
     if not re.match(r"^(sqlite|postgresql|mysql|https?|file)[+a-z0-9]*:", uri):
         raise ConfigError(f"tracking.uri={mask_secrets(uri)!r} is not allowed: use sqlite:///path/mlflow.db, "
                           "postgresql://..., or http(s)://host:port of an MLflow server")
-    if not cfg.tracking.experiment.strip():
-        raise ConfigError(f"tracking.experiment={cfg.tracking.experiment!r} is not allowed: give a non-empty name")
+    experiment = cfg.tracking.experiment
+    if not experiment.strip() or len(experiment) > MAX_NAME or re.search(r"[\x00-\x1f\x7f]", experiment):
+        raise ConfigError(f"tracking.experiment={experiment[:80]!r} is not allowed: give a name of 1 to {MAX_NAME} "
+                          "characters without control characters")
 
 
 def _sweep_rules(cfg: DictConfig) -> None:
     name = cfg.sweep.name
-    if not name or name in (".", "..") or re.search(r"[/\\\x00-\x1f\x7f]", name):
-        raise ConfigError(f"sweep.name={name!r} is not allowed: it names the folder sweeps/<name>/: give a "
-                          "non-empty name without '/', '\\', control characters, and not '.' or '..'")
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", name) or len(name) > MAX_NAME:
+        raise ConfigError(f"sweep.name={name[:80]!r}{'...' if len(name) > 80 else ''} is not allowed: it names the "
+                          f"folder sweeps/<name>/: give 1 to {MAX_NAME} letters, digits, '_', '.' or '-', not "
+                          "starting with '.' or '-'")
+    storage = cfg.sweep.storage
+    if storage is not None and not _storage_ok(str(storage)):
+        raise ConfigError(f"sweep.storage={mask_secrets(str(storage))[:200]!r} is not allowed: give null (a journal "
+                          "sweeps/<name>/study.journal), a journal file path ending in .journal, or a storage URL "
+                          "with its database: postgresql://user@host/db, sqlite:///path.db, redis://host:port/n")
     if not cfg.tracking.enabled:
         raise ConfigError("tracking.enabled=false is not allowed in a sweep: every trial is an MLflow run")
     for key, check in field_checks(RayConf).items():
@@ -149,6 +167,43 @@ def _sweep_rules(cfg: DictConfig) -> None:
     if address is not None and not re.fullmatch(r"auto|(ray://)?[\w.\-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", address):
         raise ConfigError(f"sweep.ray.address={address!r} is not allowed: give null (a Ray instance for this "
                           "command), auto, host:port of a cluster's head, or ray://host:port of its Ray Client")
+
+
+def _storage_ok(spec: str) -> bool:
+    """Is `sweep.storage` a journal path or a storage URL that names its server and database? (A bare
+    `postgresql://` lets libpq pick a database by its defaults: somebody else's.)"""
+    if "://" not in spec:
+        return spec.endswith(".journal") and len(Path(spec).name) <= MAX_NAME + 8
+    scheme, _, rest = spec.partition("://")
+    kind = scheme.split("+", 1)[0]
+    if kind == "sqlite":
+        return bool(rest.lstrip("/"))
+    if kind in ("postgresql", "postgres", "mysql", "redis"):
+        where = urlsplit(spec)
+        return bool(where.hostname) and (kind == "redis" or bool(where.path.strip("/")))
+    return False
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """What composing cannot show: a true/false key given something else (OmegaConf reads `data.standardize=2`
+    as true), and a config group removed (`~train`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for text in overrides:
+        override = parser.parse_override(text)
+        key = override.key_or_group
+        if override.is_delete() and key in GROUPS and key not in OPTIONAL:
+            raise ConfigError(f"{key} cannot be removed (~{key}): gdexp needs it; choose an option instead "
+                              f"({key}=...)")
+        group, _, leaf = key.partition(".")
+        if override.is_delete() or group not in GROUPS or not leaf:
+            continue
+        checks: dict[str, Check | None] = {}
+        for schema in GROUPS[group].values():
+            checks.update(field_checks(schema))
+        if isinstance(checks.get(leaf), Flag) and not isinstance(override.value(), bool):
+            raise ConfigError(f"{key}={override.get_value_element_as_str()} is not allowed: it must be true or false")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -164,9 +219,14 @@ def validate(cfg: DictConfig) -> None:
     for group in GROUPS:
         if group in cfg and cfg[group] is not None:
             _group(cfg, group)
+        elif group not in OPTIONAL:
+            raise ConfigError(f"{group} is missing from the config: gdexp needs it; choose an option ({group}=...)")
     _rules(cfg)
     if cfg.get("sweep") is not None:
         _sweep_rules(cfg)
     r = cfg.get("lr_range")
     if r is not None and not r.min_lr < r.max_lr:
         raise ConfigError(f"lr_range.min_lr={r.min_lr!r}, lr_range.max_lr={r.max_lr!r}: need 0 < min_lr < max_lr")
+    problem = memory_problem(cfg)
+    if problem is not None:
+        raise ConfigError(problem)

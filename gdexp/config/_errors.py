@@ -14,10 +14,13 @@ from typing import Any
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
+from gdexp import compat
 from gdexp.config._checks import ConfigError, check_value, close_match
 from gdexp.config._schema import GROUPS, field_checks
 
 __all__ = ["explain"]
+
+OVERLAYS = ("sweep", "lr_range")  # packages that only the `+sweep=...` overlays add
 
 
 def _keys(group: str) -> dict[str, Any]:
@@ -36,6 +39,15 @@ def _nested(group: str) -> dict[str, type]:
 
 def _options(config_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+
+
+def _needs_overlay(written: str, config_dir: Path) -> ConfigError:
+    """`sweep=lr` or `sweep.n_trials=...` without the `+sweep=...` that adds the package."""
+    options = ", ".join(f"+sweep={o}" for o in _options(config_dir, "sweep"))
+    if "." not in written:
+        return ConfigError(f"a sweep is added with a +: write +sweep=lr, not sweep=lr (the sweeps: {options})")
+    return ConfigError(f"{written} needs a sweep, which is added with a +: write +sweep=lr (the sweeps: {options}), "
+                       f"then any {written.split('.')[0]}.* key")
 
 
 def _unknown_key(full_key: str) -> ConfigError:
@@ -75,25 +87,24 @@ def explain(exc: BaseException, config_dir: Path) -> ConfigError | None:
                                f"{', '.join(options)}{close_match(option, options)}")
         return ConfigError(f"{group} is not a config group: the groups are {', '.join(GROUPS)}"
                            f"{close_match(group, GROUPS)}")
-    if isinstance(exc, ValueError) and str(exc).startswith("Config group override"):  # optim=-1
-        return ConfigError(f"{str(exc).splitlines()[0]}: a config group takes the name of one of its options "
-                           f"(the groups: {', '.join(g for g in GROUPS if g not in ('sweep', 'lr_range'))})")
+    group_override = compat.hydra_override_error(exc)
+    if group_override is not None:  # optim=-1
+        return ConfigError(f"{group_override}: a config group takes the name of one of its options "
+                           f"(the groups: {', '.join(g for g in GROUPS if g not in OVERLAYS)})")
     if isinstance(exc, OverrideParseException):
         return ConfigError(f"cannot read the override {exc.override!r}: {exc.message.splitlines()[0]} (quote "
                            "values with brackets, commas or spaces: key='[1,2]')")
     if isinstance(exc, ConfigCompositionException):
-        cause = exc.__cause__
-        full_key = getattr(cause, "full_key", None)
-        if full_key and type(cause).__name__ == "ValidationError":
-            value = str(exc).partition("=")[2] if "Error merging override" in str(exc) else getattr(cause, "value", "")
-            reason = str(cause).splitlines()[0]
-            return _bad_value(str(full_key), _parsed(value), reason)
-        if full_key:
-            return _unknown_key(str(full_key))
-        text = str(exc)
-        if text.startswith("Could not override '"):
-            return _unknown_key(text.split("'")[1])
-        return ConfigError(text.splitlines()[0])
+        bad = compat.hydra_schema_error(exc)
+        if bad is not None:
+            full_key, value = bad
+            return _bad_value(full_key, _parsed(value), str(exc.__cause__).splitlines()[0])
+        cause, written = getattr(exc.__cause__, "full_key", None), compat.hydra_unknown_override(exc)
+        if cause in OVERLAYS or (cause is None and written in OVERLAYS):  # the package itself is missing
+            return _needs_overlay(written or str(cause), config_dir)
+        if cause or written:
+            return _unknown_key(str(cause or written))
+        return ConfigError(str(exc).splitlines()[0])
     return None
 
 

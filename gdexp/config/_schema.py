@@ -30,6 +30,14 @@ METRICS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
 MAX_HIDDEN_SIZE = 65536  # a 784 x 65536 float32 layer is 200 MB: beyond this it is a typo, not a model
 MAX_HIDDEN_LAYERS = 100  # deeper plain MLPs do not train with these initialisations anyway
 MAX_THREADS = 1024  # OpenBLAS's largest build-time thread count
+MAX_ROWS = 10**9  # samples of a generated data set (memory is checked apart, before anything is allocated)
+MAX_FEATURES = 10**7
+MAX_CLASSES = 10**4
+MAX_EPOCHS = 10**9
+MAX_POINTS = 10**7
+MAX_TRIALS = 10**6
+MAX_WORKERS = 1024  # worker processes or Ray tasks of one command (memory and CPUs are checked apart)
+DAY_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -110,8 +118,8 @@ class FileConf(SplitDataConf):
 
 @dataclass
 class GeneratedConf(SplitDataConf):
-    n: int = num(low=2, integer=True)
-    d: int = num(low=1, integer=True)
+    n: int = num(low=2, high=MAX_ROWS, integer=True)
+    d: int = num(low=1, high=MAX_FEATURES, integer=True)
     seed: int = num(**SEED)
 
 
@@ -125,14 +133,14 @@ class LinearConf(GeneratedConf):
 
 @dataclass
 class BlobsConf(GeneratedConf):
-    centers: int = num(low=2, integer=True)
+    centers: int = num(low=2, high=MAX_CLASSES, integer=True)
     std: float = num(low=0.0, low_open=True)
 
 
 @dataclass
 class MnistConf(DataConf):
     cache_dir: str = MISSING
-    timeout_s: float = num(low=0.0, low_open=True)
+    timeout_s: float = num(low=0.0, low_open=True, high=3600.0)
     urls: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
 
@@ -192,7 +200,7 @@ class AdamConf(OptimConf):
 # ---------------------------------------------------------------------- train, tracking, regimes
 @dataclass
 class TrainConf:
-    epochs: int = num(low=1, integer=True)
+    epochs: int = num(low=1, high=MAX_EPOCHS, integer=True)
     seed: int = num(**SEED)
     dtype: str = one_of(DTYPES)
     divergence_factor: float = num(low=1.0, low_open=True)
@@ -205,9 +213,9 @@ class TrackingConf:
     enabled: bool = flag()
     uri: str = MISSING  # checked in validate: a URI MLflow can track to
     experiment: str = MISSING
-    batch_loss_stride: Any = num(low=1, integer=True, auto=True)  # noqa: RUF009 (a dataclasses.field)
-    batch_loss_points: int = num(low=1, integer=True)
-    flush_every_s: float = num(low=0.0)
+    batch_loss_stride: Any = num(low=1, high=MAX_EPOCHS, integer=True, auto=True)  # noqa: RUF009 (a dataclasses.field)
+    batch_loss_points: int = num(low=1, high=MAX_POINTS, integer=True)
+    flush_every_s: float = num(low=0.0, high=DAY_S)
     artifacts: bool = flag()
 
 
@@ -218,37 +226,38 @@ class RegimesConf:
     still_falling: float = num(low=0.0, high=1.0)
     rise_tolerance: float = num(low=0.0, high=1.0)
     oscillation: float = num(low=0.0, high=1.0)
-    sibling_tolerance: float = num(low=0.0)
+    spike: float = num(low=0.0, low_open=True)
+    slower: float = num(low=1.0, low_open=True)
 
 
 @dataclass
 class DiagnosticsConf:
-    sharpness_every: int = num(low=0, integer=True)
-    power_iters: int = num(low=1, integer=True)
-    probe_size: int = num(low=1, integer=True)
+    sharpness_every: int = num(low=0, high=MAX_EPOCHS, integer=True)
+    power_iters: int = num(low=1, high=10_000, integer=True)
+    probe_size: int = num(low=1, high=MAX_ROWS, integer=True)
 
 
 # ------------------------------------------------------------------------------ sweep, lr_range
 @dataclass
 class RayConf:
     address: str | None = None  # checked in validate: null, auto, host:port or ray://host:port
-    cpus_per_worker: float = num(low=0.0, low_open=True)
+    cpus_per_worker: float = num(low=0.0, low_open=True, high=MAX_THREADS)
 
 
 @dataclass
 class SweepConf:
     name: str = MISSING  # checked in validate: it becomes a folder name
-    n_trials: int = num(low=1, integer=True)
-    timeout: float | None = num(low=0.0, low_open=True, null=True)
+    n_trials: int = num(low=1, high=MAX_TRIALS, integer=True)
+    timeout: float | None = num(low=0.0, low_open=True, high=365 * DAY_S, null=True)
     metric: str = one_of(METRICS)
     direction: str = one_of(("minimize", "maximize"))
     sampler: str = one_of(SAMPLERS)
     pruner: str = one_of(PRUNERS)
     storage: str | None = None
-    n_workers: int = num(low=1, integer=True)
+    n_workers: int = num(low=1, high=MAX_WORKERS, integer=True)
     launcher: str = one_of(LAUNCHERS)
     ray: RayConf = field(default_factory=RayConf)
-    heartbeat_s: int = num(low=1, integer=True)
+    heartbeat_s: int = num(low=1, high=3600, integer=True)
     params: dict[str, Any] = field(default_factory=dict)
 
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gdexp import store
+from gdexp import errors, reach, stopping, store
+from gdexp.config import mask_secrets
 from gdexp.regimes import REGIMES
+from gdexp.report._bands import recommend
 from gdexp.report._figures import plot_final_loss_vs_lr, plot_loss_curves, plot_lr_hidden_heatmap
 from gdexp.report._read import Report, ReportError, build
-from gdexp.report._stability import plot_sharpness, recommend
-from gdexp.report._tables import best_per_variant, caption, html_page, latex, markdown, order_problems, pivot
+from gdexp.report._render import as_json, html_page, latex, markdown, tables
+from gdexp.report._stability import plot_sharpness
+from gdexp.report._tables import caption, fmt_lr, order_problems
 from gdexp.store import DEFAULT_URI
 
 FORMATS = ("csv", "md", "tex", "html", "json", "png")
@@ -30,24 +30,17 @@ def write(report: Report, out: Path, formats: Sequence[str] = FORMATS) -> list[P
                           f"written: {'; '.join(problems[:10])}{more}. Run the sweep's command again: it labels "
                           "the runs of a finished sweep anew")
     out.mkdir(parents=True, exist_ok=True)
-    table, best, recommended = pivot(report), best_per_variant(report), recommend(report)
+    t = tables(report)
     written = []
     if "csv" in formats:
         report.runs.to_csv(out / "runs.csv", index=False)
-        table.to_csv(out / "regimes.csv")
+        t.regimes.to_csv(out / "regimes.csv")
         written += [out / "runs.csv", out / "regimes.csv"]
-    text = {"md": markdown, "tex": latex, "html": html_page}
+    text = {"md": markdown, "tex": latex, "html": html_page, "json": as_json}
     for ext, render in text.items():
         if ext in formats:
-            (out / f"regimes.{ext}").write_text(render(report, table, best, recommended), encoding="utf-8")
+            (out / f"regimes.{ext}").write_text(render(report, t), encoding="utf-8")
             written.append(out / f"regimes.{ext}")
-    if "json" in formats:
-        doc = {"sweep": report.name, "parent_run_id": report.parent_id, "caption": caption(report),
-               "regimes": json.loads(table.reset_index().to_json(orient="records")),
-               "best_per_variant": json.loads(best.to_json(orient="records")), "range_test": report.range_test,
-               "recommended": json.loads(recommended.to_json(orient="records", force_ascii=False))}
-        (out / "regimes.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
-        written.append(out / "regimes.json")
     if "png" in formats:
         written += [plot_loss_curves(report, out / "loss_curves.png"),
                     plot_final_loss_vs_lr(report, out / "final_loss_vs_lr.png")]
@@ -63,7 +56,13 @@ def log_to_parent(report: Report, out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """`python -m gdexp.report`: every failure through the error table (bad input: one line, exit code 2)."""
+    stopping.install()
+    return errors.command("gdexp.report", lambda: _report(argv))
+
+
+def _parser() -> errors.Parser:
+    parser = errors.Parser(
         prog="python -m gdexp.report",
         description="Turn a sweep's MLflow runs into tables (csv, md, tex, html, json) and plots for a report. "
                     "Reads only the MLflow store; writes sweeps/<name>/report/ and logs the files to the "
@@ -79,26 +78,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="runs.csv's epochs_to_<N>pct: epochs until the val loss made this share of its "
                              "decrease from the initial to the best value (default 0.9)")
     parser.add_argument("--no-log", action="store_true", help="do not log the files to the parent run")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _report(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        parser.error(f"--formats={args.formats!r}: choose from {', '.join(FORMATS)}")
-    try:
-        report = build(args.name, uri=args.uri, experiment=args.experiment, fraction=args.fraction)
-        out = args.out or Path("sweeps") / report.name / "report"
-        written = write(report, out, formats)
-        if not args.no_log:
-            log_to_parent(report, out)
-    except ReportError as exc:
-        print(f"gdexp.report: {exc}", file=sys.stderr)
-        return 2
+    if not formats or any(f not in FORMATS for f in formats):
+        raise ReportError(f"--formats={args.formats!r}: choose from {', '.join(FORMATS)}")
+    problem = reach.tracking_store(args.uri, read=True)
+    if problem is not None:
+        raise ReportError(f"--uri={mask_secrets(args.uri)} cannot be read: {mask_secrets(problem)}")
+    if args.out is not None and (bad := reach.writable_folder(args.out)) is not None:
+        raise ReportError(f"--out={args.out} cannot be used: {bad}")
+    report = build(args.name, uri=args.uri, experiment=args.experiment, fraction=args.fraction)
+    out = args.out or Path("sweeps") / report.name / "report"
+    written = write(report, out, formats)
+    if not args.no_log:
+        log_to_parent(report, out)
     print("\n".join(caption(report)))
     for row in recommend(report).itertuples(index=False):
-        print(f"Recommended learning rate, {row[0]}: {row[1]} -- {row[4]} (range test: {row[2]}; 2/λmax(0): {row[3]})")
+        print(f"Recommended learning rate, {row[0]}: {fmt_lr(row[1])} -- {row[5]} (range test: {fmt_lr(row[3])}; "
+              f"2/λmax(0): {fmt_lr(row[4])})")
     print(f"\n{len(written)} files in {out}" + ("" if args.no_log else
                                                   f", also on MLflow run {report.parent_id} under report/"))
     for path in written:
         print(f"  {path}")
     return 0
-

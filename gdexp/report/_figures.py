@@ -1,8 +1,9 @@
-"""The report's figures: loss curves, final loss over learning rate, the lr x hidden-size heatmap."""
+"""The report's figures: training curves by regime, final losses over the learning rate, the lr x hidden heatmap."""
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,18 @@ import pandas as pd
 
 from gdexp import plots
 from gdexp.regimes import REGIMES
-from gdexp.report._read import Report
-from gdexp.report._tables import representatives, variant_order
+from gdexp.report._bands import bands, recommend
+from gdexp.report._read import Report, variant_order
+from gdexp.report._tables import representatives
 
-VARIANT_MARKS = {"batch": ("s", "-"), "minibatch": ("o", "--"), "stochastic": ("^", "-.")}  # marker, line style
+__all__ = ["lr_colours", "panels", "plot_final_loss_vs_lr", "plot_loss_curves", "plot_lr_hidden_heatmap",
+           "uniform_bins"]
+
+VARIANT_MARKS = {"batch": "s", "minibatch": "o", "stochastic": "^"}
+CAP = 30.0  # a value past this many times the largest initial loss is drawn at the top edge, as a triangle
 
 
-def _lr_colours(lrs: Any) -> tuple[Any, Any]:
+def lr_colours(lrs: Any) -> tuple[Any, Any]:
     """A sequential colour map over the learning rates (log scale) and its norm. Viridis, less its pale top
     end, which does not show on white."""
     import matplotlib
@@ -30,17 +36,18 @@ def _lr_colours(lrs: Any) -> tuple[Any, Any]:
     return cmap, LogNorm(low, high) if low < high else LogNorm(low / 2, high * 2)
 
 
-def panels(n: int, *, panel: float, right: float, top: float, sharey: bool = False) -> tuple[Any, Any, float, float]:
-    """A report figure of `n` panels side by side, `panel` inches wide, 5 inches high, with `right` and `top`
-    inches kept for a colour bar and a legend: (figure, axes, width, height)."""
+def panels(rows: int, cols: int, *, panel: float, right: float, top: float, height: float = 3.6,
+           sharey: bool = False) -> tuple[Any, Any, float, float]:
+    """A report figure of `rows` x `cols` panels, each `panel` x `height` inches, with `right` and `top` inches kept
+    for a colour bar and a legend: (figure, axes as a 2-D array, width, height)."""
     from matplotlib.figure import Figure
 
-    height = 5.0
-    width = panel * n + right + 0.35
-    fig = Figure(figsize=(width, height), dpi=plots.REPORT["dpi"])
-    fig.subplots_adjust(left=0.8 / width, right=1 - right / width, top=1 - top / height, bottom=0.62 / height,
-                        wspace=0.32)
-    return fig, fig.subplots(1, n, squeeze=False, sharey=sharey)[0], width, height
+    total_h = height * rows + top + 0.7
+    width = panel * cols + right + 0.9
+    fig = Figure(figsize=(width, total_h), dpi=plots.REPORT["dpi"])
+    fig.subplots_adjust(left=0.85 / width, right=1 - right / width, top=1 - top / total_h, bottom=0.62 / total_h,
+                        wspace=0.25, hspace=0.45)
+    return fig, fig.subplots(rows, cols, squeeze=False, sharey=sharey), width, total_h
 
 
 def _stop(curve: np.ndarray) -> int:
@@ -49,128 +56,156 @@ def _stop(curve: np.ndarray) -> int:
     return int(finite[-1]) if finite.size else 0
 
 
-def _marks(ax: Any, runs: pd.DataFrame, curves: dict[str, np.ndarray], colours: np.ndarray, cap: float) -> None:
-    """A panel's triangles at the top edge (values past `cap`) and open circles where pruned runs stopped,
-    in each run's colour."""
-    over: list[tuple[int, Any]] = []
-    stops: list[tuple[int, float, Any]] = []
-    for run_id, state, colour in zip(runs["run_id"], runs["state"], colours, strict=True):
-        curve = curves[run_id]
-        over += [(int(e), colour) for e in np.nonzero(curve > cap)[0]]
-        if state == "PRUNED":
-            end = _stop(curve)
-            stops.append((end, min(float(curve[end]), cap), colour))
-    if over:
-        ax.scatter([e for e, _ in over], [cap] * len(over), marker="^", s=36, c=[c for _, c in over], zorder=3)
-    if stops:
-        ax.scatter([e for e, _, _ in stops], [y for _, y, _ in stops], marker="o", s=36, facecolors="white",
-                   edgecolors=[c for _, _, c in stops], linewidths=1.6, zorder=3)
+def _pruned_ends(ax: Any, ends: list[tuple[int, float, Any]]) -> None:
+    """Open circles where pruned runs stopped; runs that stopped at the same epoch and nearly the same loss share
+    one circle with their count beside it, so that a pile of them reads as a number, not a blot."""
+    piles: dict[tuple[int, int], list[Any]] = defaultdict(list)
+    for epoch, y, colour in ends:
+        piles[(epoch, round(math.log10(y) / 0.04) if y > 0 else 0)].append((y, colour))
+    for (epoch, _), members in piles.items():
+        y = float(np.median([m[0] for m in members]))
+        ax.scatter([epoch], [y], marker="o", s=38, facecolors="white", edgecolors=[members[0][1]], linewidths=1.6,
+                   zorder=4)
+        if len(members) > 1:
+            ax.annotate(f"{len(members)}", (epoch, y), xytext=(5, 3), textcoords="offset points", fontsize="x-small",
+                        color="0.2", zorder=5)
 
 
 def plot_loss_curves(report: Report, path: Path) -> Path:
-    """Validation loss per epoch, one panel per GD variant: each line coloured by its learning rate (a
-    sequential map, its colour bar beside the panels) and drawn in its regime's line style; a pruned run's
-    line ends in an open circle where the pruner stopped it. Log scale; a value past 30x the largest initial
-    loss is drawn at the top edge as a triangle, so that a spike shows without squeezing the other curves."""
+    """Training loss per epoch (the curve each label reads), one row per GD variant and one column per regime:
+    too small creeps down, just right falls fast and settles, too large jumps back up or stalls. Each line is
+    coloured by its learning rate (a colour bar beside the panels); a pruned run's line ends in an open circle
+    (runs that stopped together share one, with their count); log scale, and a value past 30x the largest
+    initial loss is drawn at the top edge as a triangle."""
     import matplotlib
     from matplotlib.cm import ScalarMappable
     from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     reps = representatives(report.runs)
     variants = variant_order(reps["gd_variant"])
-    curves = {run_id: report.curves[run_id] for run_id in reps["run_id"]}
+    curves = {run_id: report.train_curves[run_id] for run_id in reps["run_id"]}
     values = np.concatenate([c[np.isfinite(c)] for c in curves.values()] or [np.ones(1)])
     starts = np.array([c[0] for c in curves.values() if len(c) and np.isfinite(c[0])] or [values.max()])
-    cap = min(values.max(), 30 * starts.max())
-    cmap, norm = _lr_colours(reps["lr"])
+    cap = min(values.max(), CAP * starts.max())
+    cmap, norm = lr_colours(reps["lr"])
     with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
-        fig, axes, width, height = panels(len(variants), panel=max(3.6, 6.4 / len(variants)), right=1.65, top=1.2,
-                                          sharey=True)
-        for ax, variant in zip(axes, variants, strict=True):
-            runs = reps[reps["gd_variant"] == variant].sort_values("lr")
-            for regime, group in runs.groupby("regime", sort=False):  # a collection per line style: fast at 1,000
+        fig, axes, width, height = panels(len(variants), len(REGIMES), panel=4.0, right=1.6, top=1.2, sharey=True)
+        for row, variant in zip(axes, variants, strict=True):
+            for ax, regime in zip(row, REGIMES, strict=True):
+                runs = reps[(reps["gd_variant"] == variant) & (reps["regime"] == regime)].sort_values("lr")
                 lines = [np.column_stack([np.arange(len(c)), np.minimum(c, cap)])
-                         for c in (curves[run_id] for run_id in group["run_id"])]
-                ax.add_collection(LineCollection(lines, colors=cmap(norm(group["lr"].to_numpy())), lw=1.8,
-                                                 linestyles=plots.REGIME_LINES[str(regime)]))
-            _marks(ax, runs, curves, cmap(norm(runs["lr"].to_numpy())), cap)
-            ax.autoscale_view()
-            ax.set(title=variant, xlabel="epoch", ylabel="validation loss")
-            ax.tick_params(labelleft=True)
-            ax.grid(True, alpha=0.3)
+                         for c in (curves[run_id] for run_id in runs["run_id"])]
+                colours = cmap(norm(runs["lr"].to_numpy()))
+                ax.add_collection(LineCollection(lines, colors=colours, lw=1.6))
+                over = [(int(e), c) for run_id, c in zip(runs["run_id"], colours, strict=True)
+                        for e in np.nonzero(curves[run_id] > cap)[0]]
+                if over:
+                    ax.scatter([e for e, _ in over], [cap] * len(over), marker="^", s=34, c=[c for _, c in over],
+                               zorder=3)
+                _pruned_ends(ax, [(_stop(curves[r.run_id]), min(float(curves[r.run_id][_stop(curves[r.run_id])]),
+                                                                   cap), c)
+                                  for r, c in zip(runs.itertuples(), colours, strict=True) if r.state == "PRUNED"])
+                ax.autoscale_view()
+                pruned = int((runs["state"] == "PRUNED").sum())
+                ax.set_title(f"{variant}: {regime} ({len(runs)} runs" + (f", {pruned} pruned)" if pruned else ")"),
+                             color=plots.REGIME_COLORS[regime], fontsize="medium")
+                ax.set(xlabel="epoch")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.tick_params(labelleft=True)
+                ax.grid(True, alpha=0.3)
+            row[0].set_ylabel("training loss")
         if plots.positive(values):
-            plots.log_y(axes[0])
-            axes[0].set_ylim(values.min() / 1.3, cap * 1.3)
+            plots.log_y(axes[0][0])
+            axes[0][0].set_ylim(values.min() / 1.3, cap * 1.3)
         fig.colorbar(ScalarMappable(norm, cmap), label="learning rate",
-                     cax=fig.add_axes((1 - 1.35 / width, 0.62 / height, 0.16 / width, 1 - 1.82 / height)))
-        shown = [r for r in REGIMES if r in set(reps["regime"])]
-        extra = [Line2D([], [], ls="", marker="o", ms=6, mfc="white", mec="0.15", mew=1.6, label="pruned here")] \
-            if (reps["state"] == "PRUNED").any() else []
-        extra += [Line2D([], [], ls="", marker="^", ms=6, color="0.15", label=f"above {cap:.3g}")] \
+                     cax=fig.add_axes((1 - 1.3 / width, 0.62 / height, 0.16 / width, 1 - 1.82 / height)))
+        pruned_mark = Line2D([], [], ls="", marker="o", ms=6, mfc="white", mec="0.15", mew=1.6,
+                             label="pruned here (number: runs stopped together)")
+        marks = [pruned_mark] if (reps["state"] == "PRUNED").any() else []
+        marks += [Line2D([], [], ls="", marker="^", ms=6, color="0.15", label=f"above {cap:.3g}")] \
             if (values > cap).any() else []
-        fig.suptitle(f"{report.name}: validation loss per epoch (colour: learning rate; line: regime)",
-                     y=1 - 0.1 / height, va="top")
-        fig.legend(handles=plots.regime_handles(shown, lines=True) + extra, loc="upper center", ncol=len(shown) + 2,
-                   frameon=False, bbox_to_anchor=(0.5, 1 - 0.42 / height), handlelength=2.6)
+        fig.suptitle(f"{report.name}: training loss per epoch on the whole training set, the curve each label reads "
+                     "(colour: learning rate)", y=1 - 0.1 / height, va="top")
+        if marks:
+            fig.legend(handles=marks, loc="upper center", ncol=len(marks), frameon=False,
+                       bbox_to_anchor=(0.5, 1 - 0.5 / height))
         return plots.save(fig, path)
 
 
+def _strip_and_main(fig: Any, spec: Any) -> tuple[Any, Any]:
+    """A thin strip above a main axes, sharing its x axis: runs without a finished loss go in the strip."""
+    inner = spec.subgridspec(2, 1, height_ratios=[1, 6], hspace=0.05)
+    main = fig.add_subplot(inner[1])
+    strip = fig.add_subplot(inner[0], sharex=main)
+    strip.set_yticks([0, 1], ["diverged", "pruned"])
+    strip.set_ylim(-0.6, 1.6)
+    strip.tick_params(labelbottom=False)
+    strip.grid(True, axis="x", alpha=0.3)
+    return strip, main
+
+
 def plot_final_loss_vs_lr(report: Report, path: Path) -> Path:
-    """Final validation loss over learning rate (log-log): one marker shape per GD variant, each point in the
-    colour of its own run's regime (never a verdict shared across variants). A variant's points are joined
-    when it has one hidden size (across hidden sizes a line would zigzag). A pruned run is an open marker
-    at the loss where it stopped; a diverged run a cross at the top; the range test's suggestion a dashed
-    line."""
+    """Final training loss (what the label reads) and final validation loss (the sweep's objective) over the
+    learning rate, log-log: one marker shape per GD variant, each point in its own run's regime colour. Runs
+    with no finished loss are not drawn as if they had one: a pruned run (stopped early by the pruner) and a
+    diverged run sit in a strip above, at their learning rate. Each variant's recommended learning rate is a
+    dotted line, and the just-right band it is read from a green bar along the bottom."""
     import matplotlib
+    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     reps = representatives(report.runs)
-    done = ~reps["diverged"] & np.isfinite(reps["final_val_loss"])
-    top = float(reps["final_val_loss"][done].max()) * 1.6 if done.any() else 1.0
+    finished = (reps["state"] == "COMPLETE") & ~reps["diverged"]
+    recommended = recommend(report).set_index("GD variant")
+    bands_of = {(b["GD variant"], b["sibling group"]): (b["band low"], b["band high"])
+                for b in bands(report).to_dict(orient="records")}
     with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
-        fig, ax = plots.axes(9.6, 5.4, left=0.085, bottom=0.11, top=0.91, dpi=int(plots.REPORT["dpi"]))
-        fig.subplots_adjust(right=0.7)
-        variant_handles = []
-        for variant in variant_order(reps["gd_variant"]):
-            group = reps[reps["gd_variant"] == variant].sort_values("lr")
-            ok = done[group.index]
-            marker, style = VARIANT_MARKS.get(variant, ("D", ":"))
-            joined = group["hidden_size"].nunique() <= 1
-            if joined:  # through the finished runs: a pruned run's loss is from an earlier epoch
-                line = ok & (group["state"] == "COMPLETE")
-                ax.plot(group["lr"][line], group["final_val_loss"][line], color="0.4", ls=style, lw=1.2, zorder=1)
-            for pruned, face in ((False, None), (True, "white")):
-                points = group[ok & ((group["state"] == "PRUNED") == pruned)]
-                colours = [plots.REGIME_COLORS[r] for r in points["regime"]]
-                ax.scatter(points["lr"], points["final_val_loss"], marker=marker, s=64, zorder=3,
-                           c=[face] * len(points) if face else colours, edgecolors=colours if face else "0.15",
-                           linewidths=1.8 if face else 0.8)
-            gone = group[~ok]
-            ax.scatter(gone["lr"], np.full(len(gone), top), marker="X", s=80, zorder=3, edgecolors="0.15",
-                       c=[plots.REGIME_COLORS[r] for r in gone["regime"]])
-            variant_handles.append(Line2D([], [], color="0.4", ls=style if joined else "", marker=marker, ms=8,
-                                          mfc="0.85", mec="0.15", label=variant))
-        extra = [Line2D([], [], ls="", marker="o", ms=8, mfc="white", mec="0.3", mew=1.8,
-                        label="pruned: its loss\nwhere it stopped")] if (reps["state"] == "PRUNED").any() else []
-        extra += [Line2D([], [], ls="", marker="X", ms=9, mfc="0.85", mec="0.15", label="diverged (no final loss)")] \
-            if (~done).any() else []
-        rt = report.range_test
-        if rt is not None and math.isfinite(rt["suggested_lr"]):
-            ax.axvline(rt["suggested_lr"], color="k", ls="--", lw=1)
-            extra.append(Line2D([], [], color="k", ls="--", lw=1, label="range test's suggestion"))
-        ax.set_xscale("log")
-        if plots.positive(reps["final_val_loss"][done]):
-            plots.log_y(ax)
-        ax.set(xlabel="learning rate", ylabel="final validation loss",
-               title=f"{report.name}: final validation loss vs learning rate")
-        ax.grid(True, alpha=0.3)
-        first = ax.legend(handles=variant_handles, title="GD variant", loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                          frameon=False)
-        ax.add_artist(first)
+        fig = Figure(figsize=(14.0, 5.6), dpi=plots.REPORT["dpi"])
+        fig.subplots_adjust(left=0.065, right=0.755, top=0.86, bottom=0.11, wspace=0.28)
+        grid = fig.add_gridspec(1, 2)
+        legend_variants: list[Any] = []
+        for spec, column, what in ((grid[0], "final_train_loss", "final training loss (the label reads it)"),
+                                   (grid[1], "final_val_loss", "final validation loss (the sweep's objective)")):
+            strip, ax = _strip_and_main(fig, spec)
+            legend_variants = []
+            for k, variant in enumerate(variant_order(reps["gd_variant"])):
+                group = reps[reps["gd_variant"] == variant].sort_values("lr")
+                marker = VARIANT_MARKS.get(variant, "D")
+                done = group[finished[group.index] & np.isfinite(group[column])]
+                ax.scatter(done["lr"], done[column], marker=marker, s=60, zorder=3, edgecolors="0.15", linewidths=0.8,
+                           c=[plots.REGIME_COLORS[r] for r in done["regime"]])
+                stopped = ((1, group[group["state"] == "PRUNED"], "white"), (0, group[group["diverged"]], None))
+                for y, rows, face in stopped:
+                    colours = [plots.REGIME_COLORS[r] for r in rows["regime"]]
+                    strip.scatter(rows["lr"], np.full(len(rows), y + 0.25 * (k - 1)), marker=marker, s=46, zorder=3,
+                                  c=[face] * len(rows) if face else colours, edgecolors=colours if face else "0.15",
+                                  linewidths=1.6 if face else 0.8)
+                if variant in recommended.index and math.isfinite(recommended.loc[variant, "recommended lr"]):
+                    ax.axvline(recommended.loc[variant, "recommended lr"], color="0.25", ls=":", lw=1.4)
+                    band = bands_of.get((variant, recommended.loc[variant, "sibling group"]))
+                    if band is not None:
+                        ax.plot(band, [0.04, 0.04], transform=ax.get_xaxis_transform(), lw=5, solid_capstyle="butt",
+                                color=plots.REGIME_COLORS["just_right"], alpha=0.7, zorder=2)
+                legend_variants.append(Line2D([], [], ls="", marker=marker, ms=8, mfc="white", mec="0.15",
+                                              label=variant))
+            ax.set_xscale("log")
+            if plots.positive(reps[column][finished]):
+                plots.log_y(ax)
+            ax.set(xlabel="learning rate", ylabel=what)
+            ax.grid(True, alpha=0.3)
         shown = [r for r in REGIMES if r in set(reps["regime"])]
-        ax.legend(handles=plots.regime_handles(shown) + extra, title="regime (colour)", loc="upper left",
-                  bbox_to_anchor=(1.02, 0.55), frameon=False)
+        fig.legend(handles=legend_variants, title="GD variant (shape)", loc="upper left", bbox_to_anchor=(0.77, 0.86),
+                   frameon=False)
+        extra = [Line2D([], [], ls="", marker="o", ms=8, mfc="white", mec="0.3", mew=1.8,
+                        label="pruned: stopped early,\nno final loss (strip)"),
+                 Line2D([], [], color="0.25", ls=":", lw=1.4, label="recommended lr"),
+                 Line2D([], [], color=plots.REGIME_COLORS["just_right"], lw=5, alpha=0.7,
+                        label="its just-right band\n(the group it is read from)")]
+        fig.legend(handles=plots.regime_handles(shown) + extra, title="regime (colour)", loc="upper left",
+                   bbox_to_anchor=(0.77, 0.55), frameon=False)
+        fig.suptitle(f"{report.name}: final losses over the learning rate", y=0.97)
         return plots.save(fig, path)
 
 
@@ -182,14 +217,19 @@ def uniform_bins(logged: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarra
     return axis, np.rint((lower - axis[0]) / step).astype(int)
 
 
+def _plain(x: float) -> str:
+    """A bin edge on a half-decade axis as a plain number: 0.0001, 0.0003, 0.001, ..., 3, 10."""
+    value = 10**x if x == int(x) else 3 * 10 ** math.floor(x)
+    return f"{value:.4f}".rstrip("0").rstrip(".") if value < 1 else f"{value:g}"
+
+
 def plot_lr_hidden_heatmap(report: Report, path: Path) -> Path | None:
-    """Best final validation loss of the finished runs over learning rate x hidden size: half-decade lr
-    bins and power-of-two hidden bins on uniform axes that keep every bin between the smallest and the
-    largest (an empty one blank), so a column's distance means the same everywhere. A bin whose runs were
-    all pruned or diverged is grey and says which. None when the sweep used one hidden size."""
+    """Best final validation loss of the finished runs over learning rate x hidden size (half-decade lr bins and
+    power-of-two hidden bins, every bin between the smallest and the largest kept, an empty one blank), with a dot
+    per run in its regime's colour (open: pruned), so the regimes show where the losses are. None when the
+    sweep used one hidden size."""
     import matplotlib
-    from matplotlib.colors import LogNorm
-    from matplotlib.patches import Rectangle
+    from matplotlib.colors import ListedColormap, LogNorm
 
     runs = report.runs[report.runs["regime"].isin(REGIMES) & np.isfinite(report.runs["lr"])
                        & np.isfinite(report.runs["hidden_size"])]
@@ -197,27 +237,40 @@ def plot_lr_hidden_heatmap(report: Report, path: Path) -> Path | None:
         return None
     xs, columns = uniform_bins(np.log10(runs["lr"].to_numpy()), 0.5)
     ys, rows = uniform_bins(np.log2(runs["hidden_size"].to_numpy()), 1.0)
-    grid, other = np.full((len(ys), len(xs)), np.nan), np.full((len(ys), len(xs)), "", dtype=object)
+    grid = np.full((len(ys), len(xs)), np.nan)
     finished = ((runs["state"] == "COMPLETE") & ~runs["diverged"] & np.isfinite(runs["final_val_loss"])).to_numpy()
-    for x, y, v, ok, diverged in zip(columns, rows, runs["final_val_loss"], finished, runs["diverged"], strict=True):
+    for x, y, v, ok in zip(columns, rows, runs["final_val_loss"], finished, strict=True):
         if ok:
             grid[y, x] = np.fmin(grid[y, x], v)
-        elif other[y, x] != "pruned":
-            other[y, x] = "diverged" if diverged else "pruned"
     with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
-        fig, ax = plots.axes(8.5, 5.4, left=0.13, bottom=0.17, top=0.91, dpi=int(plots.REPORT["dpi"]))
+        fig, ax = plots.axes(10.0, 5.6, left=0.1, bottom=0.17, top=0.91, dpi=int(plots.REPORT["dpi"]))
+        fig.subplots_adjust(right=0.7)
         finite = grid[np.isfinite(grid)]
         norm = LogNorm(finite.min(), finite.max()) if finite.size and plots.positive(finite) and \
             finite.min() < finite.max() else None
-        image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis_r", norm=norm)
-        for (y, x), what in np.ndenumerate(other):
-            if what and not math.isfinite(grid[y, x]):
-                ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, color="0.86", lw=0))
-                ax.text(x, y, what, ha="center", va="center", fontsize="x-small", color="0.25")
-        fig.colorbar(image, label="best final validation loss")
-        ax.set_xticks(range(len(xs)), [f"1e{x:g}" if x == int(x) else f"3e{math.floor(x):g}" for x in xs],
-                      rotation=45)
+        greys = ListedColormap(matplotlib.colormaps["Greys"](np.linspace(0.6, 0.12, 256)))  # white: no finished run
+        image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=greys, norm=norm)
+        placed: dict[tuple[int, int], int] = defaultdict(int)
+        cells = pd.DataFrame({"x": columns, "y": rows, "regime": runs["regime"].to_numpy(),
+                              "pruned": (runs["state"] == "PRUNED").to_numpy()})
+        for cell in cells.itertuples():
+            count = int((cells[["x", "y"]] == (cell.x, cell.y)).all(axis=1).sum())
+            k = placed[(cell.x, cell.y)]
+            placed[(cell.x, cell.y)] += 1
+            offset = (k - (count - 1) / 2) * min(0.8 / max(count, 1), 0.22)
+            colour = plots.REGIME_COLORS[cell.regime]
+            ax.scatter([cell.x + offset], [cell.y], s=44, zorder=3, linewidths=1.6,
+                       facecolors="white" if cell.pruned else colour, edgecolors=colour if cell.pruned else "0.15")
+        fig.colorbar(image, label="best final val loss of its finished runs\n(white: none finished)", fraction=0.04,
+                     pad=0.02)
+        ax.set_xticks(range(len(xs)), [_plain(x) for x in xs], rotation=45)
         ax.set_yticks(range(len(ys)), [f"{2 ** int(y)}-{2 ** int(y + 1) - 1}" for y in ys])
         ax.set(xlabel="learning rate (bin from; half a decade each)", ylabel="hidden size",
-               title=f"{report.name}: best finished val loss over lr x hidden (blank: no run)")
+               title=f"{report.name}: runs by regime over lr x hidden size")
+        from matplotlib.lines import Line2D
+
+        handles = plots.regime_handles([r for r in REGIMES if r in set(runs["regime"])])
+        handles.append(Line2D([], [], ls="", marker="o", ms=8, mfc="white", mec="0.3", mew=1.6, label="pruned"))
+        fig.legend(handles=handles, title="a dot per run", loc="center left", bbox_to_anchor=(0.82, 0.5),
+                   frameon=False)
         return plots.save(fig, path)

@@ -14,14 +14,14 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from gdexp import regimes, store
-from gdexp.config import CONFIG_DIR, VARIANTS, mask_secrets
+from gdexp.config import CONFIG_DIR, VARIANTS, UsageError, mask_secrets
 from gdexp.regimes import NONE
 from gdexp.store import DEFAULT_URI
 
 LABELLED = ("COMPLETE", "PRUNED")  # the trial states that have a regime
 
 
-class ReportError(RuntimeError):
+class ReportError(UsageError):
     """A report cannot be made (unknown sweep, no runs, unreachable store): the message says why."""
 
 
@@ -35,6 +35,7 @@ class Report:
     uri: str
     runs: pd.DataFrame
     curves: dict[str, np.ndarray]  # run id -> val_loss by epoch (epoch 0: before training)
+    train_curves: dict[str, np.ndarray]  # run id -> train_loss by epoch (epoch 0: before training), what labels read
     range_test: dict[str, Any] | None  # the latest matching lr_range run's suggestion, if any
     fraction: float
     sharpness: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # run id -> (epochs, λmax)
@@ -92,16 +93,15 @@ def _rules(params: dict[str, str]) -> dict[str, float]:
     return {k: _number(params.get(f"regimes.{k}", v)) for k, v in _default_rules().items()}
 
 
-def _overshot(run: Any, train_losses: Sequence[float]) -> bool:
-    """Did the run's own training-loss curve diverge or rise (`regimes.overshoot`)? Then it is too_large
-    wherever its learning rate is, and the order check lets it be."""
-    why = regimes.overshoot(run.data.metrics.get("initial_train_loss", math.nan), train_losses,
-                            diverged=run.data.tags.get("diverged") == "true", rules=_rules(run.data.params))
+def _overshot(run: Any, train: np.ndarray) -> bool:
+    """Did the run's own training-loss curve overshoot (`regimes.overshoot`)? Then it is too_large wherever its
+    learning rate is, and the order check lets it be."""
+    why = regimes.overshoot(float(train[0]), train[1:], diverged=run.data.tags.get("diverged") == "true",
+                            rules=_rules(run.data.params))
     return why is not None
 
 
-def _row(run: Any, curve: np.ndarray, fraction: float, train_losses: Sequence[float], *, overshot: bool,
-         group: str, ratios: Sequence[float]) -> dict[str, Any]:
+def _row(run: Any, curve: np.ndarray, fraction: float, train: np.ndarray, ratios: Sequence[float]) -> dict[str, Any]:
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     epochs = curve[1:]
     finite = epochs[np.isfinite(epochs)]
@@ -119,8 +119,9 @@ def _row(run: Any, curve: np.ndarray, fraction: float, train_losses: Sequence[fl
         "hidden_size": _number(p.get("model.hidden_size")),
         "hidden_layers": _number(p.get("model.hidden_layers")),
         "epochs_run": m.get("epochs_run", float(len(epochs))),
+        "initial_train_loss": float(train[0]),
         "final_train_loss": m.get("train_loss", math.nan),
-        "best_train_loss": min((v for v in train_losses if math.isfinite(v)), default=math.nan),
+        "best_train_loss": float(np.nanmin(train[1:])) if np.isfinite(train[1:]).any() else math.nan,
         "final_val_loss": m.get("val_loss", math.nan),
         "best_val_loss": float(finite.min()) if finite.size else math.nan,
         "val_accuracy": m.get("val_accuracy", math.nan),
@@ -128,11 +129,10 @@ def _row(run: Any, curve: np.ndarray, fraction: float, train_losses: Sequence[fl
         "test_accuracy": m.get("test_accuracy", math.nan),
         f"epochs_to_{round(100 * fraction)}pct": epochs_to(curve, fraction, _rules(p)["min_progress"]),
         "diverged": t.get("diverged", "") == "true",
-        "overshot": overshot,
+        "overshot": _overshot(run, train),
         "regime": t.get("regime", "") if state in LABELLED else NONE,
         "regime_reason": t.get("regime_reason", ""),
-        "sibling_group": group,
-        "sibling_tolerance": _rules(p)["sibling_tolerance"],
+        "sibling_group": t.get("sibling_group", ""),
         "ratio_start": ratios[0] if ratios else math.nan,  # η·λmax before training
         "ratio_end": ratios[-1] if ratios else math.nan,
         "lr_edge": m.get("lr_edge", math.nan),  # the learning rate with η·λmax = 2 at initialisation
@@ -161,29 +161,36 @@ def build(name: str, *, uri: str = DEFAULT_URI, experiment: str = "gdexp", fract
 
     ids = [r.info.run_id for r in children]
     val = store.metric_histories(uri, ids, "val_loss", threads)
-    # The best train loss is the final one unless the loss went up: only those runs' histories are read.
-    rose = [r.info.run_id for r in children if r.data.tags.get("regime") not in ("too_small", "just_right")
-            or r.data.tags.get("diverged") == "true"]
-    trn = {r.info.run_id: [r.data.metrics.get("train_loss", math.nan)] for r in children}
-    trn.update(store.metric_histories(uri, rose, "train_loss", threads))
-    curves = {r.info.run_id: np.array([r.data.metrics.get("initial_val_loss", math.nan), *val[r.info.run_id]],
-                                      dtype=float) for r in children}
-    read = set(rose)  # a run labelled too_small or just_right did not overshoot: its curve is not needed
-    overshot = {r.info.run_id: _overshot(r, trn[r.info.run_id]) for r in children if r.info.run_id in read}
-    fixed = sorted(k for k in _searched(parent) if k not in regimes.SIBLING_FREE)
+    trn = store.metric_histories(uri, ids, "train_loss", threads)
+
+    def with_start(run: Any, key: str, values: Sequence[float]) -> np.ndarray:
+        return np.array([run.data.metrics.get(f"initial_{key}", math.nan), *values], dtype=float)
+
+    curves = {r.info.run_id: with_start(r, "val_loss", val[r.info.run_id]) for r in children}
+    train = {r.info.run_id: with_start(r, "train_loss", trn[r.info.run_id]) for r in children}
     measured = [r.info.run_id for r in children if "sharpness_initial" in r.data.metrics]
     ratios = store.metric_histories(uri, measured, "stability_ratio", threads)
     sharpness = {run_id: (np.array([s for s, _ in points], dtype=float), np.array([v for _, v in points], dtype=float))
                  for run_id, points in store.metric_points(uri, measured, "sharpness", threads).items()}
-    runs = pd.DataFrame([_row(r, curves[r.info.run_id], fraction, trn[r.info.run_id],
-                              overshot=overshot.get(r.info.run_id, False), ratios=ratios.get(r.info.run_id, []),
-                              group=" ".join(f"{k}={r.data.params[k]}" for k in fixed if k in r.data.params))
-                         for r in children])
-    order = pd.Categorical(runs["gd_variant"], [*VARIANTS, *sorted(set(runs["gd_variant"]) - set(VARIANTS))])
-    runs = (runs.assign(_v=order).sort_values(["_v", "lr", "hidden_size", "trial", "run_id"], kind="stable")
-            .drop(columns="_v").reset_index(drop=True))
-    return Report(sweep_name, parent.info.run_id, experiment, uri, runs, curves,
+    runs = pd.DataFrame([_row(r, curves[r.info.run_id], fraction, train[r.info.run_id],
+                              ratios.get(r.info.run_id, [])) for r in children])
+    runs = sort_runs(runs)
+    return Report(sweep_name, parent.info.run_id, experiment, uri, runs, curves, train,
                   _range_test(uri, experiment_id, parent), fraction, sharpness)
+
+
+def variant_order(names: Any) -> list[str]:
+    """GD variants in their usual order (batch, minibatch, stochastic), others after them: the one order of every
+    table and figure."""
+    present = list(dict.fromkeys(names))
+    return [v for v in VARIANTS if v in present] + sorted(v for v in present if v not in VARIANTS)
+
+
+def sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows by GD variant (`variant_order`), then learning rate, hidden size, trial."""
+    order = pd.Categorical(runs["gd_variant"], variant_order(runs["gd_variant"]))
+    return (runs.assign(_v=order).sort_values(["_v", "lr", "hidden_size", "trial", "run_id"], kind="stable")
+            .drop(columns="_v").reset_index(drop=True))
 
 
 def _range_test(uri: str, experiment_id: str, parent: Any) -> dict[str, Any] | None:

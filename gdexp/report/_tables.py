@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from gdexp import regimes
-from gdexp.config import VARIANTS
 from gdexp.regimes import REGIMES
-from gdexp.report._read import Report
+from gdexp.report._read import Report, variant_order
 
 
 def fmt_lr(x: float) -> str:
@@ -45,21 +43,18 @@ def representatives(runs: pd.DataFrame) -> pd.DataFrame:
             .drop(columns=["_pruned", "_rank"]))
 
 
-def variant_order(names: Any) -> list[str]:
-    """GD variants in their usual order (batch, minibatch, stochastic), others after them."""
-    present = list(dict.fromkeys(names))
-    return [v for v in VARIANTS if v in present] + sorted(v for v in present if v not in VARIANTS)
-
-
 def _cell(run: Any) -> str:
-    loss = fmt_loss(run.final_val_loss if not run.diverged else math.nan)
-    accuracy = f" ({fmt_acc(run.val_accuracy)})" if math.isfinite(run.val_accuracy) and not run.diverged else ""
-    return f"{loss}{accuracy} {run.regime}" + (", pruned" if run.state == "PRUNED" else "")
+    if run.diverged:
+        return f"diverged {run.regime}"
+    accuracy = f" ({fmt_acc(run.val_accuracy)})" if math.isfinite(run.val_accuracy) else ""
+    return (f"train {fmt_loss(run.final_train_loss)}, val {fmt_loss(run.final_val_loss)}{accuracy} {run.regime}"
+            + (", pruned" if run.state == "PRUNED" else ""))
 
 
 def pivot(report: Report) -> pd.DataFrame:
-    """Learning rate down, then the hidden size; per GD variant, a cell `val_loss (val_acc) regime`
-    (`, pruned` when the pruner stopped the run, its loss then where it stopped) and the epochs it ran."""
+    """Learning rate down, then the hidden size; per GD variant, a cell `train <loss>, val <loss> (val_acc)
+    regime` (`, pruned` when the pruner stopped the run, its losses then where it stopped) and the epochs it
+    ran. The training loss is what the label reads; the validation loss what the sweep minimised."""
     reps = representatives(report.runs)
     reps["cell"] = [_cell(r) for r in reps.itertuples()]
     reps["epochs"] = reps["epochs_run"].map(lambda x: f"{x:.0f}" if math.isfinite(x) else "—")
@@ -80,11 +75,12 @@ def pivot(report: Report) -> pd.DataFrame:
 
 
 def best_per_variant(report: Report) -> pd.DataFrame:
+    """The run with the lowest final validation loss (the sweep's objective) of each GD variant."""
     ok = report.runs[(report.runs["state"] == "COMPLETE") & ~report.runs["diverged"]
                      & np.isfinite(report.runs["final_val_loss"])]
     best = ok.sort_values(["final_val_loss", "run_id"], kind="stable").groupby("gd_variant", sort=False).head(1)
-    order = {v: i for i, v in enumerate(VARIANTS)}
-    best = best.sort_values("gd_variant", key=lambda s: s.map(lambda v: order.get(v, len(order))), kind="stable")
+    order = {v: i for i, v in enumerate(variant_order(best["gd_variant"]))}
+    best = best.sort_values("gd_variant", key=lambda s: s.map(order.get), kind="stable")
     return pd.DataFrame({
         "GD variant": best["gd_variant"], "learning rate": best["lr"].map(fmt_lr),
         "hidden size": best["hidden_size"].map(lambda x: f"{x:.0f}" if math.isfinite(x) else "—"),
@@ -136,76 +132,14 @@ def _range_line(report: Report) -> list[str]:
 
 
 def order_problems(runs: pd.DataFrame) -> list[str]:
-    """Where the labels break the order invariant (`regimes.order_violations`), per sibling group: runs
-    that differ only in the learning rate and the hidden size. The best run is recomputed from the final
-    losses, and whether a run overshot from its own training-loss curve, not read from the labels."""
+    """Where the labels break the order invariant (`regimes.order_violations`), per GD variant and sibling group.
+    Whether a run overshot is read from its own training-loss curve, not from its label."""
     problems = []
     shown = runs[runs["regime"].isin(REGIMES)]
-    keys = ["gd_variant", "batch_size", "optimizer", "sibling_group"]
-    for _, group in shown.groupby(keys, sort=False, dropna=False):
+    for _, group in shown.groupby(["gd_variant", "sibling_group"], sort=False, dropna=False):
         members = [regimes.Sibling(
-            r.lr, r.final_val_loss, "too_large" if r.overshot else "", "", hidden=r.hidden_size,
+            r.lr, r.initial_train_loss, (r.final_train_loss,), "too_large" if r.overshot else "", "",
             name=f"trial {r.trial} (run {r.run_id})" if pd.notna(r.trial) else f"run {r.run_id}",
-            pruned_at=int(r.epochs_run) if r.state == "PRUNED" else None) for r in group.itertuples()]
+            pruned=r.state == "PRUNED") for r in group.itertuples()]
         problems += regimes.order_violations(members, list(group["regime"]))
     return problems
-
-
-def markdown(report: Report, table: pd.DataFrame, best: pd.DataFrame, recommended: pd.DataFrame) -> str:
-    from tabulate import tabulate
-
-    return "\n".join([
-        f"## Learning-rate regimes: sweep `{report.name}`", "",
-        *(f"> {line}" for line in caption(report)), "",
-        tabulate(table, headers="keys", tablefmt="pipe", disable_numparse=True), "",
-        "### Best run per GD variant", "",
-        tabulate(best, headers="keys", tablefmt="pipe", showindex=False, disable_numparse=True), "",
-        "### Recommended learning rate per GD variant", "",
-        tabulate(recommended, headers="keys", tablefmt="pipe", showindex=False, disable_numparse=True), "",
-    ])
-
-
-def latex(report: Report, table: pd.DataFrame, best: pd.DataFrame, recommended: pd.DataFrame) -> str:
-    from tabulate import tabulate
-
-    def esc(text: str) -> str:
-        return tabulate([[text]], tablefmt="latex").splitlines()[2].removesuffix("\\\\").strip()
-
-    def environment(frame: pd.DataFrame, text: str, kind: str, showindex: str | bool = False) -> list[str]:
-        """One booktabs table in a floating `table` with its caption and the label tab:<kind>-<sweep>."""
-        label = re.sub(r"[^A-Za-z0-9]+", "-", report.name)
-        return ["\\begin{table}[htbp]", "\\centering", "\\small",
-                tabulate(frame, headers="keys", tablefmt="latex_booktabs", showindex=showindex, disable_numparse=True),
-                f"\\caption{{{text}}}", f"\\label{{tab:{kind}-{label}}}", "\\end{table}", ""]
-
-    reasons = " ".join(f"{v}: {r}." for v, r in zip(recommended["GD variant"], recommended["reason"], strict=True))
-    return "\n".join([
-        "% needs \\usepackage{booktabs}",
-        *environment(table, " ".join(esc(line) for line in caption(report)), "regimes", showindex="default"),
-        *environment(best.drop(columns="run"), f"Best run per GD variant, sweep {esc(report.name)}.", "best"),
-        *environment(recommended.drop(columns="reason"),
-                     f"Recommended learning rate per GD variant, sweep {esc(report.name)}: {esc(reasons)}",
-                     "recommended"),
-    ])
-
-
-def html_page(report: Report, table: pd.DataFrame, best: pd.DataFrame, recommended: pd.DataFrame) -> str:
-    import html
-
-    from tabulate import tabulate
-
-    style = ("body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-             "th,td{border-bottom:1px solid #ccc;padding:.3em .8em;text-align:right}th:first-child,"
-             "td:first-child{text-align:left}")
-    return "\n".join([
-        "<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">",
-        f"<title>gdexp: sweep {html.escape(report.name)}</title><style>{style}</style></head><body>",
-        f"<h1>Learning-rate regimes: sweep {html.escape(report.name)}</h1>",
-        *(f"<p>{html.escape(line)}</p>" for line in caption(report)),
-        tabulate(table, headers="keys", tablefmt="html", disable_numparse=True),
-        "<h2>Best run per GD variant</h2>",
-        tabulate(best, headers="keys", tablefmt="html", showindex=False, disable_numparse=True),
-        "<h2>Recommended learning rate per GD variant</h2>",
-        tabulate(recommended, headers="keys", tablefmt="html", showindex=False, disable_numparse=True),
-        "</body></html>", "",
-    ])

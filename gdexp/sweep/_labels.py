@@ -1,65 +1,65 @@
-"""Regime labels across a sweep: each trial's run placed among its siblings, and why a run has none."""
+"""Regime labels across a sweep: each trial's run placed among its siblings (`regimes.label_siblings`)."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import optuna
-from omegaconf import DictConfig
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from gdexp import regimes, store
+from gdexp.sweep._reconcile import unlabelled
+from gdexp.sweep._record import TrialRecord
+
+__all__ = ["label_trials", "relabel"]
 
 
-def unlabelled(why: str) -> dict[str, str]:
-    """The tags of a run that is no regime sample (interrupted, failed): `regime=none` and why."""
-    return {"regime": regimes.NONE, "regime_reason": f"{why}: not a regime sample"}
-
-def relabel_siblings(cfg: DictConfig, study: optuna.Study) -> None:
-    """Label every trial's run among its siblings (`regimes.label_siblings`) and write its `regime` and
-    `regime_reason` tags. Siblings are the trials that differ only in the learning rate and the hidden
-    size (`regimes.SIBLING_FREE`): the hidden size moves the loss far less than the learning rate does,
-    and in the `lr` sweep, where both are sampled, no two runs would otherwise share a group. A pruned
-    trial is compared as the pruner compared it, by its intermediate values; an interrupted or failed
-    trial's run is labelled `none`; a trial still running is left alone."""
-    labels: dict[str, tuple[str, str]] = {}
-    groups: dict[tuple[Any, ...], list[FrozenTrial]] = {}
-    for t in study.get_trials(deepcopy=False):
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if run_id is None or t.state in (TrialState.RUNNING, TrialState.WAITING):
+def label_trials(records: Sequence[TrialRecord], rules: Mapping[str, Any]) -> dict[str, tuple[str, str, str]]:
+    """run id -> (regime, reason, sibling group) of every finished or pruned trial, by its place among the
+    trials of its sibling group; an interrupted, lost or failed trial's run -> `none` and why. Trials still
+    running are left out, and so are trials of an older gdexp that kept no outcome (their runs keep their tags)."""
+    labels: dict[str, tuple[str, str, str]] = {}
+    groups: dict[str, list[TrialRecord]] = {}
+    for r in records:
+        if r.run_id is None or r.active:
             continue
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            key = tuple(sorted((k, str(v)) for k, v in t.params.items() if k not in regimes.SIBLING_FREE))
-            groups.setdefault(key, []).append(t)
+        if r.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            if r.outcome is not None:
+                groups.setdefault(r.outcome.group, []).append(r)
         else:
-            tags = unlabelled(_why_not_labelled(t))
-            labels[run_id] = (tags["regime"], tags["regime_reason"])
-    for trials in groups.values():
-        members = [_sibling(cfg, t) for t in trials]
-        placed = regimes.label_siblings(members, cfg.regimes.sibling_tolerance,
-                                        minimize=cfg.sweep.direction == "minimize", metric=cfg.sweep.metric)
-        labels.update((t.user_attrs["mlflow_run_id"], label) for t, label in zip(trials, placed, strict=True))
-    for run_id, (regime, reason) in labels.items():
-        store.set_tags(cfg.tracking.uri, run_id, {"regime": regime, "regime_reason": reason})
+            tags = unlabelled(_why_not(r))
+            labels[r.run_id] = (tags["regime"], tags["regime_reason"], "")
+    for group, members in groups.items():
+        siblings = [_sibling(r) for r in members]
+        for r, (regime, reason) in zip(members, regimes.label_siblings(siblings, rules), strict=True):
+            assert r.run_id is not None
+            labels[r.run_id] = (regime, reason, group)
+    return labels
 
-def _sibling(cfg: DictConfig, t: FrozenTrial) -> regimes.Sibling:
-    """A finished or pruned trial as `regimes.label_siblings` reads it."""
-    a = t.user_attrs
-    if "regime" in a:
-        own = (str(a["regime"]), str(a.get("regime_reason", "")))
-    else:  # a trial of an older gdexp: its run's tag, as the tracker wrote it
-        tags = store.get_run(cfg.tracking.uri, a["mlflow_run_id"]).data.tags
-        own = (tags.get("regime", ""), tags.get("regime_reason", ""))
-    pruned = t.state == TrialState.PRUNED and bool(t.intermediate_values)
-    return regimes.Sibling(
-        float(a.get("lr", math.nan)), float(a.get("final_val_loss", math.nan)), *own,
-        hidden=float(a.get("hidden_size", t.params.get("model.hidden_size", cfg.model.hidden_size))),
-        name=f"trial {t.number}", pruned_at=max(t.intermediate_values) if pruned else None,
-        values=t.intermediate_values)
 
-def _why_not_labelled(t: FrozenTrial) -> str:
-    if t.user_attrs.get("interrupted"):
+def relabel(uri: str, records: Sequence[TrialRecord], rules: Mapping[str, Any]) -> None:
+    """Write every run's `regime`, `regime_reason` and `sibling_group` tags (`label_trials`)."""
+    for run_id, (regime, reason, group) in label_trials(records, rules).items():
+        tags = {"regime": regime, "regime_reason": reason}
+        if group:
+            tags["sibling_group"] = group
+        store.set_tags(uri, run_id, tags)
+
+
+def _sibling(r: TrialRecord) -> regimes.Sibling:
+    o = r.outcome
+    assert o is not None
+    return regimes.Sibling(o.lr, o.initial, o.losses, o.regime, o.reason, name=f"trial {r.number}",
+                           pruned=r.state == TrialState.PRUNED)
+
+
+def _why_not(r: TrialRecord) -> str:
+    if r.interrupted:
         return "interrupted"
-    error = t.user_attrs.get("error")
-    return f"training failed ({error})" if error else "its worker stopped"
+    if r.error:
+        return f"training failed ({r.error})"
+    if r.lost:
+        return f"its worker stopped ({r.lost})"
+    if r.store_failed:
+        return "the tracking store failed"
+    return "its worker stopped"

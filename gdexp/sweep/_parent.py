@@ -12,23 +12,24 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gdexp import store
 from gdexp.config import mask_secrets
-from gdexp.store import ui_command
-from gdexp.sweep._labels import relabel_siblings
+from gdexp.sweep._accounting import tally
+from gdexp.sweep._labels import relabel
 from gdexp.sweep._plots import study_plots
-from gdexp.sweep._trials import end_left_runs, tally
+from gdexp.sweep._reconcile import reconcile
+from gdexp.sweep._record import TrialRecord
 
-PARENT_ATTR = "mlflow_parent_run_id"
+__all__ = ["PARENT_ATTR", "best_trial", "best_value", "finish_parent", "parent_run", "summary_table"]
+
+PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attribute that names its parent run
 
 
 def parent_run(cfg: DictConfig, study: optuna.Study) -> str:
-    """The sweep's MLflow parent run: created with the study, reopened (same id) when it resumes; a resumed
-    study's trials get the runs they left RUNNING ended first."""
-    uri = cfg.tracking.uri
+    """The sweep's MLflow parent run: created with the study, found again (same id) when it resumes. Call it
+    under the study's lock: one process creates it."""
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
-        end_left_runs(uri, study)
-        store.reopen_run(uri, run_id)
         return str(run_id)
+    uri = cfg.tracking.uri
     experiment_id = store.ensure_experiment(uri, cfg.tracking.experiment)
     name = cfg.sweep.name
     tags = {"gdexp.sweep": name, "optuna.study": name, "gdexp.role": "sweep",
@@ -46,7 +47,9 @@ def finish_parent(cfg: DictConfig, study: optuna.Study, run_id: str, status: str
     if store.down(uri):
         return
     try:
-        counts = tally(study.get_trials(deepcopy=False))
+        records = [TrialRecord.of(t) for t in study.get_trials(deepcopy=False)]
+        reconcile(uri, run_id, records)
+        counts = tally(records)
         now = int(time.time() * 1000)
         metrics = [store.metric(f"n_{k}", float(counts[k]), 0, now)
                    for k in ("complete", "pruned", "failed", "diverged")]
@@ -57,7 +60,7 @@ def finish_parent(cfg: DictConfig, study: optuna.Study, run_id: str, status: str
             tags = {"best_trial": str(best.number), **{f"best.{k}": str(v) for k, v in best.params.items()}}
         store.log_metrics(uri, run_id, metrics)
         store.set_tags(uri, run_id, tags)
-        relabel_siblings(cfg, study)  # also when interrupted: the report reads the labels of what finished
+        relabel(uri, records, cfg.regimes)  # also when interrupted: the report reads the labels of what finished
         if status == "FINISHED":
             with tempfile.TemporaryDirectory(prefix="gdexp-sweep-") as tmp:
                 study_plots(cfg, study, Path(tmp))
@@ -72,22 +75,26 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     except ValueError:
         return None
 
+
 def best_value(study: optuna.Study) -> float | None:
     best = best_trial(study)
     return None if best is None else float(best.value)  # type: ignore[arg-type]
 
-def summary_table(cfg: DictConfig, study: optuna.Study, where: str) -> str:
-    """The console's closing table: best trial, top five, counts by state, where things live."""
+
+def summary_table(cfg: DictConfig, study: optuna.Study, where: str, ui: str) -> str:
+    """The console's closing table: best trial, top five, counts by state, where things live, the UI's address."""
     from tabulate import tabulate
 
     trials = study.get_trials(deepcopy=False)
-    counts = tally(trials)
+    records = [TrialRecord.of(t) for t in trials]
+    counts = tally(records)
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     sign = 1.0 if cfg.sweep.direction == "minimize" else -1.0
     done.sort(key=lambda t: sign * float(t.value or 0.0))
-    rows = [[t.number, f"{t.value:.4g}", "yes" if t.user_attrs.get("diverged") else "",
+    diverged = {r.number for r in records if r.outcome is not None and r.outcome.diverged}
+    rows = [[t.number, f"{t.value:.4g}", "yes" if t.number in diverged else "",
              *(f"{v:.3g}" if isinstance(v, float) else v for v in t.params.values())] for t in done[:5]]
-    keys = list(study.best_trial.params) if done else []
+    keys = list(done[0].params) if done else []
     lines = [f"Study {cfg.sweep.name!r}: {counts['done']} of {cfg.sweep.n_trials} trials "
              f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed, "
              f"{counts['diverged']} diverged; {counts['not counted']} interrupted or lost, not counted)"]
@@ -96,5 +103,5 @@ def summary_table(cfg: DictConfig, study: optuna.Study, where: str) -> str:
                   tabulate(rows, headers=["trial", cfg.sweep.metric, "diverged", *keys], tablefmt="simple"), ""]
     lines += [f"Study storage: {where}",
               f"MLflow: experiment {cfg.tracking.experiment!r} in {mask_secrets(cfg.tracking.uri)}",
-              f"Open the UI: {ui_command(cfg.tracking.uri)}"]
+              f"Open the UI: {ui}"]
     return "\n".join(lines)

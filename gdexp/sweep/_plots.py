@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from gdexp import plots
+from gdexp import compat, plots
 
 
 def study_plots(cfg: DictConfig, study: optuna.Study, folder: Path) -> None:
@@ -40,7 +39,7 @@ def study_plots(cfg: DictConfig, study: optuna.Study, folder: Path) -> None:
         ax.set(xlabel="importance (PED-ANOVA)", title=f"{cfg.sweep.name}: parameter importances")
         plots.save(fig, folder / "param_importances.png")
 
-    lrs = np.array([t.params.get("optim.lr", t.user_attrs.get("lr", np.nan)) for t in done], dtype=float)
+    lrs = np.array([t.params.get("optim.lr", cfg.optim.lr) for t in done], dtype=float)
     hidden = np.array([t.params.get("model.hidden_size", cfg.model.hidden_size) for t in done], dtype=float)
     fig, ax = plots.axes(left=0.14)
     points = ax.scatter(lrs, values, c=np.log2(hidden), cmap="viridis", s=22)
@@ -52,25 +51,12 @@ def study_plots(cfg: DictConfig, study: optuna.Study, folder: Path) -> None:
     plots.save(fig, folder / f"{metric}_vs_lr_hidden.png")
 
 def param_importances(study: optuna.Study) -> dict[str, float]:
-    """Optuna's PED-ANOVA importances of the searched parameters ({} when they cannot be computed).
-
-    PED-ANOVA is computed from the trials alone, in milliseconds. Importing `optuna.importance` also
-    imports scikit-learn for the fANOVA evaluator, which gdexp does not use: a second, serial, at the end of
-    every sweep; while scikit-learn is not loaded yet, that import is skipped (fANOVA then is unavailable,
-    which Optuna allows).
-    """
-    skip = "sklearn" not in sys.modules and "sklearn.ensemble" not in sys.modules
-    if skip:
-        sys.modules["sklearn.ensemble"] = None  # type: ignore[assignment]  # an import of it raises ImportError
-    try:
-        import optuna.importance
-    finally:
-        if skip:
-            del sys.modules["sklearn.ensemble"]
+    """Optuna's PED-ANOVA importances of the searched parameters ({} when they cannot be computed): computed
+    from the trials alone, in milliseconds, without scikit-learn (`compat.import_optuna_importance`)."""
+    importance = compat.import_optuna_importance()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # experimental in Optuna 4
         try:
-            return optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+            return importance.get_param_importances(study, evaluator=importance.PedAnovaImportanceEvaluator())
         except (RuntimeError, ValueError):
             return {}

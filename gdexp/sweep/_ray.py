@@ -6,7 +6,7 @@ tasks (`sweep.ray.cpus_per_worker` CPUs each, which is also their BLAS thread co
 nodes), starts a task again on a surviving node when its process or node died (Ray's task retries), and
 delivers this command's Ctrl-C or SIGTERM to every task (`ray.cancel`: a KeyboardInterrupt there), so
 each ends its trial's MLflow run KILLED as a local worker does. The trial a dead worker left RUNNING is
-failed and retried with the same parameters by whichever worker looks next (`Sweep.reap_stale`).
+failed and retried with the same parameters by whichever worker claims next (`_claim.py`).
 
 What a cluster needs is checked before the study or any run exists, each with one line naming the key:
 the address answers, Ray is installed, a node has the CPUs a worker asks for, and with more than one node
@@ -43,12 +43,11 @@ CONNECT_S = 5.0  # a head that does not accept a connection within this is not t
 class RayWorkers:
     """`sweep.n_workers` Ray tasks, each a worker of the study; this process only submits them and watches."""
 
-    lock = None  # the storage serialises what workers on different hosts share
-
     def __init__(self, cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution],
                  deadline: float | None) -> None:
         self.cfg, self.overrides, self.space, self.deadline = cfg, list(overrides), space, deadline
         self.refs: list[Any] = []
+        self._stopped = False
         self.ray = _connect(cfg.sweep.ray.address)
         try:
             _check_cluster(cfg, [n for n in self.ray.nodes() if n["Alive"]])
@@ -87,6 +86,9 @@ class RayWorkers:
     def stop(self, *, interrupt: bool) -> None:
         """On an interruption, pass it to every worker (each ends its trial's run KILLED), kill those still
         running after STOP_S; then leave the cluster (a Ray instance started for this command ends)."""
+        if self._stopped:
+            return
+        self._stopped = True
         try:
             if interrupt and self.refs:
                 with stopping.shielded():
@@ -211,8 +213,11 @@ def _worker(worker: int, cfg: DictConfig, overrides: Sequence[str], space: dict[
                 stack.enter_context(initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None))
             stack.enter_context(threadpool_limits(threads))
             node = ray.get_runtime_context().get_node_id()
-            Sweep(cfg, overrides, worker=worker, parent_run_id=parent_run_id, space=space,
-                  placement={"host": socket.gethostname(), "worker": f"ray:{node}"}).work(deadline)
+            sweep = Sweep(cfg, overrides, parent_run_id=parent_run_id, space=space,
+                          placement={"host": socket.gethostname(), "worker": f"ray:{node}"})
+            sweep.work(deadline)
+            if sweep.store_error is not None:  # the command says it, once
+                raise sweep.store_error
     except KeyboardInterrupt:
         pass
     finally:

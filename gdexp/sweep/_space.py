@@ -10,7 +10,9 @@ from typing import Any
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from gdexp import data
@@ -42,8 +44,8 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> dict[str, BaseDis
                               f"value is set on the key itself: {key}={spec!r})")
         try:
             value = parser.parse_override(f"{key}={text}").value()
-        except Exception as exc:
-            raise ConfigError(f"{where}={text!r} cannot be parsed: {exc}") from exc
+        except OverrideParseException as exc:
+            raise ConfigError(f"{where}={text!r} cannot be parsed: {exc.message.splitlines()[0]}") from exc
         space[str(key)] = _distribution(where, value)
     if not space:
         raise ConfigError("sweep.params is empty: give at least one key to search")
@@ -79,10 +81,14 @@ def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     assert isinstance(dist, CategoricalDistribution)
     return trial.suggest_categorical(name, dist.choices)
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """The pruner `sweep.pruner` names. The median and percentile pruners wait a third of the run's epochs (at
+    least two) before they judge: a curve stopped after an epoch or two says little about where it was going,
+    and the regime labels read each pruned run's curve up to where it stopped."""
+    warmup = max(2, epochs // 3)
     makers: dict[str, Any] = {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
-        "percentile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=2),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup),
+        "percentile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=warmup),
         "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
         "hyperband": optuna.pruners.HyperbandPruner,
         "none": optuna.pruners.NopPruner,
@@ -90,22 +96,36 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return makers[name]()
 
 
-def trial_config(cfg: DictConfig, overrides: Sequence[str], params: Mapping[str, Any]) -> DictConfig:
-    """The composed config of one trial: the sweep's own overrides plus the sampled values (a config group
-    such as `gd` is composed anew, so its option's own keys come with it)."""
-    groups = {k: v for k, v in params.items() if (CONFIG_DIR / k).is_dir()}
-    if groups:
-        from hydra import compose
+class TrialConfigs:
+    """The composed config of each trial: the sweep's own config with the sampled values set. A trial that
+    searches a config group (`gd`) needs that group's option composed anew, with its own keys; Hydra composes
+    it once per distinct choice of the groups, and every trial after that is a copy with values set."""
 
-        extra = [f"{k}={v}" for k, v in groups.items()]
-        kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in groups]
-        trial = compose(config_name="config", overrides=kept + extra)
-    else:
-        trial = copy.deepcopy(cfg)
-    for key, value in params.items():
-        if key not in groups:
-            OmegaConf.update(trial, key, value, merge=False)
-    return trial
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str]) -> None:
+        self.cfg, self.overrides = cfg, list(overrides)
+        self._bases: dict[tuple[tuple[str, str], ...], DictConfig] = {}
+
+    def of(self, params: Mapping[str, Any]) -> DictConfig:
+        """The trial's config; `ConfigError` naming the key when a value does not fit its type."""
+        groups = tuple(sorted((k, str(v)) for k, v in params.items() if (CONFIG_DIR / k).is_dir()))
+        if groups not in self._bases:
+            if groups:
+                from hydra import compose
+
+                chosen = dict(groups)
+                kept = [o for o in self.overrides if o.split("=", 1)[0].lstrip("+~") not in chosen]
+                self._bases[groups] = compose(config_name="config", overrides=kept + [f"{k}={v}" for k, v in groups])
+            else:
+                self._bases[groups] = self.cfg
+        trial = copy.deepcopy(self._bases[groups])
+        for key, value in params.items():
+            if (CONFIG_DIR / key).is_dir():
+                continue
+            try:
+                OmegaConf.update(trial, key, value, merge=False)
+            except ValidationError as exc:
+                raise ConfigError(f"{key}={value!r} is not allowed: {str(exc).splitlines()[0]}") from exc
+        return trial
 
 
 def _corners(dist: BaseDistribution) -> list[Any]:
@@ -123,14 +143,13 @@ def validate_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, 
     `sweep.*` keys themselves are checked by `config.validate`. The data stays loaded for the trials."""
     s = cfg.sweep
     space = parse_space(s.params, cfg)
+    configs = TrialConfigs(cfg, overrides)
     for key, dist in space.items():
         for value in _corners(dist):
             try:
-                validate(trial_config(cfg, overrides, {key: value}))
-            except Exception as exc:
+                validate(configs.of({key: value}))
+            except (ConfigError, ConfigCompositionException, MissingConfigException) as exc:
                 found = exc if isinstance(exc, ConfigError) else explain(exc, CONFIG_DIR)
-                if found is None:
-                    raise
                 raise ConfigError(f"sweep.params.{key} reaches {value!r}, which is not allowed: {found}") from exc
     if s.sampler == "grid":
         make_sampler("grid", 0, space)

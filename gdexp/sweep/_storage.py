@@ -1,10 +1,10 @@
-"""The study's storage (a journal file, an RDB URL, Redis) and the lock that serialises creating the parent run."""
+"""The study's storage (a journal file, an RDB URL, Redis) and its lock (`_locks.py`)."""
 
 from __future__ import annotations
 
 import contextlib
-import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -13,100 +13,90 @@ from omegaconf import DictConfig
 from gdexp import reach
 from gdexp.config import ConfigError, database_url, mask_secrets
 from gdexp.sweep._journal import open_journal
-from gdexp.sweep._trials import EndStaleRun
+from gdexp.sweep._locks import file_lock, postgres_lock, redis_lock
+
+__all__ = ["Storage", "open_storage"]
+
+DATABASES = ("postgresql", "postgres", "mysql", "sqlite")
 
 
-def open_storage(cfg: DictConfig) -> tuple[optuna.storages.BaseStorage, str]:
-    """The study's storage and a masked description of where it lives."""
-    spec, name = cfg.sweep.storage, cfg.sweep.name
-    if spec is None or not str(spec).strip():
+@dataclass
+class Storage:
+    """An opened study storage: Optuna's object, where it lives (masked, for people), and how to lock it."""
+
+    optuna: optuna.storages.BaseStorage
+    where: str
+    spec: str  # sweep.storage as given ("" for the default journal)
+    name: str  # the study's name
+    path: Path | None  # the journal or SQLite file, if the storage is one
+
+    @contextlib.contextmanager
+    def lock(self, what: str = "claim") -> Iterator[None]:
+        """Serialise `what` between every process and machine that shares this study (`_locks.py`)."""
+        key = f"gdexp.sweep:{self.name}:{what}"
+        engine = getattr(self.optuna, "engine", None)
+        if engine is not None and engine.dialect.name == "postgresql":
+            with postgres_lock(engine, key):
+                yield
+        elif self.spec.startswith("redis://"):
+            with redis_lock(self.spec, key):
+                yield
+        else:  # not `<journal>.lock`: that is Optuna's own journal lock
+            assert self.path is not None, "a storage that is neither PostgreSQL nor Redis is a file"
+            with file_lock(Path(f"{self.path}.gdexp-{what}-lock")):
+                yield
+
+
+def _scheme(spec: str) -> str:
+    return spec.split(":", 1)[0].split("+", 1)[0] if "://" in spec else ""
+
+
+def open_storage(cfg: DictConfig) -> Storage:
+    """The study's storage (`sweep.storage`; its form was checked by `config.validate`)."""
+    spec, name = str(cfg.sweep.storage or "").strip(), cfg.sweep.name
+    scheme = _scheme(spec)
+    if not spec:
         path = Path("sweeps") / name / "study.journal"
         path.parent.mkdir(parents=True, exist_ok=True)
-        return open_journal(path), str(path)
-    spec = str(spec)
-    database = spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres", "mysql", "sqlite")
-    if database or spec.startswith("redis://"):  # unreachable, missing: one line now, not a traceback later
-        problem = reach.database(database_url(spec)) if database else reach.redis(spec)
+        return Storage(open_journal(path), str(path), "", name, path.resolve())
+    if scheme in DATABASES or scheme == "redis":  # unreachable, missing: one line now, not a traceback later
+        problem = reach.database(database_url(spec)) if scheme != "redis" else reach.redis(spec)
         if problem is not None:
             raise ConfigError(f"sweep.storage={mask_secrets(spec)} cannot be used: {mask_secrets(problem)}")
-    if database:
-        hb = int(cfg.sweep.heartbeat_s)
-        with _schema_lock(database_url(spec)):  # RDBStorage creates Optuna's tables when it is constructed
-            storage = optuna.storages.RDBStorage(
-                database_url(spec), heartbeat_interval=hb, grace_period=2 * hb,
-                heartbeat_stale_trial_callback=EndStaleRun(cfg.tracking.uri),
-            )
-        return storage, mask_secrets(spec)
-    if spec.startswith("redis://"):
+    if scheme in DATABASES:
+        url = database_url(spec)
+        path = Path(url.removeprefix("sqlite:///")).resolve() if scheme == "sqlite" else None
+        with _schema_lock(url, name, path):  # RDBStorage creates Optuna's tables when it is constructed
+            storage = optuna.storages.RDBStorage(url)
+        if scheme == "mysql":  # no lock that dies with its holder across hosts here: a file lock, for one host
+            path = (Path("sweeps") / name / "mysql").resolve()
+        return Storage(storage, mask_secrets(spec), spec, name, path)
+    if scheme == "redis":
         from optuna.storages.journal import JournalRedisBackend
 
-        return optuna.storages.JournalStorage(JournalRedisBackend(spec)), mask_secrets(spec)
-    return open_journal(Path(spec)), spec
+        return Storage(optuna.storages.JournalStorage(JournalRedisBackend(spec)), mask_secrets(spec), spec, name, None)
+    path = Path(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Storage(open_journal(path), spec, spec, name, path.resolve())
+
 
 @contextlib.contextmanager
-def _schema_lock(url: str) -> Iterator[None]:
+def _schema_lock(url: str, name: str, path: Path | None) -> Iterator[None]:
     """One process at a time creates Optuna's tables: workers started together on a fresh database otherwise
-    race (PostgreSQL: UniqueViolation on alembic_version; SQLite: table exists). An advisory lock on
-    PostgreSQL, a file lock beside a SQLite file; other databases pass through."""
-    if url.startswith("sqlite:///"):
-        with _file_lock(Path(f"{url.removeprefix('sqlite:///')}.schema-lock")):
+    race (PostgreSQL: UniqueViolation on alembic_version; SQLite: table exists)."""
+    if path is not None:
+        with file_lock(Path(f"{path}.gdexp-schema-lock")):
             yield
         return
     if not url.startswith("postgresql"):
         yield
         return
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
     engine = create_engine(url, poolclass=NullPool)
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": zlib.crc32(b"gdexp.optuna-schema")})
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": zlib.crc32(b"gdexp.optuna-schema")})
+        with postgres_lock(engine, "gdexp.optuna-schema"):
+            yield
     finally:
         engine.dispose()
-
-
-@contextlib.contextmanager
-def exclusive(storage: optuna.storages.BaseStorage, cfg: DictConfig, where: str) -> Iterator[None]:
-    """Serialise one step (creating the parent run) between all processes and machines that share the study,
-    on every storage: a PostgreSQL advisory lock, a Redis lock, or a file lock beside a journal or SQLite file
-    (`where`: the journal's path)."""
-    name = cfg.sweep.name
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.engine.dialect.name == "postgresql":
-        from sqlalchemy import text
-
-        key = zlib.crc32(f"gdexp.sweep:{name}".encode())
-        with storage.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-    elif str(cfg.sweep.storage or "").startswith("redis://"):
-        import redis
-
-        with redis.Redis.from_url(str(cfg.sweep.storage)).lock(f"gdexp.sweep:{name}:parent", timeout=120,
-                                                                blocking_timeout=300):
-            yield
-    else:
-        url = str(cfg.sweep.storage or "")
-        path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else Path(where)
-        with _file_lock(Path(f"{path}.parent-lock")):  # not .lock: Optuna's own journal lock file
-            yield
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

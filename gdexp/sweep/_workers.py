@@ -2,55 +2,63 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 
-from gdexp import stopping
+from gdexp import errors, stopping
 from gdexp.sweep._study import Sweep
+
+__all__ = ["Workers"]
+
+STOP_S = 60.0  # after an interruption, the time the workers get to close their trials' runs
 
 
 class Workers:
-    """The `sweep.n_workers - 1` local workers beside this process (worker 0).
+    """The local workers beside this process (worker 0): `min(sweep.n_workers, sweep.n_trials) - 1` of them.
 
-    They are forked before this process opens the study's storage or the MLflow store, so no
-    connection is shared, and after it imported what a trial needs, so they inherit the imports: a
-    spawned worker spent ~3 s importing before its first trial. Each waits for the parent run's id
-    (None: nothing to do), then runs trials like any other worker.
+    They are forked before this process opens the study's storage or the MLflow store, so no connection is
+    shared, and after it imported what a trial needs, so they inherit the imports. Each waits for the parent
+    run's id (None or a closed pipe: nothing to do), then claims trials like any other worker. A worker that
+    dies at any instant holds nothing another waits for: claims are serialised by a lock the kernel (or the
+    database) releases with its holder (`_locks.py`), and its trial is reaped (`_claim.py`).
     """
 
     def __init__(self, cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution],
                  deadline: float | None) -> None:
-        n = cfg.sweep.n_workers
+        n = min(cfg.sweep.n_workers, cfg.sweep.n_trials)
         self.procs: list[Any] = []
         self.pipes: list[Any] = []
-        self.lock: Any = None
         self.threads: int | None = None  # alone: train.threads decides
+        self._stopped = False
         if n == 1:
             return
         import matplotlib.figure  # noqa: F401 -- imported here once, inherited by every worker
         import mlflow.tracking  # noqa: F401
 
         ctx = multiprocessing.get_context("fork")
-        self.lock = ctx.Lock()
         self.threads = max(1, (os.cpu_count() or 1) // n)
         for i in range(1, n):
             receive, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_worker_main, name=f"gdexp-sweep-worker-{i}",
-                               args=(cfg, overrides, space, i, self.threads, self.lock, receive, deadline))
+                               args=(cfg, overrides, space, self.threads, receive, deadline))
             proc.start()
             receive.close()
             self.procs.append(proc)
             self.pipes.append(send)
 
     def start(self, parent_run_id: str | None) -> None:
+        """Tell every worker the parent run; one that died already is skipped (its pipe is broken)."""
         for pipe in self.pipes:
-            pipe.send(parent_run_id)
+            with contextlib.suppress(OSError):  # BrokenPipeError: the worker is gone; the others go on
+                pipe.send(parent_run_id)
             pipe.close()
 
     def run(self, sweep: Sweep, deadline: float | None, on_trial: Callable[[], None]) -> None:
@@ -62,6 +70,9 @@ class Workers:
 
     def stop(self, *, interrupt: bool) -> None:
         """Wait for the workers; on an interruption first pass it on (each closes its own trial)."""
+        if self._stopped:
+            return
+        self._stopped = True
         for pipe in self.pipes:
             if not pipe.closed:
                 pipe.close()  # a worker still waiting for the parent run's id gets EOF and ends
@@ -69,20 +80,24 @@ class Workers:
             if interrupt and proc.is_alive():
                 os.kill(proc.pid, signal.SIGINT)
         for proc in self.procs:
-            proc.join(timeout=60 if interrupt else None)
+            proc.join(timeout=STOP_S if interrupt else None)
 
 
-def _worker_main(cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution], worker: int,
-                 threads: int, lock: Any, receive: Any, deadline: float | None) -> None:
+def _worker_main(cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution], threads: int,
+                 receive: Any, deadline: float | None) -> None:
     """A forked worker: its own BLAS thread share, its own storage and MLflow connections, the same study."""
     from threadpoolctl import threadpool_limits
 
     stopping.install(once=True)
     threadpool_limits(threads)
-    try:
-        parent_run_id = receive.recv()
-        if parent_run_id is None:
+
+    def body() -> None:
+        try:
+            parent_run_id = receive.recv()
+        except EOFError:  # the command ended before it sent one
             return
-        Sweep(cfg, overrides, worker=worker, lock=lock, parent_run_id=parent_run_id, space=space).work(deadline)
-    except (KeyboardInterrupt, EOFError):
-        pass
+        if parent_run_id is not None:
+            Sweep(cfg, overrides, parent_run_id=parent_run_id, space=space).work(deadline)
+
+    code = errors.command("gdexp: sweep worker", body)
+    sys.exit(0 if code in (130, 143) else code)  # an interruption is the command's to report

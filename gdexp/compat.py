@@ -1,0 +1,175 @@
+"""Every place gdexp leans on another library's internals: a private name, an internal logger's path, the text
+of a message, the layout of a file a package ships. Nowhere else in gdexp does that happen.
+
+Each entry says why the public API does not do, and `tests/test_compat.py` pins each one on the installed
+versions, so an upgrade that moves one fails there, loudly, and not in the middle of a user's sweep.
+pyproject.toml bounds the versions these were checked on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FIXED_PARAMS", "SHARED_VIEW_PREFIX", "digits_file", "fixed_params", "hydra_override_error",
+           "hydra_schema_error", "hydra_unknown_override", "import_optuna_importance", "log_formatter",
+           "metric_history_bulk", "mlflow_unreachable", "quiet_loggers", "shared_view", "shared_view_address",
+           "trial_id"]
+
+# Optuna: where `Study.enqueue_trial` puts the parameters a trial must take (`Trial.__init__` reads them back);
+# gdexp creates its retries as RUNNING trials in one write, and Optuna has no public way to fix parameters there.
+FIXED_PARAMS = "fixed_params"
+
+
+def fixed_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The system attributes that make a trial's suggestions return `params`."""
+    return {FIXED_PARAMS: params}
+
+
+def trial_id(trial: Any) -> int:
+    """The storage id of a `FrozenTrial` (Optuna keeps it private; storages are addressed by it)."""
+    return int(trial._trial_id)
+
+
+# Loggers that speak for the library's internals, by their module paths: silenced (or raised to WARNING) because
+# their lines repeat what gdexp says once, in its own words.
+QUIET = {
+    "mlflow.utils.async_logging.async_logging_queue": logging.CRITICAL,  # a failed async write: raised again later
+    "optuna.storages.journal._file": logging.WARNING,  # "lock acquired"-level chatter of the journal lock
+}
+
+
+def quiet_loggers() -> None:
+    for name, level in QUIET.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def mlflow_unreachable(exc: BaseException) -> bool:
+    """Is `exc` MLflow telling that its tracking store is out of reach (after its own retries), rather than a bad
+    request? MLflow has no exception type for it: a server that does not answer raises "API request to ...
+    failed", an asynchronous write wraps that in "The following failures occurred ..."; a database that cannot
+    be opened has error code TEMPORARILY_UNAVAILABLE."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    if not isinstance(exc, MlflowException) or isinstance(exc, RestException):
+        return False
+    text = str(exc)
+    asynchronous = text.startswith("The following failures occurred while performing one or more async")
+    return (text.startswith("API request to") or (asynchronous and "API request to" in text)
+            or exc.error_code == "TEMPORARILY_UNAVAILABLE")
+
+
+def metric_history_bulk(client: Any) -> Any:
+    """MLflow's database store behind a client when it can read many runs' histories in one query
+    (`MlflowClient._tracking_client.store.get_metric_history_bulk`: 500 runs per query, where the public
+    `get_metric_history` costs one query per run), else None (callers then ask run by run)."""
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    return store if hasattr(store, "get_metric_history_bulk") else None
+
+
+def log_formatter() -> Any:
+    """A matplotlib log-axis formatter that writes `0.3`, `1`, `100` instead of mathtext powers of ten, whose
+    parsing costs more than the rest of a small figure: `LogFormatter._num_to_string` is the one hook for it."""
+    from matplotlib import ticker
+
+    class Plain(ticker.LogFormatter):
+        def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+            return f"{x:.3g}"
+
+    return Plain
+
+
+def import_optuna_importance() -> Any:
+    """`optuna.importance`, without the scikit-learn import it makes for its fANOVA evaluator (gdexp uses
+    PED-ANOVA): that import costs a second at the end of every sweep. Blocked only while scikit-learn is not
+    loaded yet (fANOVA then is unavailable, which Optuna allows)."""
+    skip = "sklearn" not in sys.modules and "sklearn.ensemble" not in sys.modules
+    if skip:
+        sys.modules["sklearn.ensemble"] = None  # type: ignore[assignment]  # an import of it raises ImportError
+    try:
+        import optuna.importance
+    finally:
+        if skip:
+            del sys.modules["sklearn.ensemble"]
+    return optuna.importance
+
+
+def digits_file() -> Path | None:
+    """The handwritten-digits CSV scikit-learn ships (`sklearn/datasets/data/digits.csv.gz`), found without
+    importing scikit-learn, whose import costs more than a sweep's trial; None if it moved (then
+    `sklearn.datasets.load_digits` is the way)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    return path if path.is_file() else None
+
+
+def hydra_override_error(exc: BaseException) -> str | None:
+    """The group name of Hydra's "Config group override ..." ValueError (`optim=-1`), read from its message:
+    Hydra raises a plain ValueError for it. None for any other error."""
+    text = str(exc)
+    return text.splitlines()[0] if isinstance(exc, ValueError) and text.startswith("Config group override") else None
+
+
+def hydra_schema_error(exc: BaseException) -> tuple[str, Any] | None:
+    """(full key, value) of Hydra's composition error for a value the schema refuses (`optim.lr=abc`): OmegaConf's
+    ValidationError as its cause, the value after "Error merging override key=" in the message when it came from
+    the command line; None for any other error."""
+    cause = exc.__cause__
+    full_key = getattr(cause, "full_key", None)
+    if not full_key or type(cause).__name__ != "ValidationError":
+        return None
+    value = str(exc).partition("=")[2] if "Error merging override" in str(exc) else getattr(cause, "value", "")
+    return str(full_key), value
+
+
+def hydra_unknown_override(exc: BaseException) -> str | None:
+    """The key of Hydra's "Could not override 'key'" composition error, read from its message."""
+    text = str(exc)
+    return text.split("'")[1] if text.startswith("Could not override '") else None
+
+
+# MLflow's web UI (3.17, `mlflow/server/js/build`): its runs page restores a view saved as the experiment tag
+# `mlflow.sharedViewState.<key>` when its address carries `?viewStateShareKey=<key>` (inside the hash). The value
+# is the envelope the UI's own "Save view" writes: {"name", "createdAt", "updatedAt", "state"}, the state being
+# "deflate;" + base64(zlib(JSON)). The state's keys are the UI's; those it never shares are left out.
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+SHARED_VIEW_PARAM = "viewStateShareKey"
+SHARED_VIEW_MAX = 20_000  # characters: the UI refuses a longer envelope, MLflow a longer experiment tag
+
+
+def shared_view(name: str, *, columns: list[str], group_by_tag: str | None, search_filter: str = "",
+                order_by: str | None = None, widths: dict[str, int] | None = None) -> str:
+    """The tag value of a runs-table view: these columns (`params.`/`metrics.`/`tags.` + the name in backticks), in
+    this order, the runs grouped by a tag (grouped, the UI lists child runs flat inside their groups), filtered and
+    sorted, in table mode."""
+    import base64
+    import json
+    import time
+    import zlib
+
+    state = {"searchFilter": search_filter, "orderByKey": order_by or "attributes.start_time",
+             "orderByAsc": order_by is not None, "startTime": "ALL", "lifecycleFilter": "Active",
+             "datasetsFilter": [], "modelVersionFilter": "All Runs", "selectedColumns": columns,
+             "columnOrder": columns, "columnWidths": widths or {}, "runsHiddenMode": "SHOW_ALL",
+             "viewMaximized": False, "runListHidden": False, "isAccordionReordered": False,
+             "useGroupedValuesInCharts": True, "hideEmptyCharts": True, "groupsExpanded": {},
+             "groupBy": None if group_by_tag is None else {
+                 "aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": group_by_tag}]},
+             "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""}}
+    packed = "deflate;" + base64.b64encode(zlib.compress(json.dumps(state, separators=(",", ":")).encode())).decode()
+    now = int(time.time() * 1000)
+    envelope = json.dumps({"name": name, "createdAt": now, "updatedAt": now, "state": packed}, separators=(",", ":"))
+    if len(envelope) > SHARED_VIEW_MAX:
+        raise ValueError(f"the view {name!r} is {len(envelope)} characters, more than MLflow keeps")
+    return envelope
+
+
+def shared_view_address(experiment_id: str, key: str) -> str:
+    """The runs page's address (after the server's root) that opens the view saved under `key`; `workflowType`
+    puts the UI's sidebar on model training (MLflow 3.17 follows that switch, not the experiment's kind tag)."""
+    return f"#/experiments/{experiment_id}/runs?{SHARED_VIEW_PARAM}={key}&workflowType=machine_learning"

@@ -1,0 +1,167 @@
+"""The one error table: what an exception means at the boundary of a command, or of a sweep's trial, and
+the exit code and one line it becomes. No other module catches a broad `Exception`.
+
+| exception                                   | exit | the line                                               |
+|---------------------------------------------|------|--------------------------------------------------------|
+| `UsageError` (a config key, a data file, a  | 2    | `<prog>: <what> error: <message>`; nothing is left     |
+| report's name, a server's flag) or a Hydra  |      | behind                                                 |
+| composition error (`config._errors.explain`)|      |                                                        |
+| KeyboardInterrupt (Ctrl-C, SIGTERM), or any | 130, | `<prog>: interrupted` (+ how to resume)                |
+| error while this process is stopping        | 143  |                                                        |
+| the MLflow store out of reach, or an MLflow | 1    | `<prog>: the MLflow store at tracking.uri=... failed`  |
+| error                                       |      |                                                        |
+| OSError on a path (read-only, missing, name | 2    | `<prog>: cannot use <path>: <reason>`                  |
+| too long) / the disk full or an I/O error   | 1    |                                                        |
+| MemoryError                                 | 2    | `<prog>: not enough memory ...`                        |
+| anything else: a bug                        | 1    | the traceback, then `<prog>: internal error ...`       |
+
+Every line and traceback passes `config.mask_secrets`: no password is printed, expected error or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import NoReturn
+
+from gdexp import stopping
+from gdexp.config import CONFIG_DIR, UsageError, mask_secrets
+
+__all__ = ["Failure", "Parser", "captured", "command", "port", "say", "store_unreachable"]
+
+INPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR,
+                errno.ENOENT, errno.EEXIST}  # a path the user gave (or the folder they run in) cannot be used
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, refusing bad flags with one `UsageError` (one line, exit code 2 through the table) instead of
+    its usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (pick a free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 0 to 65535") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port: give a number from 0 to 65535")
+    return value
+
+
+def say(line: str) -> None:
+    """One line on stderr, secrets masked; above a progress bar when one is drawn."""
+    text = mask_secrets(line)
+    if "tqdm" in sys.modules:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
+def store_unreachable(exc: BaseException) -> bool:
+    """Is `exc` the tracking store being out of reach (rather than a bad request)? Asked of `gdexp.store`, which
+    also remembers the stores it found so; a process that never touched MLflow has none."""
+    store = sys.modules.get("gdexp.store")
+    return bool(store is not None and store.unreachable(exc))
+
+
+@dataclass
+class Failure:
+    """What `captured` caught: an interruption, or an error (`store`: the tracking store's, not the code's)."""
+
+    interrupted: KeyboardInterrupt | None = None
+    error: Exception | None = None
+    store: bool = False
+
+
+@contextlib.contextmanager
+def captured() -> Iterator[Failure]:
+    """Run a block whose every failure is a result to record, not a crash: a sweep's trial (its error makes it
+    FAIL and the sweep goes on), a run's artifact upload (its error makes the run FAILED). Ctrl-C is caught too,
+    for the caller to record and raise again; so is any error while this process is stopping (a library that
+    turned the KeyboardInterrupt into an error of its own)."""
+    failure = Failure()
+    try:
+        yield failure
+    except KeyboardInterrupt as exc:
+        failure.interrupted = exc
+    except Exception as exc:  # the one place a broad except decides: a result, or an interruption
+        stop = stopping.requested()
+        if stop is not None:
+            failure.interrupted = stop
+        else:
+            failure.error, failure.store = exc, store_unreachable(exc)
+
+
+def command(prog: str, body: Callable[[], int | None], *, what: str = "", uri: str | None = None,
+            again: str = "", cleanup: Callable[[], None] | None = None) -> int:
+    """Run a command's body through the table above; return its exit code (0 when it returned None).
+    `what` names a usage error (`config`), `uri` the tracking store a failure of MLflow's is about, `again` what
+    to say after an interruption or a store failure (how to resume); `cleanup` runs before a usage error's line,
+    so that a refused command leaves nothing behind."""
+    try:
+        return body() or 0
+    except KeyboardInterrupt as exc:
+        say(f"{prog}: interrupted{again}")
+        return stopping.exit_code(exc)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        code, line = _row(prog, exc, what=what, uri=uri, again=again)
+        if code == 2 and cleanup is not None:
+            cleanup()
+        if line is None:  # a bug: its traceback, masked, then one line
+            for chunk in traceback.format_exception(exc):
+                sys.stderr.write(mask_secrets(chunk))
+            line = f"{prog}: internal error (a bug in gdexp, please report it): {type(exc).__name__}: {exc}"
+        say(line[:2000])
+        return code
+
+
+def _row(prog: str, exc: BaseException, *, what: str, uri: str | None, again: str) -> tuple[int, str | None]:
+    """(exit code, line) for an exception; line None for a bug."""
+    stop = stopping.requested()
+    if stop is not None:
+        return stopping.exit_code(stop), f"{prog}: interrupted{again}"
+    label = f"{what} error: " if what else ""
+    if isinstance(exc, UsageError):
+        return 2, f"{prog}: {label}{_first(exc)}"
+    from gdexp.config._errors import explain
+
+    explained = explain(exc, CONFIG_DIR)
+    if explained is not None:
+        return 2, f"{prog}: {label}{_first(explained)}"
+    if _mlflow(exc):
+        where = f" at tracking.uri={uri}" if uri else ""
+        return 1, (f"{prog}: the MLflow store{where} failed (after MLflow's own bounded retries): "
+                   f"{_first(exc)[:500]}{again if store_unreachable(exc) else ''}")
+    if isinstance(exc, OSError):
+        path = exc.filename or ""
+        reason = exc.strerror or str(exc)
+        if exc.errno in INPUT_ERRNOS:
+            return 2, f"{prog}: cannot use {path or 'a file'}: {reason}" + (
+                " (gdexp writes mlruns/ and sweeps/ in the folder it runs in)" if exc.errno == errno.EROFS else "")
+        return 1, f"{prog}: cannot write {path or 'a file'}: {reason}"
+    if isinstance(exc, MemoryError):
+        return 2, f"{prog}: not enough memory for this run ({_first(exc) or 'MemoryError'}): make it smaller"
+    return 1, None
+
+
+def _mlflow(exc: BaseException) -> bool:
+    mlflow = sys.modules.get("mlflow.exceptions")
+    return bool(mlflow is not None and isinstance(exc, mlflow.MlflowException)) or store_unreachable(exc)
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,109 @@
+"""One run's regime from its own training-loss curve: overshoot, slowness, or neither.
+
+The curve is the training loss on the whole training set after every epoch, starting from the loss before
+the first update: the quantity gradient descent minimises, measured the same way at every epoch, so a rise
+in it is the optimiser's doing and not the noise of a batch or of a small validation set.
+
+1. too_large when the steps overshoot: the run diverged (NaN, inf, past `train.divergence_factor`); its loss
+   ended at or above where it started; one rise gave back more than `spike` of the ground gained so far
+   (the loss jumped back up the hill; a rise above the initial loss counts however early); or the loss rose,
+   by more than `rise_tolerance` of the ground gained so far, in more than `oscillation` of the epochs.
+2. too_small when the steps are too short to get near the bottom in the time given: the loss fell by less
+   than `min_progress` of its initial value, or it fell in every one of the last `tail_fraction` of the
+   epochs at a pace that, continued for as many epochs again (each epoch's decrease shrinking at the rate it
+   shrank over those epochs), would add more than `still_falling` of the decrease so far.
+3. just_right otherwise: the loss fell and levelled off, with no overshoot.
+
+Rises are measured against the ground gained (initial − lowest so far), not against the previous value:
+near the bottom a loss of 0.004 that wobbles to 0.005 has risen 25 %, yet it gave back nothing a reader
+could see on the curve. On a quadratic loss (linear regression, full-batch GD) every mode decays
+monotonically for steps below 2/L, so no rise appears there, and above 2/L the loss grows: the rule agrees
+with theory (tests/test_regimes.py checks 0.02/L ... 10/L and 1.95/L against 2.05/L).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["classify", "overshoot", "pct", "slowness"]
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.3g} %"
+
+
+def overshoot(initial: float, losses: Sequence[float] | np.ndarray, *, diverged: bool, note: str = "",
+              rules: Mapping[str, Any]) -> str | None:
+    """Why a curve is too_large by itself (rule 1), or None when it did not overshoot. Siblings never change
+    this verdict: a run whose own curve overshot is too_large wherever its learning rate is."""
+    curve = np.asarray(losses, dtype=float)
+    n = len(curve)
+    if diverged or n == 0 or not np.all(np.isfinite(curve)) or not math.isfinite(initial):
+        return f"the loss diverged: {note}" if note else "the loss diverged"
+    final = float(curve[-1])
+    if final >= initial:
+        return f"the loss ended at {final:.4g}, not below its initial {initial:.4g}"
+    full = np.concatenate([[initial], curve])
+    lowest = np.minimum.accumulate(full)[:-1]  # before each epoch
+    ground = np.maximum(initial - lowest, rules["rise_tolerance"] * abs(initial))
+    rise = full[1:] - lowest
+    k = int(np.argmax(rise / ground))
+    if rise[k] > rules["spike"] * ground[k]:
+        at = int(np.argmax(full[: k + 1] == lowest[k]))  # the epoch of the lowest value before the jump
+        if full[k + 1] > initial:
+            return (f"the loss rose from {lowest[k]:.4g} (epoch {at}) to {full[k + 1]:.4g} in epoch {k + 1}, above "
+                    f"its initial {initial:.4g}: the steps overshot")
+        return (f"the loss jumped from {lowest[k]:.4g} (epoch {at}) to {full[k + 1]:.4g} in epoch {k + 1}, giving back "
+                f"{pct(rise[k] / (initial - lowest[k]))} of the ground it had gained: a step overshot the valley")
+    step_up = full[1:] - full[:-1]
+    rises = int(np.sum(step_up > rules["rise_tolerance"] * ground))
+    if n >= 4 and rises / n > rules["oscillation"]:
+        return f"the loss rose in {rises} of {n} epochs: the steps overshoot and oscillate"
+    return None
+
+
+def slowness(initial: float, losses: Sequence[float] | np.ndarray, *, rules: Mapping[str, Any]) -> str | None:
+    """Why a curve that did not overshoot is too_small by itself (rule 2), or None."""
+    curve = np.asarray(losses, dtype=float)
+    n = len(curve)
+    final = float(curve[-1])
+    progress = (initial - final) / initial if initial > 0 else 1.0
+    if progress < rules["min_progress"]:
+        return f"the loss fell only {pct(progress)} in {n} epochs"
+    tail = max(2, round(n * rules["tail_fraction"]))
+    steps = -np.diff(np.concatenate([[initial], curve])[-(tail + 1):])
+    if np.all(steps > 0):
+        share = _ahead(steps, n) / (initial - final)
+        if share > rules["still_falling"]:
+            return (f"the loss fell {pct(progress)} in {n} epochs and was still falling: at its last pace another "
+                    f"{n} epochs would add {pct(share)} more")
+    return None
+
+
+def classify(initial: float, losses: Sequence[float] | np.ndarray, *, diverged: bool, note: str = "",
+             rules: Mapping[str, Any]) -> tuple[str, str]:
+    """(regime, reason) of one run from its initial loss and per-epoch training losses (rules 1-3)."""
+    why = overshoot(initial, losses, diverged=diverged, note=note, rules=rules)
+    if why is not None:
+        return "too_large", why
+    why = slowness(initial, losses, rules=rules)
+    if why is not None:
+        return "too_small", why
+    final = float(np.asarray(losses, dtype=float)[-1])
+    progress = (initial - final) / initial if initial > 0 else 1.0
+    return "just_right", f"the loss fell {pct(progress)} in {len(losses)} epochs and levelled off, with no overshoot"
+
+
+def _ahead(steps: np.ndarray, epochs: int) -> float:
+    """The decrease the next `epochs` epochs would bring if the per-epoch decrease kept shrinking at the
+    rate it shrank over `steps` (the last epochs' decreases): d·r(1 − r^epochs)/(1 − r). For GD on a
+    quadratic the decrease shrinks geometrically, so this is the exact forecast of its slowest mode."""
+    ratio = float((steps[-1] / steps[0]) ** (1 / (len(steps) - 1))) if len(steps) > 1 else 0.5
+    ratio = min(ratio, 1.0)
+    if ratio == 1.0:
+        return float(steps[-1] * epochs)
+    return float(steps[-1] * ratio * (1 - ratio**epochs) / (1 - ratio))

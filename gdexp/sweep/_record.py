@@ -1,0 +1,175 @@
+"""A trial's record in the study: the one reader and writer of the user attributes gdexp keeps on a trial.
+
+Every other module asks a `TrialRecord` (`TrialRecord.of(frozen_trial)`) and writes through `write`; no attribute
+name appears anywhere else. What the record holds, by the moment it is written:
+
+- at creation, in the same storage write as the trial itself (`template`): its `owner` (the process that runs
+  it: host, boot, PID namespace, PID and start time, the Ray node), `worker` (`host:pid`, for people) and, for a
+  retry, `retry_of`; so no trial is ever RUNNING without an owner a reaper can judge;
+- when its MLflow run exists: `mlflow_run_id` (a contract: README);
+- while it runs: `beat`, the time of its owner's last heartbeat;
+- at its end: `outcome` (what the run measured: the labels and the report read it) or why it did not finish:
+  `interrupted` (Ctrl-C, SIGTERM), `error` (training raised: the trial counts, as FAIL), `store_failed` (the
+  tracking store was unreachable: not counted) or `lost` (its owner died: not counted, retried once).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from gdexp import compat
+
+__all__ = ["Outcome", "Owner", "TrialRecord", "template", "write"]
+
+# field -> user attribute; `write` and `TrialRecord.of` are the only code that reads this table
+KEYS = {"owner": "owner", "worker": "worker", "retry_of": "retry_of", "run_id": "mlflow_run_id", "beat": "beat",
+        "outcome": "outcome", "interrupted": "interrupted", "error": "error", "store_failed": "store_failed",
+        "lost": "lost"}
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that runs a trial, as precisely as a reaper on another host or in another container needs to
+    judge it: a process id means something only on its own host, boot and PID namespace, and a start time tells a
+    recycled id from the owner."""
+
+    host: str
+    boot: str  # /proc/sys/kernel/random/boot_id
+    pidns: int  # inode of /proc/self/ns/pid
+    pid: int
+    start: int  # the process's start time, in clock ticks since boot (/proc/<pid>/stat)
+    at: float  # when it claimed the trial (seconds since the epoch, its own clock)
+    ray_node: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+    @classmethod
+    def parse(cls, value: Any) -> Owner | None:
+        if not isinstance(value, Mapping):
+            return None
+        try:
+            return cls(str(value["host"]), str(value["boot"]), int(value["pidns"]), int(value["pid"]),
+                       int(value["start"]), float(value["at"]), value.get("ray_node"))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a finished or pruned trial's run measured, as the labels, the console and the report need it."""
+
+    lr: float
+    hidden_size: float
+    group: str  # its sibling group (`regimes.sibling_group`)
+    initial: float  # training loss before the first update
+    losses: tuple[float, ...]  # training loss after each epoch, to where it stopped
+    regime: str  # the label of its own curve (`regimes.classify`); siblings refine it
+    reason: str
+    diverged: bool = False
+    final_val_loss: float = math.nan
+
+    @classmethod
+    def parse(cls, value: Any) -> Outcome | None:
+        if not isinstance(value, Mapping):
+            return None
+        try:
+            return cls(float(value["lr"]), float(value["hidden_size"]), str(value["group"]), _float(value["initial"]),
+                       tuple(_float(v) for v in value["losses"]), str(value["regime"]), str(value["reason"]),
+                       bool(value.get("diverged", False)), _float(value.get("final_val_loss")))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def attr(self) -> dict[str, Any]:
+        """JSON-safe: NaN and infinities as None (a journal is JSON; RDB storages JSON-encode too)."""
+        plain = asdict(self)
+        plain["losses"] = [_json(v) for v in self.losses]
+        plain["initial"], plain["final_val_loss"] = _json(self.initial), _json(self.final_val_loss)
+        return plain
+
+
+def _json(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _float(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial of the study with gdexp's attributes, typed."""
+
+    number: int
+    trial_id: int
+    state: TrialState
+    params: dict[str, Any] = field(default_factory=dict)
+    intermediate: dict[int, float] = field(default_factory=dict)
+    owner: Owner | None = None
+    worker: str | None = None
+    retry_of: int | None = None
+    run_id: str | None = None
+    beat: float | None = None
+    outcome: Outcome | None = None
+    interrupted: bool = False
+    error: str | None = None
+    store_failed: str | None = None
+    lost: str | None = None
+    value: float | None = None
+
+    @classmethod
+    def of(cls, t: FrozenTrial) -> TrialRecord:
+        a = t.user_attrs
+        retry = a.get(KEYS["retry_of"])
+        return cls(t.number, compat.trial_id(t), t.state, dict(t.params), dict(t.intermediate_values),
+                   Owner.parse(a.get(KEYS["owner"])), _text(a.get(KEYS["worker"])),
+                   int(retry) if isinstance(retry, int) else None, _text(a.get(KEYS["run_id"])),
+                   float(a[KEYS["beat"]]) if isinstance(a.get(KEYS["beat"]), int | float) else None,
+                   Outcome.parse(a.get(KEYS["outcome"])), bool(a.get(KEYS["interrupted"], False)),
+                   _text(a.get(KEYS["error"])), _text(a.get(KEYS["store_failed"])), _text(a.get(KEYS["lost"])),
+                   t.value)
+
+    @property
+    def counted(self) -> bool:
+        """Does this trial count toward `sweep.n_trials`? Finished, pruned, or failed because training raised.
+        Interrupted, lost (owner died) and store-failed trials do not: they are replaced."""
+        if self.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            return True
+        return self.state == TrialState.FAIL and self.error is not None
+
+    @property
+    def active(self) -> bool:
+        return self.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def template(owner: Owner, *, retry_of: int | None = None, params: Mapping[str, Any] | None = None) -> FrozenTrial:
+    """A RUNNING trial with its owner (and, for a retry, the parameters it must run again) for
+    `storage.create_new_trial`: the trial and its owner are one write, so a process killed right after it
+    leaves a trial whose owner a reaper can judge. The parameters go where Optuna's own `enqueue_trial` puts
+    them, so the trial's suggestions return them."""
+    attrs: dict[str, Any] = {KEYS["owner"]: asdict(owner), KEYS["worker"]: owner.label}
+    if retry_of is not None:
+        attrs[KEYS["retry_of"]] = retry_of
+    return optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=attrs,
+                                     system_attrs=compat.fixed_params(dict(params)) if params else None)
+
+
+def write(storage: optuna.storages.BaseStorage, trial_id: int, **fields: Any) -> None:
+    """Set record fields of a trial that is still running (`run_id=...`, `outcome=Outcome(...)`, `lost=...`)."""
+    for name, value in fields.items():
+        if isinstance(value, Outcome):
+            value = value.attr()
+        elif isinstance(value, Owner):
+            value = asdict(value)
+        storage.set_trial_user_attr(trial_id, KEYS[name], value)
