@@ -147,3 +147,10 @@ def all_runs(path: Path) -> list:
     client = store(path)
     ids = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(ids, max_results=10000) if ids else []
+
+
+def counted(trial) -> bool:
+    """Does an Optuna trial count toward `sweep.n_trials` (by gdexp's typed trial record)?"""
+    from gdexp.sweep import TrialRecord
+
+    return TrialRecord.of(trial).counted

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from gdexp import sweep, train
 from gdexp.config import CONFIG_DIR, ConfigError, validate
 from gdexp.config._errors import explain
-from tests.conftest import all_runs, child_env, gdexp
+from tests.conftest import all_runs, child_env, counted, gdexp
 
 # derandomize: CI explores the same examples on every machine; a new failure shows up in development, not at random
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True,
@@ -128,7 +128,7 @@ def test_corrupt_journal_is_refused_and_left_as_it_was(make_cfg, project: Path) 
     result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides)).optuna)
-    assert len([t for t in study.get_trials() if sweep.counted(t)]) == 3
+    assert len([t for t in study.get_trials() if counted(t)]) == 3
 
 
 @pytest.mark.slow
@@ -157,7 +157,7 @@ def test_a_journal_with_garbage_after_a_cut_record_is_refused_untouched_and_the_
     result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides)).optuna)
-    assert len([t for t in study.get_trials() if sweep.counted(t)]) == 3
+    assert len([t for t in study.get_trials() if counted(t)]) == 3
 
 
 @pytest.mark.slow  # two sweep processes at once
@@ -197,7 +197,7 @@ def test_two_commands_joining_one_study_at_once_never_suggest_the_same_point(pro
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": None, "name": "lr"}})).optuna
-    trials = [t for t in optuna.load_study(study_name="lr", storage=storage).get_trials() if sweep.counted(t)]
+    trials = [t for t in optuna.load_study(study_name="lr", storage=storage).get_trials() if counted(t)]
     assert len({t.user_attrs["worker"] for t in trials}) == 2, "both commands ran trials of the one study"
     points = [tuple(sorted(t.params.items())) for t in trials]
     assert len(trials) >= 12 and len(set(points)) == len(points), points

@@ -13,9 +13,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from gdexp import sweep
 from gdexp.ui import command, free_port, wait_until_up
-from tests.conftest import child_env, mlflow_client
+from tests.conftest import child_env, counted, mlflow_client
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +64,7 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
         while time.time() < deadline:
             study = journal_study(project)
             trials = study.get_trials(deepcopy=False) if study is not None else []
-            if sum(map(sweep.counted, trials)) >= 3 and any(
+            if sum(map(counted, trials)) >= 3 and any(
                     t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs for t in trials):
                 break
             time.sleep(0.1)
@@ -84,8 +83,8 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
     study = journal_study(project)
     assert study is not None
     trials = study.get_trials()
-    done = [t for t in trials if sweep.counted(t)]
-    lost = [t for t in trials if not sweep.counted(t)]
+    done = [t for t in trials if counted(t)]
+    lost = [t for t in trials if not counted(t)]
     assert 3 <= len(done) < 6 and all(t.state != optuna.trial.TrialState.FAIL for t in done), "no trial burnt"
     assert 1 <= len(lost) <= workers and any("store_failed" in t.user_attrs for t in lost), \
         [t.user_attrs for t in lost]
@@ -101,7 +100,7 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
     finally:
         kill_group(server)
     trials = journal_study(project).get_trials()  # type: ignore[union-attr]
-    done = [t for t in trials if sweep.counted(t)]
+    done = [t for t in trials if counted(t)]
     assert len(done) == 6 and sorted(t.number for t in trials if t.state.name == "COMPLETE") == \
         sorted(t.number for t in done), "exact totals: 6 counted trials, all complete"
     assert [r.info.status for r in runs if r.info.status == "RUNNING"] == [], "no run left RUNNING"

@@ -22,10 +22,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from gdexp import sweep
 from gdexp.config import database_url
 from gdexp.ui import command, free_port, stop_group
-from tests.conftest import child_env, default_sigint, mlflow_client
+from tests.conftest import child_env, counted, default_sigint, mlflow_client
 from tests.raycluster import RayCluster
 
 pytestmark = pytest.mark.slow
@@ -93,7 +92,7 @@ def run(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.Completed
 
 def assert_exact(c: Cluster, s: optuna.Study, experiment: str, n: int) -> list:
     """n counted trials, one parent run, no RUNNING run; the trial runs (children) returned."""
-    assert len([t for t in s.get_trials() if sweep.counted(t)]) == n
+    assert len([t for t in s.get_trials() if counted(t)]) == n
     runs = c.runs(experiment)
     assert not [r for r in runs if r.info.status == "RUNNING"], "no run is left RUNNING"
     assert len([r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]) == 1, "one parent run"
@@ -160,7 +159,7 @@ def test_a_killed_node_loses_nothing(tmp_path: Path, experiment: str) -> None:
         assert "3 of 3 trials" in out
         s = study(url, name)
         kids = assert_exact(c, s, experiment, 3)
-        assert s.trials[lost.number].state == TrialState.FAIL and not sweep.counted(s.trials[lost.number])
+        assert s.trials[lost.number].state == TrialState.FAIL and not counted(s.trials[lost.number])
         dead = next(r for r in kids if r.info.run_id == lost.user_attrs["mlflow_run_id"])
         assert dead.info.status == "FAILED" and "is gone" in dead.data.tags["error"], dead.data.tags
         retry = [t for t in s.trials if t.user_attrs.get("retry_of") == lost.number]

@@ -15,10 +15,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from gdexp import sweep
 from gdexp.config import database_url
 from gdexp.ui import free_port, stop_group, wait_until_up
-from tests.conftest import child_env, descendants, gdexp, still_running
+from tests.conftest import child_env, counted, descendants, gdexp, still_running
 
 pytestmark = pytest.mark.slow
 
@@ -119,14 +118,14 @@ def test_two_workers_on_postgresql_and_the_server(project: Path, database: Calla
     assert f"MLflow: experiment {experiment!r} in {server.url}" in result.stdout
     lines = [line for line in result.stderr.splitlines() if line.startswith("sweep lr: ")]
     assert lines and lines[-1].startswith("sweep lr: 6/6 trials"), "not a terminal: one plain line per trial"
-    counted = [t for t in load(storage).get_trials() if sweep.counted(t)]
-    assert len(counted) == 6 and len({t.number for t in counted}) == 6
-    assert len({t.user_attrs["worker"] for t in counted}) == 2
+    done = [t for t in load(storage).get_trials() if counted(t)]
+    assert len(done) == 6 and len({t.number for t in done}) == 6
+    assert len({t.user_attrs["worker"] for t in done}) == 2
     runs = runs_of(server.url, experiment)
     parents = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
     kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and {k.data.tags["mlflow.parentRunId"] for k in kids} == {parents[0].info.run_id}
-    assert {t.user_attrs["mlflow_run_id"] for t in counted} <= {k.info.run_id for k in kids}
+    assert {t.user_attrs["mlflow_run_id"] for t in done} <= {k.info.run_id for k in kids}
     assert all(r.info.status == "FINISHED" for r in runs)
     artifacts = {a.path for a in client(server.url).list_artifacts(kids[0].info.run_id)}
     assert {"config.yaml", "loss_curve.png", "weights.npz"} <= artifacts
@@ -161,11 +160,11 @@ def test_sigkill_one_of_three_workers(project: Path, database: Callable[[], str]
     for p in others:
         assert p.wait(timeout=300) == 0, p.stderr.read().decode() if p.stderr else ""
     trials = load(storage).get_trials()
-    counted = [t for t in trials if sweep.counted(t)]
-    assert len(counted) == 6 and len({t.number for t in counted}) == 6
+    done = [t for t in trials if counted(t)]
+    assert len(done) == 6 and len({t.number for t in done}) == 6
     killed = next(t for t in trials if t.number == victim.number)
     assert killed.state == TrialState.FAIL
-    retried = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    retried = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     runs = {r.info.run_id: r for r in runs_of(server.url, experiment)}
     assert all(r.info.status != "RUNNING" for r in runs.values())
@@ -264,7 +263,7 @@ def test_four_workers_started_together_make_one_study_and_one_parent_run(project
                    "redis": lambda: JournalRedisBackend(str(storage))}
         study = optuna.load_study(study_name="lr", storage=optuna.storages.JournalStorage(backend[kind]())
                                   if kind in backend else database_url(str(storage)))
-        assert len([t for t in study.get_trials() if sweep.counted(t)]) >= 4
+        assert len([t for t in study.get_trials() if counted(t)]) >= 4
         assert all(r.info.status != "RUNNING" for r in runs)
     finally:
         if kind == "redis":

@@ -17,8 +17,10 @@ from optuna.trial import TrialState
 
 from gdexp import sweep
 from gdexp.config import ConfigError
+from gdexp.sweep import TrialRecord
+from gdexp.sweep._labels import relabel
 from gdexp.sweep._parent import parent_run
-from tests.conftest import all_runs, child_env, default_sigint, gdexp, store
+from tests.conftest import all_runs, child_env, counted, default_sigint, gdexp, store
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +40,9 @@ def children(project: Path) -> list:
 def test_six_trials_one_parent_six_children(project: Path) -> None:
     result = gdexp("+sweep=lr", "sweep.n_trials=6", "train.epochs=2", cwd=project)
     assert result.returncode == 0, result.stderr
-    assert "Study 'lr': 6 of 6 trials" in result.stdout and "mlflow ui" in result.stdout
+    assert "Study 'lr': 6 of 6 trials" in result.stdout
+    assert "Open the UI: python -m gdexp.ui, then http://127.0.0.1:5000/#/experiments/1/runs?viewStateShareKey=" \
+        "gdexp-lr" in result.stdout
     trials = study(project).get_trials()
     assert [t.state for t in trials].count(TrialState.COMPLETE) + [t.state for t in trials].count(
         TrialState.PRUNED) == 6 and len(trials) == 6
@@ -69,7 +73,8 @@ def test_resume_completes_the_total_under_the_same_parent(project: Path) -> None
     again = gdexp("+sweep=lr", "sweep.n_trials=6", "train.epochs=2", cwd=project)
     assert again.returncode == 0 and "6 of 6 trials" in again.stdout and len(study(project).get_trials()) == 6
     reasons = [r.data.tags["regime_reason"] for r in children(project)]
-    assert all(reason.count("; its val_loss") + reason.count("pruned at epoch") <= 1 for reason in reasons), \
+    placed = ("x sooner", "is the lowest of the", "within 2x of the fastest", "no sibling on the side")
+    assert all(sum(reason.count(words) for words in placed) <= 1 for reason in reasons), \
         "relabelling a resumed sweep starts from each run's own label, not from the last relabelling"
 
 
@@ -114,11 +119,11 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
         "the interrupted run keeps its metrics up to the interrupt"
     rerun = gdexp(*args, cwd=project)
     assert rerun.returncode == 0, rerun.stderr
-    counted = [t for t in study(project).get_trials() if sweep.counted(t)]
-    assert len(counted) == 2
+    done = [t for t in study(project).get_trials() if counted(t)]
+    assert len(done) == 2
     tags = store(project).get_run(interrupted[0].user_attrs["mlflow_run_id"]).data.tags
     assert tags["regime"] == "none" and tags["regime_reason"] == "interrupted: not a regime sample"
-    assert all(store(project).get_run(t.user_attrs["mlflow_run_id"]).data.tags["regime"] != "none" for t in counted)
+    assert all(store(project).get_run(t.user_attrs["mlflow_run_id"]).data.tags["regime"] != "none" for t in done)
     assert len({r.data.tags["mlflow.parentRunId"] for r in children(project)}) == 1
     assert all(r.info.status != "RUNNING" for r in all_runs(project))
 
@@ -138,12 +143,12 @@ def test_ctrl_c_or_sigterm_on_two_workers_then_rerun(project: Path, signum: int)
     trials = study(project).get_trials()
     interrupted = [t for t in trials if t.user_attrs.get("interrupted")]
     assert len(interrupted) == 2 and len({t.user_attrs["worker"] for t in interrupted}) == 2
-    assert all(t.state == TrialState.FAIL and not sweep.counted(t) for t in interrupted)
+    assert all(t.state == TrialState.FAIL and not counted(t) for t in interrupted)
     assert all(runs[t.user_attrs["mlflow_run_id"]] == "KILLED" for t in interrupted)
     assert not [t for t in trials if "error" in t.user_attrs]
     rerun = gdexp(*args[:-2], "train.epochs=2", "sweep.pruner=none", cwd=project)
     assert rerun.returncode == 0, rerun.stderr
-    assert len([t for t in study(project).get_trials() if sweep.counted(t)]) == 4
+    assert len([t for t in study(project).get_trials() if counted(t)]) == 4
     assert all(r.info.status != "RUNNING" for r in all_runs(project))
 
 
@@ -152,9 +157,9 @@ def test_two_workers_exact_total(project: Path) -> None:
                    "sweep.pruner=none", cwd=project)
     assert result.returncode == 0, result.stderr
     trials = study(project).get_trials()
-    counted = [t for t in trials if sweep.counted(t)]
-    assert len(counted) == 8 and len({t.number for t in counted}) == 8
-    assert len({t.user_attrs["worker"] for t in counted}) == 2, "both processes ran trials"
+    done = [t for t in trials if counted(t)]
+    assert len(done) == 8 and len({t.number for t in done}) == 8
+    assert len({t.user_attrs["worker"] for t in done}) == 2, "both processes ran trials"
     assert len(children(project)) == len([t for t in trials if "mlflow_run_id" in t.user_attrs]) >= 8
 
 
@@ -164,7 +169,7 @@ def test_diverging_learning_rates_are_recorded_and_the_best_is_sane(make_cfg, pr
     cfg.sweep.params = {"optim.lr": "choice(0.1, 0.3, 100.0, 5000.0)"}
     best = sweep.run(cfg, overrides)
     trials = study(project).get_trials()
-    diverged = [t for t in trials if t.user_attrs.get("diverged")]
+    diverged = [t for t in trials if TrialRecord.of(t).outcome.diverged]
     assert len(trials) == 4 and {t.params["optim.lr"] for t in diverged} >= {5000.0}
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert study(project).best_trial.params["optim.lr"] in (0.1, 0.3) and best is not None and best < 1.0
@@ -178,19 +183,19 @@ def test_pruner_stops_a_hopeless_trial(make_cfg, project: Path) -> None:
     s = sweep.Sweep(cfg, overrides)
     s.parent_run_id = parent_run(cfg, s.study)
     for lr in (0.1, 0.2, 0.15, 0.3, 0.12, 1e-4):
-        s.study.enqueue_trial({"optim.lr": lr, "model.hidden_size": 64})
+        s.study.enqueue_trial({"optim.lr": lr, "model.hidden_size": 64})  # taken as they are, in this order
     s.work()
     trials = s.study.get_trials()
     hopeless = next(t for t in trials if t.params["optim.lr"] == 1e-4)
-    assert hopeless.state == TrialState.PRUNED
+    assert hopeless.state == TrialState.PRUNED and len(trials) == 6
     assert all(t.state == TrialState.COMPLETE for t in trials if t is not hopeless)
-    sweep.relabel_siblings(cfg, s.study)
+    relabel(cfg.tracking.uri, s.records(), cfg.regimes)
     tags = store(project).get_run(hopeless.user_attrs["mlflow_run_id"]).data.tags
     stop = max(hopeless.intermediate_values)
-    assert tags["regime"] == "too_small", tags
-    assert tags["regime_reason"].startswith(f"pruned at epoch {stop}: its val_loss there, "
-                                            f"{hopeless.intermediate_values[stop]:.4g}, was ")
-    assert f"the best sibling's at epoch {stop}" in tags["regime_reason"]
+    assert stop >= 2, "the pruner waits a third of the epochs"
+    assert tags["regime"] == "too_small" and tags["sibling_group"] == "h64-127", tags
+    assert f"where the pruner stopped it (epoch {stop})" in tags["regime_reason"]
+    assert "still falling" in tags["regime_reason"] or "fell only" in tags["regime_reason"]
 
 
 @pytest.mark.parametrize("params,message", [
@@ -286,7 +291,7 @@ def test_every_sampler_and_pruner_by_its_optuna_name(make_cfg, project: Path, sa
         return
     sweep.run(cfg, overrides)
     trials = study(project, sampler).get_trials()
-    assert len(trials) == 4 and all(sweep.counted(t) for t in trials)
+    assert len(trials) == 4 and all(counted(t) for t in trials)
     assert all(t.state != TrialState.FAIL for t in trials), [t.user_attrs.get("error") for t in trials]
 
 
@@ -321,7 +326,7 @@ def test_a_sigkilled_forked_worker_is_noticed_its_trial_failed_and_retried(proje
     _out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0 and "Traceback" not in err, err
     trials = study(project).get_trials()
-    assert len([t for t in trials if sweep.counted(t)]) == 4
+    assert len([t for t in trials if counted(t)]) == 4
     assert next(t for t in trials if t.number == victim.number).state == TrialState.FAIL
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert retry.params == victim.params and retry.state == TrialState.COMPLETE
@@ -340,4 +345,4 @@ def test_a_stale_journal_lock_is_broken_within_its_grace_period(project: Path) -
     result = gdexp("+sweep=lr", "sweep.n_trials=2", "train.epochs=1", cwd=project, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Forcibly releasing the lock file" in result.stderr
-    assert time.monotonic() - began >= 10 and len([t for t in study(project).get_trials() if sweep.counted(t)]) == 2
+    assert time.monotonic() - began >= 10 and len([t for t in study(project).get_trials() if counted(t)]) == 2

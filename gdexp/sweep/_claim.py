@@ -70,9 +70,10 @@ def claim(study: optuna.Study, storage: Storage, study_id: int, *, total: int, g
         records = reap(study, storage, [TrialRecord.of(t) for t in study.get_trials(deepcopy=False)], grace=grace,
                        on_lost=on_lost)
         counts = tally(records)
+        running = sum(r.state == TrialState.RUNNING for r in records)
         if counts["done"] >= total:
             return Claim(done=True)
-        if counts["done"] + counts["active"] >= total:
+        if counts["done"] + running >= total:
             return Claim()
         owner = me(ray_node)
         retried = {r.retry_of for r in records if r.retry_of is not None}

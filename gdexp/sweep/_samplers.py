@@ -59,6 +59,16 @@ class TrialSeeded(BaseSampler):
         self._inner.after_trial(study, trial, state, values)
 
 
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, without its end-of-grid `study.stop()`: that call only works inside
+    `Study.optimize`, and gdexp's workers claim trials themselves and stop when the study holds
+    `sweep.n_trials` (a grid of that size is then visited once)."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        """Nothing to do after a trial: the claiming loop decides when the study is done."""
+
+
 def make_sampler(name: str, seed: int, space: Mapping[str, BaseDistribution]) -> BaseSampler:
     """The sampler `sweep.sampler=name` names, for the search space `space`, from the base seed `seed`."""
     def per_trial() -> BaseSampler:
@@ -71,7 +81,7 @@ def make_sampler(name: str, seed: int, space: Mapping[str, BaseDistribution]) ->
                 raise ConfigError(f"sweep.sampler=grid needs choice() or range() for every key; sweep.params.{key} "
                                   "is an interval")
             grid[key] = list(dist.choices)
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        return GridSampler(grid, seed=seed)
     makers: dict[str, Callable[[], BaseSampler]] = {
         "tpe": lambda: TrialSeeded(lambda s: optuna.samplers.TPESampler(seed=s), seed),
         "random": per_trial,

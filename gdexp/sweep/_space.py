@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -44,8 +44,8 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> dict[str, BaseDis
                               f"value is set on the key itself: {key}={spec!r})")
         try:
             value = parser.parse_override(f"{key}={text}").value()
-        except OverrideParseException as exc:
-            raise ConfigError(f"{where}={text!r} cannot be parsed: {exc.message.splitlines()[0]}") from exc
+        except HydraException as exc:  # a parse error, or a grammar function refusing its arguments (`choice()`)
+            raise ConfigError(f"{where}={text!r} cannot be parsed: {str(exc).splitlines()[0]}") from exc
         space[str(key)] = _distribution(where, value)
     if not space:
         raise ConfigError("sweep.params is empty: give at least one key to search")
