@@ -98,7 +98,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         "gdexp", lambda: result.append(job(cfg)), what="config",
         uri=mask_secrets(str(cfg.tracking.uri)), cleanup=_drop_output_dir,
         again=(f"; finished trials are kept: run the same command again to resume the sweep:\n  {again}"
-               if swept else "; the runs so far are recorded"))
+               if swept else "; the runs so far are recorded"),
+        retry=("; the sweep stopped, and a trial it cut short is not counted: run the same command again once the "
+               "store answers") if swept else "")
     if code:
         sys.exit(code)
     return result[0] if result else None

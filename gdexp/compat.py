@@ -8,16 +8,34 @@ pyproject.toml bounds the versions these were checked on.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FIXED_PARAMS", "SHARED_VIEW_PREFIX", "digits_file", "fixed_params", "hydra_override_error",
-           "hydra_schema_error", "hydra_unknown_override", "import_optuna_importance", "log_formatter",
-           "metric_history_bulk", "mlflow_unreachable", "quiet_loggers", "shared_view", "shared_view_address",
-           "trial_id"]
+__all__ = [
+    "FIXED_PARAMS",
+    "SHARED_VIEW_PREFIX",
+    "SQLITE_SCHEMA",
+    "create_sqlite_store",
+    "digits_file",
+    "fixed_params",
+    "hydra_override_error",
+    "hydra_schema_error",
+    "hydra_unknown_override",
+    "import_optuna_importance",
+    "log_formatter",
+    "metric_history_bulk",
+    "mlflow_unreachable",
+    "quiet_loggers",
+    "shared_view",
+    "shared_view_address",
+    "trial_id",
+    "write_sqlite_schema",
+]
 
 # Optuna: where `Study.enqueue_trial` puts the parameters a trial must take (`Trial.__init__` reads them back);
 # gdexp creates its retries as RUNNING trials in one write, and Optuna has no public way to fix parameters there.
@@ -173,3 +191,58 @@ def shared_view_address(experiment_id: str, key: str) -> str:
     """The runs page's address (after the server's root) that opens the view saved under `key`; `workflowType`
     puts the UI's sidebar on model training (MLflow 3.17 follows that switch, not the experiment's kind tag)."""
     return f"#/experiments/{experiment_id}/runs?{SHARED_VIEW_PARAM}={key}&workflowType=machine_learning"
+
+
+# MLflow's SQLite store: a new one runs every schema migration MLflow ever made (several seconds; most of a short
+# sweep's wall time). Its end state -- the tables, indexes, alembic's revision and the rows the migrations insert
+# -- is kept as SQL text beside this module (`SQLITE_SCHEMA`, made by `write_sqlite_schema` from MLflow's own
+# migrations) and a new store is made from it in milliseconds, when the revision there is the one the installed
+# MLflow expects; otherwise MLflow makes it its own way. tests/test_compat.py compares the two, table by table.
+SQLITE_SCHEMA = Path(__file__).with_name("mlflow_sqlite_schema.sql")
+
+
+def _mlflow_head() -> str:
+    """The alembic revision the installed MLflow's SQL stores are at (its migrations' head)."""
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    return str(ScriptDirectory.from_config(_get_alembic_config("sqlite://")).get_current_head())
+
+
+def create_sqlite_store(path: Path) -> bool:
+    """Make a new, empty MLflow SQLite store at `path` from `SQLITE_SCHEMA`; False (nothing made) when the schema
+    kept here is not the installed MLflow's, so that MLflow migrates the store itself."""
+    import sqlite3
+
+    text = SQLITE_SCHEMA.read_text() if SQLITE_SCHEMA.is_file() else ""
+    revision = text.partition("\n")[0].removeprefix("-- alembic revision ").strip()
+    if not revision or revision != _mlflow_head():
+        return False
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
+    try:
+        with contextlib.closing(sqlite3.connect(temporary)) as db:
+            db.executescript(text)
+        with contextlib.suppress(FileExistsError):  # another process made it first: theirs stands
+            os.link(temporary, path)  # whole or not at all, and never over a store that exists
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+    return True
+
+
+def write_sqlite_schema() -> Path:
+    """Make `SQLITE_SCHEMA` again from MLflow's own migrations (run it after an MLflow upgrade):
+    `python -c "from gdexp import compat; compat.write_sqlite_schema()"`."""
+    import sqlite3
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    with tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()  # every migration, then MLflow's set-up
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            lines = [line for line in conn.iterdump() if not line.startswith('INSERT INTO "experiments"')]
+    # the Default experiment is left out: MLflow makes it in the new store's own artifact folder
+    SQLITE_SCHEMA.write_text(f"-- alembic revision {_mlflow_head()}\n" + "\n".join(lines) + "\n")
+    return SQLITE_SCHEMA

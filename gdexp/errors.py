@@ -104,11 +104,11 @@ def captured() -> Iterator[Failure]:
 
 
 def command(prog: str, body: Callable[[], int | None], *, what: str = "", uri: str | None = None,
-            again: str = "", cleanup: Callable[[], None] | None = None) -> int:
+            again: str = "", retry: str = "", cleanup: Callable[[], None] | None = None) -> int:
     """Run a command's body through the table above; return its exit code (0 when it returned None).
     `what` names a usage error (`config`), `uri` the tracking store a failure of MLflow's is about, `again` what
-    to say after an interruption or a store failure (how to resume); `cleanup` runs before a usage error's line,
-    so that a refused command leaves nothing behind."""
+    to say after an interruption (how to resume), `retry` after the store went out of reach; `cleanup` runs
+    before a usage error's line, so that a refused command leaves nothing behind."""
     try:
         return body() or 0
     except KeyboardInterrupt as exc:
@@ -117,7 +117,7 @@ def command(prog: str, body: Callable[[], int | None], *, what: str = "", uri: s
     except SystemExit:
         raise
     except BaseException as exc:
-        code, line = _row(prog, exc, what=what, uri=uri, again=again)
+        code, line = _row(prog, exc, what=what, uri=uri, again=again, retry=retry)
         if code == 2 and cleanup is not None:
             cleanup()
         if line is None:  # a bug: its traceback, masked, then one line
@@ -128,7 +128,8 @@ def command(prog: str, body: Callable[[], int | None], *, what: str = "", uri: s
         return code
 
 
-def _row(prog: str, exc: BaseException, *, what: str, uri: str | None, again: str) -> tuple[int, str | None]:
+def _row(prog: str, exc: BaseException, *, what: str, uri: str | None, again: str, retry: str
+         ) -> tuple[int, str | None]:
     """(exit code, line) for an exception; line None for a bug."""
     stop = stopping.requested()
     if stop is not None:
@@ -144,7 +145,7 @@ def _row(prog: str, exc: BaseException, *, what: str, uri: str | None, again: st
     if _mlflow(exc):
         where = f" at tracking.uri={uri}" if uri else ""
         return 1, (f"{prog}: the MLflow store{where} failed (after MLflow's own bounded retries): "
-                   f"{_first(exc)[:500]}{again if store_unreachable(exc) else ''}")
+                   f"{_first(exc)[:500]}{retry if store_unreachable(exc) else ''}")
     if isinstance(exc, OSError):
         path = exc.filename or ""
         reason = exc.strerror or str(exc)

@@ -3,7 +3,7 @@
 Every other module asks this one; none holds an `MlflowClient`. That keeps these rules in one place:
 - a write is never cut in half: each runs inside `stopping.shielded()`, so a Ctrl-C or SIGTERM that arrives
   during it is raised after it (a SQLite write lock left held would stall every other writer);
-- MLflow's per-call limits are respected: metrics in batches of 1,000, params in batches of 100;
+- MLflow's per-call limits are respected: at most 1,000 items per write, of which 100 params and 100 tags;
 - a store found unreachable (MLflow's own retries spent) is not asked again by this process: every later call
   raises that error at once, so a command that cannot record stops in seconds, not after minutes of retries;
 - a relative SQLite store (`sqlite:///mlruns/mlflow.db`) means the folder the command started in, and its
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,14 +23,39 @@ from typing import Any
 
 from gdexp import compat, stopping
 
-__all__ = ["DEFAULT_URI", "EXPERIMENT_KIND", "ask_again", "create_run", "down", "end_run", "ensure_experiment",
-           "experiment_names", "find_experiment", "get_run", "local_store_missing", "log_artifacts", "log_config",
-           "log_metrics", "log_params", "metric", "metric_histories", "metric_points", "reopen_run", "search_runs",
-           "set_experiment_tag", "set_tags", "sqlite_path", "ui_command", "unreachable"]
+__all__ = [
+    "DEFAULT_URI",
+    "EXPERIMENT_KIND",
+    "ask_again",
+    "config_params",
+    "create_run",
+    "down",
+    "end_run",
+    "ensure_experiment",
+    "experiment_names",
+    "find_experiment",
+    "get_run",
+    "local_store_missing",
+    "log_artifacts",
+    "log_batch",
+    "log_config",
+    "log_metrics",
+    "log_params",
+    "metric",
+    "metric_histories",
+    "metric_points",
+    "reopen_run",
+    "search_runs",
+    "set_experiment_tag",
+    "set_tags",
+    "sqlite_path",
+    "ui_command",
+    "unreachable",
+]
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # tracking.uri's default (conf/tracking/mlflow.yaml)
-MAX_METRICS_PER_CALL = 1000  # MLflow's limit for one log_batch
-MAX_PARAMS_PER_CALL = 100
+MAX_ITEMS_PER_CALL = 1000  # MLflow's limit for one log_batch (metrics, params and tags together)
+MAX_PARAMS_PER_CALL = 100  # of which params, and tags, each at most this many
 PAGE = 1000  # runs per search request
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens such an experiment on its runs
 
@@ -50,8 +76,11 @@ def _client(uri: str) -> Any:
     first: MLflow caches its store by URI, and a cached relative one would follow the process into another
     working folder."""
     path = sqlite_path(uri)
-    if path is not None and not path.is_absolute():
-        path.resolve().parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
+        path = path.resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # MLflow would run all its migrations: seconds; the kept schema takes milliseconds
+            compat.create_sqlite_store(path)
     return _cached_client(_absolute(uri))
 
 
@@ -154,32 +183,41 @@ def set_experiment_tag(uri: str, experiment_id: str, key: str, value: str) -> No
         _client(uri).set_experiment_tag(experiment_id, key, value)
 
 
+_experiments: dict[tuple[str, str], str] = {}  # (absolute URI, name) -> id, found or made by this process
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """The id of experiment `name`, created if needed (safe when several workers race to create it), and
     marked as model training (`EXPERIMENT_KIND`): MLflow 3's UI opens an experiment by its kind, GenAI
-    (traces, an assistant) or model training (the runs table), and gdexp trains models."""
+    (traces, an assistant) or model training (the runs table), and gdexp trains models. Asked of the store
+    once per process: every trial of a sweep records into the same experiment."""
     from mlflow.exceptions import MlflowException
 
+    key = (_absolute(uri), name)
+    if key in _experiments:
+        return _experiments[key]
     found = find_experiment(uri, name)
     if found is not None:
         if _client(uri).get_experiment(found).tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
             set_experiment_tag(uri, found, *EXPERIMENT_KIND)  # made by an older gdexp: marked when used again
-        return found
-    with stopping.shielded():
-        try:
-            return str(_client(uri).create_experiment(name, artifact_location=_artifact_location(uri, name),
-                                                      tags=dict([EXPERIMENT_KIND])))
-        except MlflowException:
-            found = find_experiment(uri, name)
-            if found is None:
-                raise
-            return found
+    else:
+        with stopping.shielded():
+            try:
+                found = str(_client(uri).create_experiment(name, artifact_location=_artifact_location(uri, name),
+                                                           tags=dict([EXPERIMENT_KIND])))
+            except MlflowException:
+                found = find_experiment(uri, name)
+                if found is None:
+                    raise
+    _experiments[key] = found
+    return found
 
 
 # ------------------------------------------------------------------------------------------ runs
-def create_run(uri: str, experiment_id: str, name: str, tags: Mapping[str, str]) -> str:
+def create_run(uri: str, experiment_id: str, name: str, tags: Mapping[str, str], start_ms: int | None = None) -> str:
     with stopping.shielded():
-        return str(_client(uri).create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id)
+        return str(_client(uri).create_run(experiment_id, start_time=start_ms, run_name=name,
+                                           tags=dict(tags)).info.run_id)
 
 
 def reopen_run(uri: str, run_id: str) -> None:
@@ -198,41 +236,55 @@ def get_run(uri: str, run_id: str) -> Any:
     return _client(uri).get_run(run_id)
 
 
-def log_params(uri: str, run_id: str, params: Mapping[str, Any]) -> None:
-    """Params as strings (at most 6,000 characters each, MLflow's limit), in batches of 100."""
-    from mlflow.entities import Param
+def log_batch(uri: str, run_id: str, *, metrics: Sequence[Any] = (), params: Mapping[str, Any] | None = None,
+              tags: Mapping[str, str] | None = None, synchronous: bool = True) -> list[Any]:
+    """Metric points (`metric(...)`), params (as strings, at most 6,000 characters each) and tags in as few
+    writes as MLflow's per-call limits allow (1,000 items, of which at most 100 params and 100 tags): a short run
+    is one write. Asynchronous writes return the operations to wait on."""
+    from mlflow.entities import Param, RunTag
 
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), MAX_PARAMS_PER_CALL):
-        with stopping.shielded():
-            _client(uri).log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_CALL])
-
-
-def log_metrics(uri: str, run_id: str, metrics: Sequence[Any], *, synchronous: bool = True) -> list[Any]:
-    """Metric points (`metric(...)`) in batches of 1,000; asynchronous writes return the operations to wait on."""
+    queue: deque[tuple[str, Any]] = deque([("param", Param(k, str(v)[:6000])) for k, v in (params or {}).items()])
+    queue += [("tag", RunTag(k, str(v))) for k, v in (tags or {}).items()]
+    queue += [("metric", m) for m in metrics]
     pending = []
-    for i in range(0, len(metrics), MAX_METRICS_PER_CALL):
+    while queue:
+        batch: dict[str, list[Any]] = {"metric": [], "param": [], "tag": []}
+        while queue and sum(map(len, batch.values())) < MAX_ITEMS_PER_CALL:
+            kind, item = queue[0]
+            if kind != "metric" and len(batch[kind]) >= MAX_PARAMS_PER_CALL:
+                break
+            batch[kind].append(item)
+            queue.popleft()
         with stopping.shielded():
-            op = _client(uri).log_batch(run_id, metrics=list(metrics[i : i + MAX_METRICS_PER_CALL]),
+            op = _client(uri).log_batch(run_id, metrics=batch["metric"], params=batch["param"], tags=batch["tag"],
                                         synchronous=synchronous)
         if op is not None:
             pending.append(op)
     return pending
 
 
-def log_config(uri: str, run_id: str, cfg: Any) -> None:
+def log_params(uri: str, run_id: str, params: Mapping[str, Any]) -> None:
+    log_batch(uri, run_id, params=params)
+
+
+def log_metrics(uri: str, run_id: str, metrics: Sequence[Any], *, synchronous: bool = True) -> list[Any]:
+    return log_batch(uri, run_id, metrics=metrics, synchronous=synchronous)
+
+
+def config_params(cfg: Any) -> dict[str, Any]:
     """The resolved config as params with dotted keys (`optim.lr`), secrets masked."""
     from gdexp.config import as_dict, flatten, mask_secrets
 
-    log_params(uri, run_id, {k: mask_secrets(v) for k, v in flatten(as_dict(cfg)).items()})
+    return {k: mask_secrets(v) for k, v in flatten(as_dict(cfg)).items()}
+
+
+def log_config(uri: str, run_id: str, cfg: Any) -> None:
+    log_batch(uri, run_id, params=config_params(cfg))
 
 
 def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
-    from mlflow.entities import RunTag
-
     if tags:
-        with stopping.shielded():
-            _client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        log_batch(uri, run_id, tags=tags)
 
 
 def log_artifacts(uri: str, run_id: str, folder: Path, artifact_path: str | None = None) -> None:

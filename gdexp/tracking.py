@@ -1,11 +1,13 @@
 """The training callback that records a run in MLflow: metrics buffered, status always set.
 
-`MlflowTracker` creates the run when training begins (so a config or data error leaves no run behind),
-keeps metrics in memory and writes them in batches (at most one write per `tracking.flush_every_s`,
-asynchronously, and once at the end), and ends the run FINISHED, FAILED or KILLED after flushing
-everything it was given. It records what the run's `History` says (the regime label included) and
-talks to MLflow only through `gdexp.store`. Names (params, metrics, tags, artifacts) are a public
-contract: the README lists them.
+`MlflowTracker` keeps everything in memory and writes it in as few writes as it can: the run is created at
+its first write -- `tracking.flush_every_s` after training began, or at the end, whichever comes first --
+with the time training began as its start, so a config or data error leaves no run behind and a short run
+(a sweep's trial) costs one create, one batch of params, metrics and tags, its artifacts and one end. A long
+run is flushed every `tracking.flush_every_s` (asynchronously), so the UI follows it. Whatever happens, the
+run is ended FINISHED, FAILED or KILLED after everything it was given is written. It records what the run's
+`History` says (the regime label included) and talks to MLflow only through `gdexp.store`. Names (params,
+metrics, tags, artifacts) are a public contract: the README lists them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gdexp import plots, stopping, store
+from gdexp import errors, plots, stopping, store
 from gdexp.config import mask_secrets
 from gdexp.data import Dataset
 from gdexp.history import Callback, History
@@ -70,36 +72,26 @@ class MlflowTracker(Callback):
         self.uri: str = cfg.tracking.uri
         self.parent_run_id, self.extra_tags, self.end_tags, self.on_run = parent_run_id, tags or {}, end_tags, on_run
         self.run_id: str | None = None
+        self._tags: dict[str, str] = {}
         self._buffer: list[Any] = []
         self._pending: list[Any] = []
+        self._began = time.time()
         self._last_flush = time.monotonic()
         self._logged_updates = 0
         self._stride = 1
+        self._started = False
 
     # -------------------------------------------------------------------------------- callbacks
     def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, optimizer: Optimizer, history: History) -> None:
-        with stopping.shielded():  # the run exists and is known (run_id, on_run) together, or not at all
-            self._begin(cfg, data, history)
-
-    def _begin(self, cfg: DictConfig, data: Dataset, history: History) -> None:
-        experiment_id = store.ensure_experiment(self.uri, cfg.tracking.experiment)
-        tags = {
-            "dataset": data.name,
-            "task": data.task,
-            "gd.variant": cfg.gd.variant,
-            "optimizer": cfg.optim.name,
-            **self.extra_tags,
-        }
+        self._started, self._began, self._last_flush = True, time.time(), time.monotonic()
+        self._tags = {"dataset": data.name, "task": data.task, "gd.variant": cfg.gd.variant,
+                      "optimizer": cfg.optim.name, **self.extra_tags}
         if self.parent_run_id:
-            tags["mlflow.parentRunId"] = self.parent_run_id
-        self.run_id = store.create_run(self.uri, experiment_id, run_name(cfg), tags)
-        if self.on_run:
-            self.on_run(self.run_id)
-        store.log_config(self.uri, self.run_id, cfg)
+            self._tags["mlflow.parentRunId"] = self.parent_run_id
         stride = cfg.tracking.batch_loss_stride
         total = len(history.batch_loss)
         self._stride = max(1, math.ceil(total / cfg.tracking.batch_loss_points)) if stride == "auto" else int(stride)
-        now = int(time.time() * 1000)
+        now = int(self._began * 1000)
         self._buffer += [store.metric(name, v, 0, now) for k, v in history.initial.items()
                          for name in INITIAL_NAMES.get(k, (f"initial_{k}",))]
 
@@ -118,37 +110,37 @@ class MlflowTracker(Callback):
                 self._flush(synchronous=False)
 
     def on_end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
-        if self.run_id is None:
+        if not self._started:
             return
         with stopping.shielded():  # a signal now would leave the run RUNNING, or a store connection locked
             self._end(history, model, status, error)
 
     def _end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
-        """Metrics first, then the artifacts, then the tags and the status: an artifact upload that fails
-        makes the run FAILED, with the tags (and a sweep's `optuna.state`) saying so, and is raised after
-        the run is ended, so that the run and the trial that reads the error agree."""
-        assert self.run_id is not None
+        """The run made if need be, then the artifacts, then the metrics with the end tags, then the status: an
+        artifact write that fails makes the run FAILED, with the tags (and a sweep's `optuna.state`) saying so,
+        and is raised after the run is ended, so that the run and the trial that reads the error agree."""
         now = int(time.time() * 1000)
         epochs = len(history.epochs)
         self._buffer += [store.metric(k, history.final[k], epochs, now) for k in FINAL_METRICS if k in history.final]
         self._buffer.append(store.metric("epochs_run", epochs, epochs, now))
-        failed: BaseException | None = None
+        failed: Exception | None = None
         try:
-            self._flush(synchronous=True)
+            self._create()
             if self.cfg.tracking.artifacts and status != "KILLED":
-                try:
+                with errors.captured() as caught:
                     self._log_artifacts(history, model)
-                except Exception as exc:
-                    failed, status, error = exc, "FAILED", exc
+                if caught.error is not None:
+                    failed, status, error = caught.error, "FAILED", caught.error
             self._flush(synchronous=True, tags=self._end_tags(history, status, error))
         finally:
-            store.end_run(self.uri, self.run_id, status)
+            if self.run_id is not None:
+                store.end_run(self.uri, self.run_id, status)
         if failed is not None:
             raise failed
 
     def _end_tags(self, history: History, status: str, error: BaseException | None) -> dict[str, str]:
         tags = {"diverged": str(history.diverged).lower(), **_blas_tags(history.blas)}
-        if history.regime and status == "FINISHED":  # the label train.run gave; none for a run that did not finish
+        if history.regime and status == "FINISHED":  # the label the run's curve gave; none for one that did not finish
             tags.update(regime=history.regime, regime_reason=history.regime_reason)
         if history.stop_reason:
             tags["stop_reason"] = history.stop_reason
@@ -161,17 +153,31 @@ class MlflowTracker(Callback):
         return tags
 
     # ---------------------------------------------------------------------------------- writing
+    def _create(self) -> None:
+        """The run, at its first write: created with its tags and the time training began; its params (the
+        config) go with the first batch of metrics."""
+        if self.run_id is not None:
+            return
+        experiment_id = store.ensure_experiment(self.uri, self.cfg.tracking.experiment)
+        self.run_id = store.create_run(self.uri, experiment_id, run_name(self.cfg), self._tags,
+                                       start_ms=int(self._began * 1000))
+        self._params = store.config_params(self.cfg)
+        if self.on_run:
+            self.on_run(self.run_id)
+
     def _flush(self, *, synchronous: bool, tags: Mapping[str, str] | None = None) -> None:
-        """Write the buffered metrics; the last, synchronous flush also waits for the earlier asynchronous
-        ones, so nothing handed to the tracker is lost when the run ends."""
+        """Write the buffered metrics (with the params, the first time); the last, synchronous flush also waits
+        for the earlier asynchronous ones, so nothing handed to the tracker is lost when the run ends."""
+        self._create()
         assert self.run_id is not None
         buffered, self._buffer = self._buffer, []
-        self._pending += store.log_metrics(self.uri, self.run_id, buffered, synchronous=synchronous)
+        params, self._params = self._params, {}
+        self._pending += store.log_batch(self.uri, self.run_id, metrics=buffered, params=params,
+                                         tags=tags if synchronous else None, synchronous=synchronous)
         if synchronous:
             pending, self._pending = self._pending, []
             for op in pending:
                 op.wait()
-            store.set_tags(self.uri, self.run_id, tags or {})
         self._last_flush = time.monotonic()
 
     def _log_artifacts(self, history: History, model: MLP) -> None:
@@ -181,5 +187,6 @@ class MlflowTracker(Callback):
             text = OmegaConf.to_yaml(self.cfg, resolve=True)
             (folder / "config.yaml").write_text("\n".join(mask_secrets(line) for line in text.splitlines()) + "\n")
             model.save(folder / "weights.npz")
-            plots.loss_curve(history, folder / "loss_curve.png", title=run_name(self.cfg))
+            if self.cfg.tracking.loss_curve:
+                plots.loss_curve(history, folder / "loss_curve.png", title=run_name(self.cfg))
             store.log_artifacts(self.uri, self.run_id, folder)

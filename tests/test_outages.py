@@ -109,7 +109,9 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
     by_id = {r.info.run_id: r for r in runs}
     assert all(by_id[t.user_attrs["mlflow_run_id"]].info.status == "FINISHED" for t in done)
     cut = [by_id[t.user_attrs["mlflow_run_id"]].info.status for t in lost if "mlflow_run_id" in t.user_attrs]
-    assert cut and set(cut) <= {"FAILED", "KILLED"}, "the runs the outage cut are ended (by the rerun if need be)"
+    # whichever instant the outage landed at: before the cut trial's run existed (no run), or after (its run is
+    # ended, FAILED or KILLED, by the rerun if need be)
+    assert set(cut) <= {"FAILED", "KILLED"}, "the runs the outage cut are ended (by the rerun if need be)"
 
 
 STORES = {  # key=value -> words the one line must hold

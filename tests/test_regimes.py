@@ -228,3 +228,15 @@ def test_the_labels_always_keep_the_order_invariant(runs: list[regimes.Sibling])
     labels = [label for label, _ in regimes.label_siblings(runs, RULES)]
     assert set(labels) <= set(regimes.REGIMES)
     assert regimes.order_violations(runs, labels) == []
+
+
+def test_the_fastest_step_below_one_that_overshot_is_just_right_though_still_falling() -> None:
+    """Ten full-batch epochs: the largest stable step is still falling, and the next one up diverged. No faster
+    stable step exists: it is just right for the epochs given. Without a larger step that overshot, its own curve
+    decides (too small: the sweep never found the edge)."""
+    slow = [sib(0.001, geometric(0.001, 10), "too_small"), sib(0.01, geometric(0.01, 10), "too_small")]
+    over = sib(10.0, (9.0, 40.0, 7.0), "too_large")
+    labelled = regimes.label_siblings([*slow, over], RULES)
+    assert [label for label, _ in labelled] == ["too_small", "just_right", "too_large"]
+    assert "the next larger step (lr 10) overshot" in labelled[1][1]
+    assert labels_of(slow) == ["too_small", "too_small"]

@@ -217,6 +217,7 @@ class TrackingConf:
     batch_loss_points: int = num(low=1, high=MAX_POINTS, integer=True)
     flush_every_s: float = num(low=0.0, high=DAY_S)
     artifacts: bool = flag()
+    loss_curve: bool = flag()
 
 
 @dataclass

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 
+from gdexp import compat
 from gdexp.config import ConfigError
 
 __all__ = ["SOURCES", "DataError"]
@@ -18,12 +18,11 @@ class DataError(ConfigError):
 
 
 def _digits(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's handwritten digits, read from the file scikit-learn ships without importing
-    scikit-learn: its import takes 1.3 s here, more than a whole sweep trial on digits, and every
-    sweep worker would pay it. `load_digits` is the fallback should the file ever move."""
-    spec = importlib.util.find_spec("sklearn")
-    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
-    if path is None or not path.is_file():
+    """scikit-learn's handwritten digits, read from the file scikit-learn ships (`compat.digits_file`) without
+    importing scikit-learn, whose import costs more than a whole sweep trial on digits, in every sweep worker.
+    `load_digits` is the way should the file ever move."""
+    path = compat.digits_file()
+    if path is None:
         from sklearn.datasets import load_digits
 
         bunch = load_digits()

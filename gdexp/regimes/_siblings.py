@@ -10,7 +10,8 @@ many times slower this run brought its loss down.
 
 - A run whose own curve overshot is too_large wherever its learning rate is.
 - The pivot is the run with the lowest training loss at its end among those that did not overshoot (a pruned
-  run included: stopped early, it would only have gone lower): the fastest step of the group.
+  run included: stopped early, it would only have gone lower): the fastest step of the group. It is just right
+  by its own curve, or, still falling, when a larger step overshot: no faster stable step exists.
 - Below the pivot's learning rate, a run is too_small when a larger step reached its loss at least `slower`
   times sooner and its own loss was still falling at the end: too slow, and clearly behind.
 - Above it, a run is too_large when a smaller step reached its loss at least `slower` times sooner: a clearly
@@ -161,10 +162,14 @@ def label_siblings(runs: Sequence[Sibling], rules: Mapping[str, Any]) -> list[tu
 
 
 def _fastest(r: Sibling, runs: Sequence[Sibling]) -> tuple[str, str]:
-    """The pivot keeps its own label (just_right, or too_small when even the fastest step was still far from the
-    bottom)."""
-    return r.regime, (f"{r.reason}; its final training loss, {r.final:.4g}, is the lowest of the {len(runs)} runs "
-                      "of its group")
+    """The pivot, the fastest step of its group. Still falling by its own curve, it is too_small unless a larger
+    step overshot: then no faster stable step exists, and it is just right for the epochs given."""
+    said = f"{r.reason}; its final training loss, {r.final:.4g}, is the lowest of the {len(runs)} runs of its group"
+    over = min((s.lr for s in runs if s.overshot and s.lr > r.lr), default=None)
+    if r.regime == "too_small" and over is not None:
+        return "just_right", (f"{said}, and the next larger step (lr {over:.3g}) overshot: the fastest stable step "
+                              "here, though more epochs would still help")
+    return r.regime, said
 
 
 def _close(r: Sibling, behind: tuple[float, float, Sibling] | None, slower: float) -> str:

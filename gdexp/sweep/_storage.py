@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from omegaconf import DictConfig
@@ -24,19 +25,19 @@ DATABASES = ("postgresql", "postgres", "mysql", "sqlite")
 class Storage:
     """An opened study storage: Optuna's object, where it lives (masked, for people), and how to lock it."""
 
-    optuna: optuna.storages.BaseStorage
+    optuna: optuna.storages.BaseStorage  # the object the study itself uses (an RDB storage with Optuna's cache)
     where: str
     spec: str  # sweep.storage as given ("" for the default journal)
     name: str  # the study's name
     path: Path | None  # the journal or SQLite file, if the storage is one
+    engine: Any = None  # an RDB storage's SQLAlchemy engine
 
     @contextlib.contextmanager
     def lock(self, what: str = "claim") -> Iterator[None]:
         """Serialise `what` between every process and machine that shares this study (`_locks.py`)."""
         key = f"gdexp.sweep:{self.name}:{what}"
-        engine = getattr(self.optuna, "engine", None)
-        if engine is not None and engine.dialect.name == "postgresql":
-            with postgres_lock(engine, key):
+        if self.engine is not None and self.engine.dialect.name == "postgresql":
+            with postgres_lock(self.engine, key):
                 yield
         elif self.spec.startswith("redis://"):
             with redis_lock(self.spec, key):
@@ -67,10 +68,10 @@ def open_storage(cfg: DictConfig) -> Storage:
         url = database_url(spec)
         path = Path(url.removeprefix("sqlite:///")).resolve() if scheme == "sqlite" else None
         with _schema_lock(url, name, path):  # RDBStorage creates Optuna's tables when it is constructed
-            storage = optuna.storages.RDBStorage(url)
+            rdb = optuna.storages.RDBStorage(url)
         if scheme == "mysql":  # no lock that dies with its holder across hosts here: a file lock, for one host
             path = (Path("sweeps") / name / "mysql").resolve()
-        return Storage(storage, mask_secrets(spec), spec, name, path)
+        return Storage(optuna.storages.get_storage(rdb), mask_secrets(spec), spec, name, path, rdb.engine)
     if scheme == "redis":
         from optuna.storages.journal import JournalRedisBackend
 

@@ -19,6 +19,7 @@ from gdexp.sweep._study import Sweep
 __all__ = ["Workers"]
 
 STOP_S = 60.0  # after an interruption, the time the workers get to close their trials' runs
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 class Workers:
@@ -28,7 +29,9 @@ class Workers:
     shared, and after it imported what a trial needs, so they inherit the imports. Each waits for the parent
     run's id (None or a closed pipe: nothing to do), then claims trials like any other worker. A worker that
     dies at any instant holds nothing another waits for: claims are serialised by a lock the kernel (or the
-    database) releases with its holder (`_locks.py`), and its trial is reaped (`_claim.py`).
+    database) releases with its holder (`_locks.py`), and its trial is reaped (`_claim.py`). When this process
+    dies (SIGKILL), the kernel sends its workers SIGTERM: each closes its trial's run KILLED and ends, as it
+    would on Ctrl-C, rather than go on alone with nobody to show for it.
     """
 
     def __init__(self, cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution],
@@ -48,7 +51,7 @@ class Workers:
         for i in range(1, n):
             receive, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_worker_main, name=f"gdexp-sweep-worker-{i}",
-                               args=(cfg, overrides, space, self.threads, receive, deadline))
+                               args=(cfg, overrides, space, self.threads, receive, deadline, os.getpid()))
             proc.start()
             receive.close()
             self.procs.append(proc)
@@ -83,13 +86,25 @@ class Workers:
             proc.join(timeout=STOP_S if interrupt else None)
 
 
+def _end_with(command: int) -> None:
+    """SIGTERM when the command (process `command`) dies: Linux's PR_SET_PDEATHSIG. A worker whose command died
+    before that took effect ends now, having done nothing."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != command:
+        sys.exit(0)
+
+
 def _worker_main(cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution], threads: int,
-                 receive: Any, deadline: float | None) -> None:
+                 receive: Any, deadline: float | None, command: int) -> None:
     """A forked worker: its own BLAS thread share, its own storage and MLflow connections, the same study."""
     from threadpoolctl import threadpool_limits
 
     stopping.install(once=True)
     threadpool_limits(threads)
+    _end_with(command)
 
     def body() -> None:
         try:

@@ -1,0 +1,136 @@
+"""Every internal of another library that gdexp leans on (gdexp/compat.py), pinned on the installed versions: an
+upgrade that moves one fails here, by name, instead of in the middle of a sweep."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+
+from gdexp import compat
+from gdexp.config import CONFIG_DIR
+from tests.conftest import child_env
+
+
+def test_optuna_keeps_enqueued_parameters_where_gdexp_puts_a_retrys() -> None:
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 0.25})
+    (waiting,) = study.get_trials()
+    assert waiting.system_attrs[compat.FIXED_PARAMS] == {"x": 0.25}
+    assert compat.trial_id(waiting) == study._storage.get_trial_id_from_study_id_trial_number(
+        study._study_id, 0)
+
+
+def test_a_trial_created_with_fixed_params_suggests_them() -> None:
+    study = optuna.create_study()
+    template = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING,
+                                         system_attrs=compat.fixed_params({"x": 0.5}))
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    assert optuna.Trial(study, trial_id).suggest_float("x", 0, 1) == 0.5
+
+
+def test_the_quietened_loggers_are_the_libraries_own_modules() -> None:
+    import importlib.util
+
+    for name in compat.QUIET:
+        assert importlib.util.find_spec(name) is not None, f"{name} moved: gdexp would silence nothing"
+    compat.quiet_loggers()
+    assert logging.getLogger("mlflow.utils.async_logging.async_logging_queue").level == logging.CRITICAL
+
+
+def test_mlflow_says_an_unreachable_server_in_the_words_gdexp_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.tracking import MlflowClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with pytest.raises(MlflowException) as caught:
+        MlflowClient(tracking_uri=f"http://127.0.0.1:{port}").search_experiments()
+    assert compat.mlflow_unreachable(caught.value)
+    assert not compat.mlflow_unreachable(RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "no"}))
+
+
+def test_mlflows_database_store_reads_many_histories_in_one_query(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert compat.metric_history_bulk(client) is not None
+
+
+def test_matplotlibs_log_formatter_still_has_its_number_hook() -> None:
+    from matplotlib import ticker
+
+    assert callable(getattr(ticker.LogFormatter, "_num_to_string", None))
+    assert compat.log_formatter()()._num_to_string(0.3, 0.1, 10) == "0.3"
+
+
+@pytest.mark.slow  # a fresh interpreter, where scikit-learn is not loaded yet
+def test_optunas_importance_imports_without_scikit_learn() -> None:
+    code = ("import sys\nfrom gdexp import compat\ncompat.import_optuna_importance()\n"
+            "assert 'sklearn' not in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_scikit_learn_ships_the_digits_file_where_gdexp_reads_it() -> None:
+    import numpy as np
+
+    path = compat.digits_file()
+    assert path is not None
+    assert np.loadtxt(path, delimiter=",").shape == (1797, 65), "64 pixels and the label, as gdexp reads them"
+
+
+@pytest.mark.parametrize(("overrides", "kind"), [(["optim=-1"], "group"), (["optim.lr=abc"], "schema"),
+                                                  (["optim.foo=1"], "unknown")])
+def test_hydra_says_its_composition_errors_in_the_words_gdexp_reads(overrides: list[str], kind: str) -> None:
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None), pytest.raises(Exception) as caught:
+        compose("config", overrides=overrides)
+    found = {"group": compat.hydra_override_error, "schema": compat.hydra_schema_error,
+             "unknown": compat.hydra_unknown_override}[kind](caught.value)
+    assert found, f"{type(caught.value).__name__}: {caught.value}"
+    if kind == "schema":
+        assert found == ("optim.lr", "abc")
+
+
+def test_mlflows_ui_still_restores_shared_views_in_the_format_gdexp_writes() -> None:
+    import mlflow
+
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    text = "".join(p.read_text(errors="ignore") for p in bundle.glob("*.js"))
+    for words in (compat.SHARED_VIEW_PREFIX, compat.SHARED_VIEW_PARAM, "deflate;", "runsExpanded", "groupByKeys",
+                  "selectedColumns", "workflowType"):
+        assert words in text, f"MLflow's UI no longer mentions {words!r}"
+    assert len(compat.shared_view("v", columns=["params.`optim.lr`"], group_by_tag="regime")) < compat.SHARED_VIEW_MAX
+
+
+@pytest.mark.slow  # MLflow's own migrations: several seconds
+def test_the_kept_sqlite_schema_is_the_one_mlflows_migrations_make(tmp_path: Path) -> None:
+    """A store made from `compat.SQLITE_SCHEMA` has every table, index, constraint and alembic revision a store
+    that MLflow migrated itself has. After an MLflow upgrade: `compat.write_sqlite_schema()`."""
+    from mlflow.tracking import MlflowClient
+
+    def schema(path: Path) -> list[tuple[str, str, str]]:
+        with sqlite3.connect(path) as db:
+            rows = db.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall()
+            return sorted([*rows, ("revision", "", db.execute("SELECT * FROM alembic_version").fetchone()[0])])
+
+    migrated, kept = tmp_path / "migrated.db", tmp_path / "kept.db"
+    MlflowClient(tracking_uri=f"sqlite:///{migrated}").search_experiments()
+    assert compat.create_sqlite_store(kept), "the kept schema is not the installed MLflow's: write it again"
+    assert schema(kept) == schema(migrated)
+    client = MlflowClient(tracking_uri=f"sqlite:///{kept}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    run = client.create_run(client.create_experiment("x"))
+    client.log_metric(run.info.run_id, "m", 1.0)
+    assert client.get_metric_history(run.info.run_id, "m")[0].value == 1.0

@@ -1,0 +1,176 @@
+"""SIGKILL at chosen instants and at random ones: whatever instant a process of a sweep dies at, the sweep does
+not hang, the same command finishes the study to its exact total, each lost trial is retried exactly once, and
+MLflow agrees with the study (no run RUNNING, every run's end says what its trial became).
+
+The chosen instants (tests/faultpoints.py): right after a trial is created (inside the study's lock), while the
+lock is held, a forked worker before it has the parent run's id, while the trial's MLflow run is being ended,
+and while the study is told the trial's state; on a journal and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from gdexp.config import database_url
+from gdexp.sweep import TrialRecord
+from tests.conftest import ROOT, all_runs, child_env, gdexp
+from tests.faultpoints import POINTS
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["+sweep=lr", "sweep.n_trials=6", "sweep.n_workers=2", "gd=stochastic", "train.epochs=2",
+        "sweep.pruner=none", "sweep.heartbeat_s=2", "tracking.artifacts=false"]
+PG = "postgresql://postgres@127.0.0.1:5432"
+
+
+def journal(project: Path) -> optuna.Study:
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(project / "sweeps" / "lr" / "study.journal")))
+    return optuna.load_study(study_name="lr", storage=storage)
+
+
+def armed(point: str, project: Path, *args: str) -> subprocess.Popen[str]:
+    """The sweep command with `point` armed, in a process group of its own."""
+    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "faultpoints.py"), point,
+                             str(project / f".{point}.fired"), *args], cwd=project, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def group_ends(pgid: int, timeout: float = 180) -> None:
+    """Wait until no process of group `pgid` is left (a worker outlives a killed command until the study is
+    done); fail, and kill them, if they are still there after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.killpg(pgid, signal.SIGKILL)
+    pytest.fail(f"processes of the sweep were still running {timeout:.0f} s after the kill")
+
+
+def consistent(study: optuna.Study, runs: list, total: int) -> list[TrialRecord]:
+    """The invariants a kill must not break; returns the records."""
+    records = [TrialRecord.of(t) for t in study.get_trials()]
+    done = [r for r in records if r.counted]
+    assert len(done) == total and len({r.number for r in done}) == total, [(r.number, r.state) for r in records]
+    assert not [r for r in records if r.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for r in records:
+        retries = [x.number for x in records if x.retry_of == r.number]
+        if r.lost is not None and r.retry_of is None:
+            assert len(retries) == 1, f"trial {r.number} lost: retried {len(retries)} times"
+        else:
+            assert retries == [], f"trial {r.number} was not lost, yet retried by {retries}"
+    status = {run.info.run_id: run for run in runs if "mlflow.parentRunId" in run.data.tags}
+    assert not [run_id for run_id, run in status.items() if run.info.status == "RUNNING"]
+    for r in records:
+        if r.run_id is None:
+            continue
+        run = status[r.run_id]
+        expected = "FINISHED" if r.counted and r.error is None else "KILLED" if r.interrupted else "FAILED"
+        assert run.info.status == expected, (r.number, r.state, r.lost, run.info.status)
+        assert run.data.tags["optuna.state"] == ("FAIL" if not r.counted else r.state.name)
+    owned = {r.run_id for r in records}
+    assert all(run_id in owned or run.data.tags.get("optuna.state") == "GONE" for run_id, run in status.items())
+    parents = [run for run in runs if run.data.tags.get("gdexp.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    return records
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_kill_at_each_instant_on_a_journal_then_the_same_command_finishes(project: Path, point: str) -> None:
+    first = armed(point, project, *ARGS)
+    _out, err = first.communicate(timeout=240)
+    group_ends(first.pid)
+    assert (project / f".{point}.fired").exists(), f"the sweep never reached {point}"
+    assert first.returncode in (0, -signal.SIGKILL) and "Traceback" not in err, err
+    again = gdexp(*ARGS, cwd=project, timeout=240)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    records = consistent(journal(project), all_runs(project), 6)
+    if point in ("after_create", "during_mlflow_write", "during_tell"):
+        assert [r for r in records if r.lost], "a trial died with its worker"
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    import psycopg
+
+    name = f"gdexp_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG}/{name}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("point", ["after_create", "during_tell"])
+def test_on_postgresql_the_other_command_finishes_alone(project: Path, database: str, point: str) -> None:
+    """Two commands share a PostgreSQL study; one dies at `point`. The other fails its trial at once (its
+    owner's process is gone), retries it, and ends the study to its exact total: no wait for a heartbeat that
+    never came, no rerun needed."""
+    args = [*ARGS, "sweep.n_workers=1", f"sweep.storage={database}"]
+    victim = armed(point, project, *args)
+    deadline = time.monotonic() + 120
+    while not (project / f".{point}.fired").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the other command starts once the victim died at the point
+    other = subprocess.run([sys.executable, "-m", "gdexp", *args], cwd=project, env=child_env(), capture_output=True,
+                           text=True, timeout=240, check=False)
+    victim.communicate(timeout=240)
+    group_ends(victim.pid)
+    assert other.returncode == 0, other.stderr
+    assert (project / f".{point}.fired").exists() and victim.returncode == -signal.SIGKILL
+    study = optuna.load_study(study_name="lr", storage=database_url(database))
+    records = consistent(study, all_runs(project), 6)
+    assert [r for r in records if r.lost]
+
+
+def test_thirty_random_kills_lose_nothing(project: Path) -> None:
+    """Kill the command, a worker, or the whole group, at a random moment of a sweep, 30 times; then run the
+    command to its end. (A seeded generator: the same moments on every run of the test.)"""
+    rng = random.Random(20261202)
+    args = [*ARGS, "sweep.n_trials=40", "gd=minibatch", "sweep.heartbeat_s=1"]
+    kills = 0
+    while kills < 30:
+        proc = subprocess.Popen([sys.executable, "-m", "gdexp", *args], cwd=project, env=child_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        time.sleep(rng.uniform(0.6, 3.0))
+        members = [int(p) for p in os.listdir("/proc") if p.isdigit() and _group(int(p)) == proc.pid]
+        target = rng.choice(["command", "worker", "group"])
+        worker = [p for p in members if p != proc.pid]
+        if target == "group" or (target == "worker" and not worker):
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            os.kill(worker[0] if target == "worker" else proc.pid, signal.SIGKILL)
+        kills += 1
+        time.sleep(rng.uniform(0.0, 1.0))
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever survived: a second kill, at another moment
+            kills += 1
+        except ProcessLookupError:
+            pass
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        group_ends(proc.pid, timeout=30)
+    final = gdexp(*args, cwd=project, timeout=300)
+    assert final.returncode == 0 and "Traceback" not in final.stderr, final.stderr
+    consistent(journal(project), all_runs(project), 40)
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
