@@ -73,9 +73,9 @@ class _RangeLog(Callback):
         self.result = suggest(lrs, losses, float(self.cfg.lr_range.smoothing))
         if history.diverged:  # the run stopped at the edge: that update's rate is the edge
             self.result["divergence_lr"] = float(lrs[-1])
-        if self.tracker is None or self.tracker.run_id is None:
+        if self.tracker is None:
             return
-        uri, run_id = self.cfg.tracking.uri, self.tracker.run_id
+        uri, run_id = self.cfg.tracking.uri, self.tracker.run()
         store.log_params(uri, run_id, {f"lr_range.{k}": f"{v:.6g}" for k, v in self.result.items()})
         store.log_metrics(uri, run_id, [store.metric("lr", float(lr), i + 1, 0) for i, lr in enumerate(lrs)])
         with tempfile.TemporaryDirectory(prefix="gdexp-lr-range-") as tmp:

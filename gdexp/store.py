@@ -133,11 +133,13 @@ class _Guarded:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            from mlflow.exceptions import MlflowException
+
             if self._uri in _down:
                 raise _down[self._uri]
             try:
                 return attr(*args, **kwargs)
-            except Exception as exc:
+            except MlflowException as exc:  # every failure of MLflow's client, the store out of reach among them
                 if unreachable(exc):
                     _down[self._uri] = exc
                 raise

@@ -80,6 +80,7 @@ class MlflowTracker(Callback):
         self._logged_updates = 0
         self._stride = 1
         self._started = False
+        self._params: dict[str, Any] = {}
 
     # -------------------------------------------------------------------------------- callbacks
     def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, optimizer: Optimizer, history: History) -> None:
@@ -153,6 +154,14 @@ class MlflowTracker(Callback):
         return tags
 
     # ---------------------------------------------------------------------------------- writing
+    def run(self) -> str:
+        """The run's id, the run created now if it does not exist yet: for a callback that records results of
+        its own into the run before the tracker ends it (the range test's)."""
+        with stopping.shielded():
+            self._create()
+        assert self.run_id is not None
+        return self.run_id
+
     def _create(self) -> None:
         """The run, at its first write: created with its tags and the time training began; its params (the
         config) go with the first batch of metrics."""

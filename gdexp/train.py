@@ -30,7 +30,7 @@ import numpy as np
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from gdexp import stopping
+from gdexp import errors, stopping
 from gdexp.data import Batches, Dataset, load
 from gdexp.history import Callback, History
 from gdexp.nn import MLP
@@ -132,32 +132,37 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
     with np.errstate(all="ignore"):  # overflow is how divergence looks; the loop checks for it itself
         _evaluate(model, data.X_train, data.y_train, "train", history.initial)
         _evaluate(model, data.X_val, data.y_val, "val", history.initial)
-    status: str = "FINISHED"
+    status: str = "KILLED"  # until the loop ends: what a SystemExit (neither an error nor a Ctrl-C) leaves
     error: BaseException | None = None
     begun: list[Callback] = []  # whose on_begin started: a Ctrl-C inside one (after the MLflow run exists) ends it too
     try:
-        for callback in callbacks:
-            begun.append(callback)
-            callback.on_begin(cfg, data, model, optimizer, history)
-        began = time.perf_counter()
-        threads = blas_threads(batches.size, model.sizes, cfg.train.threads)
-        with (np.errstate(all="ignore"), stopping.interruptible(), threadpool_limits(threads, user_api="blas")):
-            history.blas = blas_in_use()
-            fit(model, optimizer, data, batches, cfg.train.epochs, history,
-                divergence_factor=cfg.train.divergence_factor, callbacks=callbacks, schedule=schedule)
-            history.final["train_time_s"] = time.perf_counter() - began - history.final["callback_time_s"]
-            _evaluate(model, data.X_test, data.y_test, "test", history.final)
-        history.final["n_params"] = float(model.n_params)
-    except KeyboardInterrupt as exc:
-        status, error = "KILLED", exc
-        raise
-    except BaseException as exc:
-        status, error = "FAILED", exc
-        raise
+        with errors.captured() as failure:
+            for callback in callbacks:
+                begun.append(callback)
+                callback.on_begin(cfg, data, model, optimizer, history)
+            _loop(cfg, model, optimizer, data, batches, history, callbacks, schedule)
+        status, error = (("KILLED", failure.interrupted) if failure.interrupted is not None
+                         else ("FAILED", failure.error) if failure.error is not None else ("FINISHED", None))
     finally:
         for callback in begun:
             callback.on_end(history, model, status, error)
+    if error is not None:
+        raise error
     return history
+
+
+def _loop(cfg: DictConfig, model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, history: History,
+          callbacks: Sequence[Callback], schedule: Schedule | None) -> None:
+    """The timed part of a run: every epoch, then the test split; BLAS threads as `train.threads` says."""
+    began = time.perf_counter()
+    threads = blas_threads(batches.size, model.sizes, cfg.train.threads)
+    with (np.errstate(all="ignore"), stopping.interruptible(), threadpool_limits(threads, user_api="blas")):
+        history.blas = blas_in_use()
+        fit(model, optimizer, data, batches, cfg.train.epochs, history,
+            divergence_factor=cfg.train.divergence_factor, callbacks=callbacks, schedule=schedule)
+        history.final["train_time_s"] = time.perf_counter() - began - history.final["callback_time_s"]
+        _evaluate(model, data.X_test, data.y_test, "test", history.final)
+    history.final["n_params"] = float(model.n_params)
 
 
 def summary(history: History) -> dict[str, Any]:

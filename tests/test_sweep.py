@@ -92,7 +92,7 @@ def _start_and_wait_for_trials(project: Path, args: list[str], n: int) -> tuple[
             running = study(project).get_trials(states=(TrialState.RUNNING,)) if journal.exists() else []
         except KeyError:  # the journal exists, the study not yet
             continue
-        running = [t for t in running if "mlflow_run_id" in t.user_attrs and t.intermediate_values]
+        running = [t for t in running if t.intermediate_values]  # mid-way: an epoch reported
         if len(running) >= n:
             break
     assert len(running) >= n, f"{n} trials never ran at once"
@@ -331,7 +331,9 @@ def test_a_sigkilled_forked_worker_is_noticed_its_trial_failed_and_retried(proje
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert retry.params == victim.params and retry.state == TrialState.COMPLETE
     runs = {r.info.run_id: r for r in all_runs(project)}
-    assert runs[victim.user_attrs["mlflow_run_id"]].info.status == "FAILED"
+    # its MLflow run is made at its end (or its first flush): killed mid-training, it had none, or it is FAILED
+    victim_run = next(t for t in trials if t.number == victim.number).user_attrs.get("mlflow_run_id")
+    assert victim_run is None or runs[victim_run].info.status == "FAILED"
     assert all(r.info.status != "RUNNING" for r in runs.values())
 
 

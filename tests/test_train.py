@@ -220,18 +220,25 @@ def test_interrupted_or_failing_run_is_closed_with_its_metrics(make_cfg, project
     assert ("error" in run.data.tags) == (status == "FAILED")
 
 
-def test_ctrl_c_while_the_run_is_being_created_still_ends_it(make_cfg, project: Path) -> None:
-    """A signal between creating the MLflow run and the first update (the tracker's on_begin) ends the run
-    KILLED; the progress bar after it, whose on_begin never ran, is left alone."""
-    def interrupt(run_id: str) -> None:
-        raise KeyboardInterrupt
+def test_ctrl_c_while_the_run_is_being_written_is_raised_once_it_is_whole(make_cfg, project: Path,
+                                                                          installed: None) -> None:
+    """The run is created at its first write (here: the end). A Ctrl-C that arrives while it is created waits
+    until the run is written whole and ended (it trained to its end: FINISHED, every metric there), then stops
+    the command; the progress bar after the tracker is closed too."""
+    import os
+    import signal as signals
 
-    cfg = make_cfg("train.epochs=2")
+    def interrupt(run_id: str) -> None:
+        os.kill(os.getpid(), signals.SIGINT)  # arrives in the middle of the tracker's writes
+
+    cfg = make_cfg("train.epochs=2", "tracking.artifacts=false")
     tracker = MlflowTracker(cfg, on_run=interrupt)
     with pytest.raises(KeyboardInterrupt):
         train.run(cfg, [tracker, ProgressBar()])
     assert tracker.run_id is not None
-    assert mlflow_client(cfg.tracking.uri).get_run(tracker.run_id).info.status == "KILLED"
+    client = mlflow_client(cfg.tracking.uri)
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"
+    assert len(client.get_metric_history(tracker.run_id, "train_loss")) == 2
 
 
 @pytest.mark.slow  # starts `python -m gdexp`

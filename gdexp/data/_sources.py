@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +62,7 @@ def _file(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
         import pandas as pd
 
         frame = pd.read_csv(path)
-    except DataError:
-        raise
-    except Exception as exc:  # unreadable, not a zip, bad CSV: all the user can fix is the file
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # unreadable, not a zip, bad CSV, bad array
         raise DataError(f"data.path={cfg.path!r} cannot be read: {exc}") from exc
     target = cfg.target if cfg.target is not None else frame.columns[-1]
     if target not in frame.columns:

@@ -126,10 +126,6 @@ class Hessian:
                     rdelta += bend * self._rz[i - 1] * self.up[i]
         return self._out.copy()
 
-    def __call__(self, v: Mapping[str, np.ndarray]) -> Arrays:
-        """H v for a direction v named and shaped like the parameters; float64 arrays under the same names."""
-        return unflatten(self.matvec(flatten(v)), self.like)
-
     def dense(self) -> np.ndarray:
         """The whole (n, n) matrix, column j = H e_j: n products, for tests on small models."""
         return np.stack([self.matvec(e) for e in np.eye(self.size)], axis=1)

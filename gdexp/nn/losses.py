@@ -36,8 +36,6 @@ class Loss:
         """(mean loss, correct predictions) without touching `z`."""
         return self.loss_grad(z.copy(), y)
 
-    def predict(self, z: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
 
     def curvature(self, z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """r ↦ (1/m)·∇²_z ℓ · r per row, for the logits z and directions r, both (m, k); what it needs of z is
@@ -63,8 +61,6 @@ class SoftmaxCrossEntropy(Loss):
         z /= m
         return loss, correct
 
-    def predict(self, z: np.ndarray) -> np.ndarray:
-        return z.argmax(axis=1)
 
     def curvature(self, z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """∇²_z = diag(p) − p pᵀ per row, so ∇²_z·r = p ⊙ (r − ⟨p, r⟩)."""
@@ -88,8 +84,6 @@ class BinaryCrossEntropy(Loss):
         z /= m
         return loss, correct
 
-    def predict(self, z: np.ndarray) -> np.ndarray:
-        return (z[:, 0] > 0).astype(np.int64)
 
     def curvature(self, z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """∂²ℓ/∂z² = p(1 − p), written as e^{−|z|}/(1 + e^{−|z|})², which never overflows."""
@@ -111,8 +105,6 @@ class MeanSquaredError(Loss):
         z /= m
         return loss, 0
 
-    def predict(self, z: np.ndarray) -> np.ndarray:
-        return z
 
     def curvature(self, z: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """∇²_z = I: the loss is quadratic in the outputs."""

@@ -95,9 +95,6 @@ class MLP:
         accuracy = correct / len(X) if self.loss.classification else float("nan")
         return total / len(X), accuracy
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.loss.predict(self.forward(X).copy())
-
     def save(self, path: str | Path) -> None:
         save_npz(path, self.params)
 

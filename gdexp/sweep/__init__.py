@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from gdexp import console, stopping, store
 from gdexp.sweep._accounting import tally, trial_value
+from gdexp.sweep._labels import relabel
 from gdexp.sweep._launchers import Launcher, launcher
 from gdexp.sweep._parent import best_trial, best_value, finish_parent, parent_run, summary_table
 from gdexp.sweep._reconcile import reconcile
@@ -58,8 +59,10 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
             workers.start(None)
             if store.get_run(uri, sweep.parent_run_id).info.status != "FINISHED":
                 store.reopen_run(uri, sweep.parent_run_id)
-            else:
-                sweep.parent_run_id = None  # ended already: its plots and labels stand
+            else:  # ended already: its plots stand; its runs are labelled anew (a store an older gdexp labelled)
+                with stopping.shielded():
+                    relabel(uri, sweep.records(), cfg.regimes)
+                sweep.parent_run_id = None
         else:
             store.reopen_run(uri, sweep.parent_run_id)
             workers.start(sweep.parent_run_id)

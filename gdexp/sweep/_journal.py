@@ -10,13 +10,13 @@ it is, and the message gives the exact command that keeps every record before th
 from __future__ import annotations
 
 import json
-import logging
 import shlex
 import time
 from pathlib import Path
 
 import optuna
 
+from gdexp import compat, errors
 from gdexp.config import ConfigError
 
 __all__ = ["first_broken_line", "open_journal"]
@@ -62,11 +62,15 @@ def open_journal(path: Path) -> optuna.storages.BaseStorage:
     # its own folder, so the stale-lock check (the link target's mtime) never fires and a lock left by a
     # killed process spins forever. Absolute, a lock unchanged for LOCK_GRACE_S is broken, with a warning.
     absolute = str(path.resolve())
-    logging.getLogger("optuna.storages.journal._file").setLevel(logging.WARNING)
-    try:
-        return optuna.storages.JournalStorage(JournalFileBackend(
+    compat.quiet_loggers()
+    with errors.captured() as failure:  # whole lines that are not a study's records: any error of Optuna's replay
+        storage = optuna.storages.JournalStorage(JournalFileBackend(
             absolute, lock_obj=JournalFileSymlinkLock(absolute, grace_period=LOCK_GRACE_S)))
-    except Exception as exc:  # whole lines that are not a study's records: say so, touch nothing
+    if failure.interrupted is not None:
+        raise failure.interrupted
+    if failure.error is not None:
+        exc = failure.error
         raise ConfigError(f"sweep.storage: the study journal {path} cannot be read ({type(exc).__name__}: {exc}); "
                           "it was left as it is -- move it away to start the study afresh") from exc
+    return storage
 

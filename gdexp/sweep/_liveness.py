@@ -26,6 +26,7 @@ from pathlib import Path
 
 import optuna
 
+from gdexp import errors
 from gdexp.sweep._record import Owner, TrialRecord, write
 
 __all__ = ["Heartbeat", "gone", "me", "process_start", "ray_nodes_alive"]
@@ -113,10 +114,8 @@ class Heartbeat:
             with self._lock:
                 if self._trial is None:
                     continue
-                try:
+                with errors.captured():  # a missed beat is no error: the next one, or the trial's end, follows
                     write(self.storage, self._trial, beat=time.time())
-                except Exception:
-                    continue
 
     def close(self) -> None:
         self.follow(None)

@@ -49,11 +49,13 @@ class RayWorkers:
         self.refs: list[Any] = []
         self._stopped = False
         self.ray = _connect(cfg.sweep.ray.address)
+        checked = False
         try:
             _check_cluster(cfg, [n for n in self.ray.nodes() if n["Alive"]])
-        except BaseException:
-            self.ray.shutdown()
-            raise
+            checked = True
+        finally:
+            if not checked:  # refused (or interrupted): leave the cluster before saying so
+                self.ray.shutdown()
 
     def start(self, parent_run_id: str | None) -> None:
         """Submit the workers (None: the study is complete, there is nothing to run)."""
