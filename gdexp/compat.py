@@ -21,6 +21,7 @@ __all__ = [
     "SHARED_VIEW_PREFIX",
     "SQLITE_SCHEMA",
     "create_sqlite_store",
+    "database_reason",
     "digits_file",
     "fixed_params",
     "hydra_override_error",
@@ -56,6 +57,7 @@ def trial_id(trial: Any) -> int:
 # their lines repeat what gdexp says once, in its own words.
 QUIET = {
     "mlflow.utils.async_logging.async_logging_queue": logging.CRITICAL,  # a failed async write: raised again later
+    "mlflow.store.db.utils": logging.CRITICAL,  # a failed database write, logged whole (90 lines) before it is raised
     "optuna.storages.journal._file": logging.WARNING,  # "lock acquired"-level chatter of the journal lock
 }
 
@@ -78,6 +80,15 @@ def mlflow_unreachable(exc: BaseException) -> bool:
     asynchronous = text.startswith("The following failures occurred while performing one or more async")
     return (text.startswith("API request to") or (asynchronous and "API request to" in text)
             or exc.error_code == "TEMPORARILY_UNAVAILABLE")
+
+
+def database_reason(text: str) -> str | None:
+    """The line of an MLflow error that says what the database said, as SQLAlchemy words it:
+    `(sqlite3.OperationalError) database or disk is full`; None when there is none."""
+    import re
+
+    found = re.search(r"^\((?:\w+\.)*\w+Error\) .+$", text, re.MULTILINE)
+    return found.group(0) if found else None
 
 
 def metric_history_bulk(client: Any) -> Any:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -144,8 +145,13 @@ def _row(prog: str, exc: BaseException, *, what: str, uri: str | None, again: st
         return 2, f"{prog}: {label}{_first(explained)}"
     if _mlflow(exc):
         where = f" at tracking.uri={uri}" if uri else ""
+        from gdexp import compat
+
+        said = compat.database_reason(str(exc)) or _first(exc)
         return 1, (f"{prog}: the MLflow store{where} failed (after MLflow's own bounded retries): "
-                   f"{_first(exc)[:500]}{retry if store_unreachable(exc) else ''}")
+                   f"{said[:500]}{retry if store_unreachable(exc) else ''}")
+    if isinstance(exc, sqlite3.Error):  # a SQLite store written to directly (a new store made from MLflow's schema)
+        return 1, f"{prog}: the SQLite store could not be written: {_first(exc)}"
     if isinstance(exc, OSError):
         path = exc.filename or ""
         reason = exc.strerror or str(exc)

@@ -24,16 +24,25 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from omegaconf import DictConfig
 
-__all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "RMSprop", "make_optimizer"]
+__all__ = ["SGD", "Adagrad", "Adam", "BadArgument", "Optimizer", "RMSprop", "make_optimizer"]
 
 Params = dict[str, np.ndarray]
 Slot = Callable[[str, float], np.ndarray]  # (state key, initial value) -> that state array, to update in place
 
 
+class BadArgument(ValueError):
+    """An optimizer argument outside what its rule allows, refused as torch.optim refuses it. `name` and `rule`
+    let a config error name the key (`optim.<name>`) and say what is allowed: the rules live here only."""
+
+    def __init__(self, name: str, value: object, rule: str) -> None:
+        super().__init__(f"invalid {name}: {value!r} ({rule})")
+        self.name, self.value, self.rule = name, value, rule
+
+
 def _at_least(name: str, value: float, low: float = 0.0) -> float:
-    """`value` as a float, or ValueError naming the argument, as torch.optim refuses it (also NaN)."""
+    """`value` as a float, or `BadArgument` naming the argument (also for NaN)."""
     if not float(value) >= low:
-        raise ValueError(f"invalid {name}: {value!r} (it must be >= {low:g})")
+        raise BadArgument(name, value, f"it must be >= {low:g}")
     return float(value)
 
 
@@ -113,7 +122,7 @@ class SGD(Optimizer):
         self.momentum, self.dampening = _at_least("momentum", momentum), float(dampening)
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError(f"nesterov=True requires momentum > 0 and dampening = 0 (got momentum={momentum!r}, "
+            raise BadArgument("nesterov", True, f"it needs momentum > 0 and dampening = 0 (got momentum={momentum!r}, "
                              f"dampening={dampening!r})")
 
     def _scale(self) -> float:
@@ -216,7 +225,8 @@ class Adam(Optimizer):
         super().__init__(lr, weight_decay)
         for i, beta in enumerate(betas):
             if not 0.0 <= float(beta) < 1.0:
-                raise ValueError(f"invalid beta parameter at index {i}: {beta!r} (it must be in [0, 1))")
+                raise BadArgument("betas", list(betas), f"give two numbers in [0, 1), e.g. [0.9,0.999] (the one at "
+                                                        f"index {i} is {beta!r})")
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
         self.eps, self.amsgrad = _at_least("eps", eps), bool(amsgrad)
 

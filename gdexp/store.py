@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -165,9 +166,14 @@ def ui_command(uri: str) -> str:
 
 # ------------------------------------------------------------------------------------ experiments
 def _artifact_location(uri: str, experiment: str) -> str | None:
-    """Beside a SQLite store (`mlruns/artifacts/<experiment>`); a server decides for itself."""
+    """Beside a SQLite store (`mlruns/artifacts/<experiment>`); a server decides for itself. The folder's name is
+    the experiment's with every character but letters, digits, `.`, `_` and `-` replaced: a name such as `../x`
+    or `/tmp/x` stays a folder inside `mlruns/artifacts/`."""
     path = sqlite_path(uri)
-    return None if path is None else (path.resolve().parent / "artifacts" / experiment).as_uri()
+    if path is None:
+        return None
+    folder = re.sub(r"[^A-Za-z0-9._-]", "_", experiment).strip(".") or "_"
+    return (path.resolve().parent / "artifacts" / folder).as_uri()
 
 
 def find_experiment(uri: str, name: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from gdexp.config import CONFIG_DIR, GROUPS, ConfigError, validate
+from gdexp.config import CONFIG_DIR, GROUPS, ConfigError, check_overrides, validate
 from gdexp.config._errors import explain
 
 
@@ -35,7 +36,7 @@ def test_the_sweep_overlays_are_typed_by_their_schema(make_cfg, overlay: str) ->
 @pytest.mark.parametrize(("overrides", "message"), [
     (["optim.lr=-1"], "optim.lr=-1.0 is not allowed: it must be a number > 0.0"),
     (["optim=adam", "optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5] is not allowed: give two numbers in [0, 1)"),
-    (["optim.nesterov=true"], "optim.nesterov=true needs optim.momentum > 0"),
+    (["optim.nesterov=true"], "optim.nesterov=true is not allowed: it needs momentum > 0"),
     (["gd=minibatch", "gd.batch_size=0"], "gd.batch_size=0 is not allowed: it must be an integer >= 1"),
     (["gd=batch", "gd.batch_size=4"], "with gd=batch: it must be null"),
     (["train.threads=many"], "train.threads='many' is not allowed: it must be an integer >= 1 and <= 1024 (or auto)"),
@@ -54,6 +55,22 @@ def test_the_sweep_overlays_are_typed_by_their_schema(make_cfg, overlay: str) ->
     (["+sweep=lr_range", "lr_range.smoothing=1"], "lr_range.smoothing=1.0 is not allowed"),
     (["+trian.epochs=5"], "trian is not a key of gdexp's config: its keys are data, model"),
     (["+optim.moment=0.9"], "optim.moment is not a key of optim=sgd: its keys are dampening, lr, momentum"),
+    # every number is bounded, and what would not fit in memory is refused with the estimate, before allocating
+    # (the estimates below are terabytes: more than any machine this runs on has free)
+    (["+sweep=lr", f"sweep.name={'a' * 300}"], "give 1 to 100 letters"),
+    (["train.epochs=1000000000000"], "train.epochs=1000000000000 is not allowed: it must be an integer >= 1 and <="),
+    (["train.epochs=1000000000"], "this run needs about"),
+    (["model.hidden_size=65536", "model.hidden_layers=30"], "most of it for the weights, gradients and optimizer"),
+    (["data=linear", "data.n=1000000000000"], "data.n=1000000000000 is not allowed"),
+    (["data=linear", "data.n=1000000000", "data.d=1000"], "most of it for the data set"),
+    (["data=linear", "data.d=1000000000"], "data.d=1000000000 is not allowed"),
+    (["data=linear", "data.n=100000", "data.d=10000000"], "this run needs about"),
+    (["+sweep=lr", "sweep.n_workers=1000000000"], "sweep.n_workers=1000000000 is not allowed"),
+    (["+sweep=lr", "sweep.heartbeat_s=100000000000000"], "sweep.heartbeat_s=100000000000000 is not allowed"),
+    (["+sweep=lr", "sweep.storage=postgresql://"], "sweep.storage='postgresql://' is not allowed"),
+    (["+sweep=lr", "sweep.storage=5"], "sweep.storage='5' is not allowed"),
+    (["+sweep=lr", "sweep.storage=redis://"], "sweep.storage='redis://' is not allowed"),
+    (["tracking.experiment=''"], "tracking.experiment='' is not allowed"),
 ])
 def test_bad_values_give_one_line_naming_the_key(make_cfg, overrides: list[str], message: str) -> None:
     cfg = make_cfg(*overrides)
@@ -71,12 +88,36 @@ def test_bad_values_give_one_line_naming_the_key(make_cfg, overrides: list[str],
     (["+sweep=bogus"], "sweep=bogus is not an option of sweep: choose one of eos, lr, lr_range, regimes"),
     (["train.epochs=[1"], "cannot read the override 'train.epochs=[1'"),
     (["+sweep=lr", "sweep.ray.adress=auto"], "sweep.ray.adress is not a key of sweep.ray: its keys are"),
+    (["sweep=lr"], "a sweep is added with a +: write +sweep=lr, not sweep=lr"),
+    (["sweep.n_trials=3"], "sweep.n_trials needs a sweep, which is added with a +: write +sweep=lr"),
 ])
 def test_hydras_own_errors_are_said_in_one_line(make_cfg, overrides: list[str], message: str) -> None:
     with pytest.raises(Exception) as caught:
         make_cfg(*overrides)
     explained = explain(caught.value, CONFIG_DIR)
     assert explained is not None and message in str(explained) and "\n" not in str(explained)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.standardize=2"], "data.standardize=2 is not allowed: it must be true or false"),
+    (["train.progress=yes"], "train.progress=yes is not allowed: it must be true or false"),
+    (["~train"], "train cannot be removed (~train): gdexp needs it"),
+    (["~optim"], "optim cannot be removed"),
+])
+def test_what_composing_hides_is_refused_from_the_overrides(overrides: list[str], message: str) -> None:
+    """OmegaConf reads `data.standardize=2` as true and Hydra composes `~train` into a config without training:
+    the command line itself is checked."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_overrides(overrides)
+
+
+def test_a_search_space_of_the_wrong_type_is_refused_naming_the_key(make_cfg) -> None:
+    from gdexp.sweep import validate_sweep
+
+    cfg = make_cfg("+sweep=lr")
+    cfg.sweep.params = {"optim.lr": "choice(a, b)"}
+    with pytest.raises(ConfigError, match=r"sweep.params.optim.lr reaches 'a', which is not allowed: optim.lr='a'"):
+        validate_sweep(cfg)
 
 
 KEYS = sorted({f"{group}.{f.name}" for group, options in GROUPS.items() if group not in ("sweep", "lr_range")

@@ -6,6 +6,7 @@ validation and training; the others break a study journal and run two sweeps int
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from omegaconf import OmegaConf
 from gdexp import sweep, train
 from gdexp.config import CONFIG_DIR, ConfigError, validate
 from gdexp.config._errors import explain
-from tests.conftest import all_runs, child_env, counted, gdexp
+from tests.conftest import all_runs, child_env, counted, gdexp, store
 
 # derandomize: CI explores the same examples on every machine; a new failure shows up in development, not at random
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True,
@@ -213,3 +214,82 @@ def test_one_process_suggests_the_same_points_for_the_same_config_and_seed(make_
         storage = sweep.open_storage(OmegaConf.create({"sweep": {"storage": None, "name": name}})).optuna
         studies.append([t.params for t in optuna.load_study(study_name=name, storage=storage).get_trials()])
     assert studies[0] == studies[1] and len({tuple(p.values()) for p in studies[0]}) == 4
+
+
+@pytest.mark.slow  # sweeps, and `python -m gdexp` twice
+def test_after_the_printed_journal_repair_mlflow_agrees_with_the_study(project: Path) -> None:
+    """A journal cut back to its whole records (what the repair command of a broken journal does) forgets the last
+    trials; their MLflow runs must not stay FINISHED and COMPLETE beside the study: the next start ends them FAILED
+    and tags them `optuna.state=GONE`, the study refills its total, and the report counts trials, not runs."""
+    from tests.test_kills import consistent, journal
+
+    args = ["+sweep=lr", "sweep.n_trials=4", "train.epochs=1", "sweep.pruner=none", "tracking.artifacts=false"]
+    assert gdexp(*args, cwd=project).returncode == 0
+    path = project / "sweeps" / "lr" / "study.journal"
+    lines = path.read_bytes().splitlines(keepends=True)
+    created = [i for i, line in enumerate(lines) if json.loads(line)["op_code"] == 4]  # Optuna's CREATE_TRIAL
+    path.write_bytes(b"".join(lines[:created[2]]))  # trials 2 and 3, and all that came after, are gone
+    again = gdexp(*args, cwd=project)
+    assert again.returncode == 0, again.stderr
+    runs = all_runs(project)
+    records = consistent(journal(project), runs, 4)
+    gone = [r for r in runs if r.data.tags.get("optuna.state") == "GONE"]
+    assert len(gone) == 2 and all(r.info.status == "FAILED" and r.data.tags["regime"] == "none" for r in gone)
+    assert len({r.run_id for r in records}) == 4
+    report = gdexp("-m", "gdexp.report", "lr", "--no-log", cwd=project)
+    assert report.returncode == 0 and "4 runs with a regime" in report.stdout, report.stdout + report.stderr
+
+
+@pytest.mark.slow
+def test_a_finished_study_whose_parent_was_left_killed_gets_it_finished_with_its_plots(project: Path) -> None:
+    """Ctrl-C to the command alone, late: its workers finished the study, its parent run ended KILLED. The same
+    command again finds the study done and finishes the parent, plots included."""
+    args = ["+sweep=lr", "sweep.n_trials=3", "train.epochs=1", "tracking.artifacts=false"]
+    assert gdexp(*args, cwd=project).returncode == 0
+    client = store(project)
+    (parent,) = [r for r in all_runs(project) if r.data.tags.get("gdexp.role") == "sweep"]
+    client.set_terminated(parent.info.run_id, "KILLED")
+    again = gdexp(*args, cwd=project)
+    assert again.returncode == 0 and "3 of 3 trials" in again.stdout, again.stderr
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    assert "optimization_history.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+@pytest.mark.slow
+def test_more_workers_than_trials_make_no_surplus_trial(project: Path) -> None:
+    result = gdexp("+sweep=lr", "sweep.n_trials=2", "sweep.n_workers=8", "train.epochs=1", cwd=project)
+    assert result.returncode == 0, result.stderr
+    from tests.test_kills import journal
+
+    trials = journal(project).get_trials()
+    assert len(trials) == 2 and all(counted(t) for t in trials), [(t.number, t.state) for t in trials]
+
+
+def test_an_unexpected_error_prints_no_secret_and_no_hydra_line(project: Path, installed: None, capsys,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug (here: an error injected where the sweep starts) ends the command with its traceback and one line,
+    every password masked, and none of Hydra's own "Error executing job with overrides" line."""
+    from gdexp import __main__ as command
+
+    def boom(cfg, overrides):
+        raise RuntimeError("cannot reach postgresql://alice:s3cret-pw@db.example/gdexp")
+
+    monkeypatch.setattr("gdexp.sweep.run", boom)
+    monkeypatch.setattr(command.stopping, "spare_exit_collection", lambda: None)
+    monkeypatch.setattr("sys.argv", ["gdexp", "+sweep=lr", "sweep.storage=postgresql://alice:s3cret-pw@db.example/g"])
+    with pytest.raises(SystemExit) as ended:
+        command.main()
+    out, err = capsys.readouterr()
+    assert ended.value.code == 1 and "s3cret-pw" not in out + err and "Error executing job" not in err, err
+    assert err.strip().splitlines()[-1].startswith("gdexp: internal error") and "alice:***@" in err
+
+
+@pytest.mark.slow  # a mount namespace of its own
+def test_a_read_only_working_folder_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    script = 'mount -t tmpfs -o ro none "$0" && cd "$0" && exec "$1" -m gdexp train.epochs=1'
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), sys.executable], env=child_env(),
+                            capture_output=True, text=True, timeout=120, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Read-only file system" in lines[0], result.stderr

@@ -187,3 +187,19 @@ def test_ctrl_c_at_any_moment_of_a_sweeps_start_prints_no_traceback(project: Pat
     # with a CPU hog, after both trials and the summary)
     assert proc.returncode in (130, 0, -signal.SIGINT), (proc.returncode, err)
     assert proc.returncode != 130 or "interrupted" in err, err
+
+
+def test_a_full_disk_is_one_line_naming_the_store(tmp_path: Path, empty_store: Path) -> None:
+    """The store's disk fills up (a 1.5 MB tmpfs, mounted in a mount namespace of the command's own, filled to the
+    last few kB): one line that says what the database said, exit code 1; MLflow's own 90-line log of it is
+    silenced."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    script = ('mount -t tmpfs -o size=1500k none "$0" && mkdir "$0/mlruns" && cp "$1" "$0/mlruns/mlflow.db" && '
+              'dd if=/dev/zero of="$0/filler" bs=1k count=$(( $(df -k --output=avail "$0" | tail -1) - 6 )) '
+              '2>/dev/null; cd "$0" && exec "$2" -m gdexp train.epochs=30 train.progress=false')
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), str(empty_store), sys.executable],
+                            env=child_env(), capture_output=True, text=True, timeout=120, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "tracking.uri=sqlite:///mlruns/mlflow.db failed" in lines[0] and "disk is full" in lines[0], lines[0]

@@ -239,10 +239,24 @@ def test_report_is_logged_to_the_parent_run(swept: Path, reported: Path) -> None
     (["nosuch"], "no sweep named 'nosuch'"),
     (["regimes", "--experiment", "other"], "no experiment 'other'"),
     (["regimes", "--formats", "pdf"], "--formats"),
+    (["regimes", "--bogus"], "unrecognized arguments: --bogus"),
+    (["regimes", "--fraction", "abc"], "--fraction: invalid float value"),
+    (["regimes", "--uri", "ftp://x"], "--uri=ftp://x cannot be read: it is not a store MLflow tracks to"),
+    (["regimes", "--uri", "http://127.0.0.1:1"], "--uri=http://127.0.0.1:1 cannot be read: nothing answers there"),
+    (["regimes", "--uri", "sqlite:///empty.db"], "is not an MLflow store"),
+    (["regimes", "--uri", "sqlite:///nowhere/mlflow.db"], "no MLflow store at"),
+    (["regimes", "--out", "afile"], "--out=afile cannot be used"),
+    (["regimes", "--out", "/proc/gdexp-report"], "--out=/proc/gdexp-report cannot be used"),
 ])
-def test_report_bad_names_give_a_message(swept: Path, args: list[str], message: str) -> None:
+def test_report_bad_input_is_one_line_and_leaves_nothing(swept: Path, args: list[str], message: str) -> None:
+    (swept / "empty.db").write_bytes(b"")
+    (swept / "afile").write_text("a file, not a folder")
+    before = sorted(p.relative_to(swept) for p in swept.rglob("*"))
     result = gdexp("-m", "gdexp.report", *args, "--no-log", cwd=swept)
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert (swept / "empty.db").read_bytes() == b"", "MLflow made no tables in a file that is not its store"
+    assert sorted(p.relative_to(swept) for p in swept.rglob("*")) == before
 
 
 def test_report_on_an_empty_sweep_and_an_empty_folder(project: Path) -> None:

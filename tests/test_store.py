@@ -77,3 +77,10 @@ def test_an_experiment_made_before_the_mark_gets_it_when_used_again(project: Pat
     assert store.EXPERIMENT_KIND[0] not in client.get_experiment(older).tags
     assert store.ensure_experiment(URI, "older") == older
     assert client.get_experiment(older).tags[store.EXPERIMENT_KIND[0]] == "custom_model_development"
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/gdexp-outside", "..", "a/b\\c"])
+def test_an_experiment_name_never_puts_artifacts_outside_the_store(project: Path, name: str) -> None:
+    experiment = store.ensure_experiment(URI, name)
+    location = Path(mlflow_client(URI).get_experiment(experiment).artifact_location.removeprefix("file://"))
+    assert location.parent == (project / "mlruns" / "artifacts").resolve()

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from gdexp.config._checks import ConfigError, UsageError, check_overrides, check_value, close_match, validate
 from gdexp.config._schema import GROUPS, METRICS, PRUNERS, SAMPLERS, VARIANTS, register
-from gdexp.config._text import as_dict, database_url, flatten, mask_secrets
+from gdexp.config._text import DATABASES, as_dict, database_url, flatten, mask_secrets, scheme
 
 __all__ = [
     "CONFIG_DIR",
+    "DATABASES",
     "GROUPS",
     "METRICS",
     "PRUNERS",
@@ -28,6 +29,7 @@ __all__ = [
     "database_url",
     "flatten",
     "mask_secrets",
+    "scheme",
     "validate",
 ]
 

@@ -23,7 +23,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gdexp.config._resources import memory_problem
 from gdexp.config._schema import GROUPS, SELECTOR, Check, Choice, Flag, Number, RayConf, field_checks, schema_of
-from gdexp.config._text import mask_secrets
+from gdexp.config._text import DATABASES, mask_secrets, scheme
+from gdexp.optim import BadArgument, make_optimizer
 
 __all__ = ["ConfigError", "UsageError", "check_overrides", "check_value", "close_match", "validate"]
 
@@ -129,16 +130,13 @@ def _rules(cfg: DictConfig) -> None:
         raise ConfigError(f"gd.batch_size={gd.batch_size!r} is not allowed with gd=stochastic: it must be 1")
     if gd.variant == "minibatch":
         check_value("gd.batch_size", Number(low=1, integer=True), gd.batch_size)
-    if optim.name == "sgd" and optim.nesterov and (optim.momentum <= 0 or optim.dampening != 0):
-        raise ConfigError(f"optim.nesterov=true needs optim.momentum > 0 and optim.dampening = 0 "
-                          f"(got momentum={optim.momentum}, dampening={optim.dampening})")
-    if optim.name == "adam":
-        betas = optim.betas
-        if not (len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas)):
-            raise ConfigError(f"optim.betas={list(betas)!r} is not allowed: give two numbers in [0, 1), "
-                              "e.g. [0.9,0.999]")
+    try:  # the rules tying an optimizer's arguments together are the optimizer's own (`gdexp.optim`)
+        make_optimizer(optim)
+    except BadArgument as exc:
+        shown = str(exc.value).lower() if isinstance(exc.value, bool) else repr(exc.value)
+        raise ConfigError(f"optim.{exc.name}={shown} is not allowed: {exc.rule}") from exc
     uri = cfg.tracking.uri
-    if not re.match(r"^(sqlite|postgresql|mysql|https?|file)[+a-z0-9]*:", uri):
+    if scheme(uri) not in (*DATABASES, "http", "https", "file"):
         raise ConfigError(f"tracking.uri={mask_secrets(uri)!r} is not allowed: use sqlite:///path/mlflow.db, "
                           "postgresql://..., or http(s)://host:port of an MLflow server")
     experiment = cfg.tracking.experiment
@@ -172,13 +170,12 @@ def _sweep_rules(cfg: DictConfig) -> None:
 def _storage_ok(spec: str) -> bool:
     """Is `sweep.storage` a journal path or a storage URL that names its server and database? (A bare
     `postgresql://` lets libpq pick a database by its defaults: somebody else's.)"""
-    if "://" not in spec:
+    kind = scheme(spec)
+    if not kind:
         return spec.endswith(".journal") and len(Path(spec).name) <= MAX_NAME + 8
-    scheme, _, rest = spec.partition("://")
-    kind = scheme.split("+", 1)[0]
     if kind == "sqlite":
-        return bool(rest.lstrip("/"))
-    if kind in ("postgresql", "postgres", "mysql", "redis"):
+        return bool(spec.partition("://")[2].lstrip("/"))
+    if kind in (*DATABASES, "redis"):
         where = urlsplit(spec)
         return bool(where.hostname) and (kind == "redis" or bool(where.path.strip("/")))
     return False

@@ -8,7 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["as_dict", "database_url", "flatten", "mask_secrets"]
+__all__ = ["DATABASES", "as_dict", "database_url", "flatten", "mask_secrets", "scheme"]
+
+DATABASES = ("postgresql", "postgres", "mysql", "sqlite")  # URL schemes of SQL databases (Optuna's RDB, MLflow)
 
 
 def as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -44,6 +46,12 @@ def mask_secrets(value: Any) -> Any:
         return value
     value = _SECRET_IN_URL.sub(r"\g<head>***", value)
     return _SECRET_IN_QUERY.sub(r"\g<head>***", value)
+
+
+def scheme(url: str) -> str:
+    """The kind of store a URL names, without a driver: `postgresql+psycopg://...` -> `postgresql`; "" for a
+    path (a journal file)."""
+    return url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
 
 
 def database_url(url: str) -> str:

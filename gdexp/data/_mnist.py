@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import logging
@@ -57,6 +58,7 @@ def fetch_mnist(cfg: DictConfig) -> dict[str, Path]:
     replaces it). When no mirror answers, the error names the files and where to put them by hand.
     """
     cache = Path(os.path.expanduser(str(cfg.cache_dir)))
+    made = [folder for folder in (cache, *cache.parents) if not folder.exists()]  # removed again if nothing lands
     cache.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for name, md5 in cfg.files.items():
@@ -76,11 +78,13 @@ def fetch_mnist(cfg: DictConfig) -> dict[str, Path]:
                 errors.append(f"  {url}: {exc}")
         else:
             names = ", ".join(str(n) for n in cfg.files)
+            for folder in made:  # a failed download leaves no empty folder behind
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             raise DataError(
-                f"could not download {name} from any of data.urls:\n" + "\n".join(errors) +
-                f"\nWithout a network, put the four files {names} into {cache} by hand "
-                f"(or point data.cache_dir at a folder that has them)."
-            )
+                f"could not download {name} from any of data.urls ({len(errors)} tried; {errors[0].strip()}); "
+                f"without a network, put the four files {names} into {cache} by hand (or point data.cache_dir at a "
+                "folder that has them)")
         paths[str(name)] = path
     return paths
 

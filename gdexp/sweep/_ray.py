@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 
 from gdexp import stopping, store
-from gdexp.config import CONFIG_DIR, ConfigError, mask_secrets
+from gdexp.config import CONFIG_DIR, ConfigError, mask_secrets, scheme
 from gdexp.sweep._study import POLL_S, Sweep
 
 RETRIES = 3  # times a worker task is started again after its process or node died (Ray's default for tasks)
@@ -139,15 +139,15 @@ def _check_cluster(cfg: DictConfig, nodes: list[dict[str, Any]]) -> None:
         return
     many = f"with {len(nodes)} Ray nodes"
     uri, storage = str(cfg.tracking.uri), str(cfg.sweep.storage or "")
-    if urlsplit(uri).scheme not in ("http", "https"):
+    if scheme(uri) not in ("http", "https"):
         raise ConfigError(f"tracking.uri={mask_secrets(uri)!r} is not allowed {many}: every node records its "
                           "runs, so give an MLflow server, http(s)://host:port (python -m gdexp.server)")
-    scheme = storage.split(":", 1)[0].split("+", 1)[0] if "://" in storage else ""
-    if scheme == "sqlite":
+    kind = scheme(storage)
+    if kind == "sqlite":
         raise ConfigError(f"sweep.storage={mask_secrets(storage)!r} is not allowed {many}: a SQLite file is not "
                           "shared safely between machines; use postgresql://..., redis://... or a journal on a "
                           "path every node sees")
-    if scheme not in ("postgresql", "postgres", "mysql", "redis"):
+    if kind not in ("postgresql", "postgres", "mysql", "redis"):
         _journal_is_shared(Path(storage) if storage else Path("sweeps") / cfg.sweep.name / "study.journal", nodes)
     hosts = {n["NodeManagerAddress"] for n in nodes}
     for key, url in (("tracking.uri", uri), ("sweep.storage", storage)):

@@ -12,14 +12,11 @@ import optuna
 from omegaconf import DictConfig
 
 from gdexp import reach
-from gdexp.config import ConfigError, database_url, mask_secrets
+from gdexp.config import DATABASES, ConfigError, database_url, mask_secrets, scheme
 from gdexp.sweep._journal import open_journal
 from gdexp.sweep._locks import file_lock, postgres_lock, redis_lock
 
 __all__ = ["Storage", "open_storage"]
-
-DATABASES = ("postgresql", "postgres", "mysql", "sqlite")
-
 
 @dataclass
 class Storage:
@@ -48,31 +45,27 @@ class Storage:
                 yield
 
 
-def _scheme(spec: str) -> str:
-    return spec.split(":", 1)[0].split("+", 1)[0] if "://" in spec else ""
-
-
 def open_storage(cfg: DictConfig) -> Storage:
     """The study's storage (`sweep.storage`; its form was checked by `config.validate`)."""
     spec, name = str(cfg.sweep.storage or "").strip(), cfg.sweep.name
-    scheme = _scheme(spec)
+    kind = scheme(spec)
     if not spec:
         path = Path("sweeps") / name / "study.journal"
         path.parent.mkdir(parents=True, exist_ok=True)
         return Storage(open_journal(path), str(path), "", name, path.resolve())
-    if scheme in DATABASES or scheme == "redis":  # unreachable, missing: one line now, not a traceback later
-        problem = reach.database(database_url(spec)) if scheme != "redis" else reach.redis(spec)
+    if kind in (*DATABASES, "redis"):  # unreachable, missing: one line now, not a traceback later
+        problem = reach.database(database_url(spec)) if kind != "redis" else reach.redis(spec)
         if problem is not None:
             raise ConfigError(f"sweep.storage={mask_secrets(spec)} cannot be used: {mask_secrets(problem)}")
-    if scheme in DATABASES:
+    if kind in DATABASES:
         url = database_url(spec)
-        path = Path(url.removeprefix("sqlite:///")).resolve() if scheme == "sqlite" else None
+        path = Path(url.removeprefix("sqlite:///")).resolve() if kind == "sqlite" else None
         with _schema_lock(url, name, path):  # RDBStorage creates Optuna's tables when it is constructed
             rdb = optuna.storages.RDBStorage(url)
-        if scheme == "mysql":  # no lock that dies with its holder across hosts here: a file lock, for one host
+        if kind == "mysql":  # no lock that dies with its holder across hosts here: a file lock, for one host
             path = (Path("sweeps") / name / "mysql").resolve()
         return Storage(optuna.storages.get_storage(rdb), mask_secrets(spec), spec, name, path, rdb.engine)
-    if scheme == "redis":
+    if kind == "redis":
         from optuna.storages.journal import JournalRedisBackend
 
         return Storage(optuna.storages.JournalStorage(JournalRedisBackend(spec)), mask_secrets(spec), spec, name, None)
