@@ -24,7 +24,6 @@ from omegaconf.errors import OmegaConfBaseException
 from gdexp.config._resources import memory_problem
 from gdexp.config._schema import GROUPS, SELECTOR, Check, Choice, Flag, Number, RayConf, field_checks, schema_of
 from gdexp.config._text import DATABASES, mask_secrets, scheme
-from gdexp.optim import BadArgument, make_optimizer
 
 __all__ = ["ConfigError", "UsageError", "check_overrides", "check_value", "close_match", "validate"]
 
@@ -130,6 +129,8 @@ def _rules(cfg: DictConfig) -> None:
         raise ConfigError(f"gd.batch_size={gd.batch_size!r} is not allowed with gd=stochastic: it must be 1")
     if gd.variant == "minibatch":
         check_value("gd.batch_size", Number(low=1, integer=True), gd.batch_size)
+    from gdexp.optim import BadArgument, make_optimizer  # here: the reading commands import gdexp.config too
+
     try:  # the rules tying an optimizer's arguments together are the optimizer's own (`gdexp.optim`)
         make_optimizer(optim)
     except BadArgument as exc:

@@ -1,0 +1,139 @@
+"""The sweep's pure parts, in milliseconds, on a real journal in a temporary folder: the typed trial record, what
+counts, whose owner is gone, and the claiming rules (one retry per lost trial, never more trials than the total)."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from gdexp.sweep import TrialRecord, tally
+from gdexp.sweep._claim import claim
+from gdexp.sweep._journal import open_journal
+from gdexp.sweep._liveness import gone, me
+from gdexp.sweep._record import Outcome, Owner, template, write
+from gdexp.sweep._storage import Storage
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> tuple[optuna.Study, Storage, int]:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    path = tmp_path / "study.journal"
+    storage = Storage(open_journal(path), str(path), "", "s", path)
+    made = optuna.create_study(study_name="s", storage=storage.optuna)
+    return made, storage, storage.optuna.get_study_id_from_name("s")
+
+
+def records(s: optuna.Study) -> list[TrialRecord]:
+    return [TrialRecord.of(t) for t in s.get_trials()]
+
+
+def dead_owner() -> Owner:
+    """This host's own identity, with a start time no live process has: a worker that is gone."""
+    here = me()
+    return Owner(here.host, here.boot, here.pidns, here.pid, here.start + 1, time.time())
+
+
+def test_a_trial_is_created_running_with_its_owner_in_one_write(study) -> None:
+    s, storage, study_id = study
+    got = claim(s, storage, study_id, total=3, grace=20, on_lost=lambda r, why: None)
+    (record,) = records(s)
+    assert got.trial is not None and record.state == TrialState.RUNNING
+    assert record.owner is not None and record.owner.pid == os.getpid() and record.owner.host == socket.gethostname()
+    assert record.worker == f"{socket.gethostname()}:{os.getpid()}"
+    lines = Path(storage.where).read_text().splitlines()
+    created = [line for line in lines if '"op_code":4' in line]
+    assert len(created) == 1 and '"owner"' in created[0], "the owner is in the record that creates the trial"
+
+
+def test_the_outcome_reads_back_as_written(study) -> None:
+    s, storage, study_id = study
+    got = claim(s, storage, study_id, total=1, grace=20, on_lost=lambda r, why: None)
+    outcome = Outcome(0.1, 64.0, "h64-127", 2.3, (1.0, math.nan, 0.5), "just_right", "why", False, math.inf)
+    write(storage.optuna, got.trial_id, outcome=outcome, run_id="abc")
+    (record,) = records(s)
+    assert record.run_id == "abc" and record.outcome is not None
+    assert record.outcome.losses[0] == 1.0 and math.isnan(record.outcome.losses[1])
+    assert math.isnan(record.outcome.final_val_loss), "not finite: kept as null, read back as NaN"
+    assert record.outcome.group == "h64-127" and record.outcome.regime == "just_right"
+
+
+def test_what_counts_toward_the_total(study) -> None:
+    s, storage, study_id = study
+    for _ in range(5):
+        claim(s, storage, study_id, total=10, grace=20, on_lost=lambda r, why: None)
+    s.tell(0, 1.0)
+    s.tell(1, state=TrialState.PRUNED)
+    write(storage.optuna, 2, error="RuntimeError: boom")
+    s.tell(2, state=TrialState.FAIL)
+    write(storage.optuna, 3, interrupted=True)
+    s.tell(3, state=TrialState.FAIL)
+    counts = tally(records(s))
+    assert (counts["done"], counts["complete"], counts["pruned"], counts["failed"], counts["not counted"],
+            counts["active"]) == (3, 1, 1, 1, 1, 1)
+
+
+def test_a_lost_trial_is_failed_and_retried_exactly_once_whoever_claims(study) -> None:
+    s, storage, study_id = study
+    lost_id = storage.optuna.create_new_trial(study_id, template_trial=template(dead_owner()))
+    optuna.Trial(s, lost_id).suggest_float("x", 0, 1)
+    ended: list[tuple[int, str]] = []
+    first = claim(s, storage, study_id, total=3, grace=20, on_lost=lambda r, why: ended.append((r.number, why)))
+    second = claim(s, storage, study_id, total=3, grace=20, on_lost=lambda r, why: ended.append((r.number, why)))
+    rs = {r.number: r for r in records(s)}
+    assert rs[0].state == TrialState.FAIL and rs[0].lost is not None and "is gone" in rs[0].lost
+    assert len(ended) == 1 and ended[0][0] == 0, "its MLflow run is ended once"
+    assert [r.retry_of for r in rs.values()] == [None, 0, None], "one retry, then a new trial"
+    assert first.trial is not None and first.trial.suggest_float("x", 0, 1) == rs[0].params["x"]
+    assert second.trial is not None and not rs[0].counted
+
+
+def test_a_lost_retry_is_not_retried_again(study) -> None:
+    s, storage, study_id = study
+    first = storage.optuna.create_new_trial(study_id, template_trial=template(dead_owner()))
+    s.tell(first, state=TrialState.FAIL)
+    write_lost = storage.optuna.create_new_trial(study_id, template_trial=template(dead_owner(), retry_of=0))
+    assert write_lost == 1
+    claim(s, storage, study_id, total=5, grace=20, on_lost=lambda r, why: None)
+    rs = records(s)
+    assert rs[1].lost is not None and rs[2].retry_of is None, "trial 1, itself a retry, is not retried"
+
+
+def test_never_more_trials_than_the_total(study) -> None:
+    s, storage, study_id = study
+    got = [claim(s, storage, study_id, total=2, grace=20, on_lost=lambda r, why: None) for _ in range(3)]
+    assert [g.trial is not None for g in got] == [True, True, False] and not got[2].done, "the third waits"
+    s.tell(0, 1.0)
+    s.tell(1, 1.0)
+    assert claim(s, storage, study_id, total=2, grace=20, on_lost=lambda r, why: None).done
+    assert len(s.get_trials()) == 2
+
+
+def test_an_enqueued_trial_is_taken_with_an_owner(study) -> None:
+    s, storage, study_id = study
+    s.enqueue_trial({"x": 0.25})
+    got = claim(s, storage, study_id, total=2, grace=20, on_lost=lambda r, why: None)
+    (record,) = records(s)
+    assert got.trial is not None and got.trial.suggest_float("x", 0, 1) == 0.25
+    assert record.state == TrialState.RUNNING and record.owner is not None
+
+
+def test_whose_owner_is_gone() -> None:
+    alive = TrialRecord(0, 0, TrialState.RUNNING, owner=me())
+    assert gone(alive, grace=20, nodes=None) is None
+    assert "worker process" in (gone(TrialRecord(0, 0, TrialState.RUNNING, owner=dead_owner()), grace=20,
+                                     nodes=None) or "")
+    elsewhere = Owner("other-host", "boot", 1, 42, 7, time.time() - 100)
+    assert "no heartbeat for 100 s" in (gone(TrialRecord(0, 0, TrialState.RUNNING, owner=elsewhere), grace=20,
+                                             nodes=None) or "")
+    beating = TrialRecord(0, 0, TrialState.RUNNING, owner=elsewhere, beat=time.time() - 5)
+    assert gone(beating, grace=20, nodes=None) is None, "a recent heartbeat: alive, wherever it runs"
+    on_ray = Owner("other-host", "boot", 1, 42, 7, time.time(), ray_node="n1")
+    assert "Ray node n1 is gone" in (gone(TrialRecord(0, 0, TrialState.RUNNING, owner=on_ray), grace=20,
+                                          nodes={"n2"}) or "")
