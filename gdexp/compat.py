@@ -113,7 +113,7 @@ def log_formatter() -> Any:
 
 def import_optuna_importance() -> Any:
     """`optuna.importance`, without the scikit-learn import it makes for its fANOVA evaluator (gdexp uses
-    PED-ANOVA): that import costs a second at the end of every sweep. Blocked only while scikit-learn is not
+    PED-ANOVA), at the end of every sweep. Blocked only while scikit-learn is not
     loaded yet (fANOVA then is unavailable, which Optuna allows)."""
     skip = "sklearn" not in sys.modules and "sklearn.ensemble" not in sys.modules
     if skip:
@@ -128,7 +128,7 @@ def import_optuna_importance() -> Any:
 
 def digits_file() -> Path | None:
     """The handwritten-digits CSV scikit-learn ships (`sklearn/datasets/data/digits.csv.gz`), found without
-    importing scikit-learn, whose import costs more than a sweep's trial; None if it moved (then
+    importing scikit-learn (every sweep worker would pay its import for one file); None if it moved (then
     `sklearn.datasets.load_digits` is the way)."""
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.origin:
@@ -255,5 +255,8 @@ def write_sqlite_schema() -> Path:
         with contextlib.closing(sqlite3.connect(db)) as conn:
             lines = [line for line in conn.iterdump() if not line.startswith('INSERT INTO "experiments"')]
     # the Default experiment is left out: MLflow makes it in the new store's own artifact folder
-    SQLITE_SCHEMA.write_text(f"-- alembic revision {_mlflow_head()}\n" + "\n".join(lines) + "\n")
+    note = ("-- MLflow's own schema, as its migrations leave a new SQLite store (tables repeat in shape: they are "
+            "MLflow's, not gdexp's code).\n"
+            "-- Made by gdexp.compat.write_sqlite_schema(); tests/test_compat.py checks it.\n")
+    SQLITE_SCHEMA.write_text(f"-- alembic revision {_mlflow_head()}\n{note}" + "\n".join(lines) + "\n")
     return SQLITE_SCHEMA

@@ -1,8 +1,8 @@
 """Every figure gdexp draws: a run's loss curve, a sweep's history and search plots, the range test.
 
 Figures are made with `matplotlib.figure.Figure` (no pyplot): no global figure registry, no GUI
-backend, nothing to close. Margins are fixed instead of `tight_layout`, whose
-layout pass costs more than a digits trial's whole training (benchmarks/, README).
+backend, nothing to close. Margins are fixed instead of `tight_layout`: a layout pass per figure would
+measure text on every draw, and gdexp's figures have fixed layouts.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ runs would stay RUNNING for ever, and the child processes of a server it started
 `install()` turns SIGTERM into `Terminated`, a KeyboardInterrupt, so the close-out paths Ctrl-C
 already runs (flush, end runs KILLED, stop workers and servers) run for it too.
 
-A KeyboardInterrupt raised in the middle of a database library's code does worse than stop it: seen
-here, SQLAlchemy turned it into an MLflow error (the sweep went on and exited 0), the interrupted SQLite
-connection went back to its pool holding the write lock (every other writer waited 20 s), and a lazy
-import it hit came out as a RuntimeError. So the code that writes to a store runs `shielded()`: a signal
+A KeyboardInterrupt raised in the middle of a database library's code does worse than stop it: SQLAlchemy
+may turn it into an error of its own (the sweep would go on), an interrupted SQLite connection may go back to
+its pool holding the write lock (every other writer waits), and a lazy import it hits comes out as another
+error. So the code that writes to a store runs `shielded()`: a signal
 arriving there is raised when the block ends. Only the training loop and waits are `interruptible()` at
 once. `requested()` tells, whatever a library did with the exception, that this process is stopping.
 

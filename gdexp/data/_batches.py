@@ -14,8 +14,8 @@ class Batches:
 
     A shuffled batch is gathered right before its update into one preallocated batch buffer
     (`np.take(..., out=)`): no allocation per update, and the rows are still in cache when the update
-    reads them. Gathering the whole epoch into a training-set-sized buffer instead wrote and re-read
-    188 MB per MNIST epoch and was 40 % of an epoch at batch 1000. A full batch is never shuffled
+    reads them (gathering a whole epoch first would write and read the training set once more per epoch;
+    benchmarks/engine.py measures the loop). A full batch is never shuffled
     (its gradient does not depend on the order). The buffer is reused: a batch is valid until the next.
     """
 

@@ -20,7 +20,7 @@ class DataError(ConfigError):
 
 def _digits(cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's handwritten digits, read from the file scikit-learn ships (`compat.digits_file`) without
-    importing scikit-learn, whose import costs more than a whole sweep trial on digits, in every sweep worker.
+    importing scikit-learn, whose import would be paid by every sweep worker for one file.
     `load_digits` is the way should the file ever move."""
     path = compat.digits_file()
     if path is None:

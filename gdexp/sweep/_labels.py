@@ -27,7 +27,7 @@ def label_trials(records: Sequence[TrialRecord], rules: Mapping[str, Any]) -> di
             if r.outcome is not None:
                 groups.setdefault(r.outcome.group, []).append(r)
         else:
-            tags = unlabelled(_why_not(r))
+            tags = unlabelled(r.unfinished)
             labels[r.run_id] = (tags["regime"], tags["regime_reason"], "")
     for group, members in groups.items():
         siblings = [_sibling(r) for r in members]
@@ -51,15 +51,3 @@ def _sibling(r: TrialRecord) -> regimes.Sibling:
     assert o is not None
     return regimes.Sibling(o.lr, o.initial, o.losses, o.regime, o.reason, name=f"trial {r.number}",
                            pruned=r.state == TrialState.PRUNED)
-
-
-def _why_not(r: TrialRecord) -> str:
-    if r.interrupted:
-        return "interrupted"
-    if r.error:
-        return f"training failed ({r.error})"
-    if r.lost:
-        return f"its worker stopped ({r.lost})"
-    if r.store_failed:
-        return "the tracking store failed"
-    return "its worker stopped"

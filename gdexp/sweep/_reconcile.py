@@ -28,16 +28,6 @@ def unlabelled(why: str) -> dict[str, str]:
     return {"regime": regimes.NONE, "regime_reason": f"{why}: not a regime sample"}
 
 
-def _why(record: TrialRecord) -> str:
-    if record.interrupted:
-        return "interrupted"
-    if record.lost:
-        return f"its worker stopped ({record.lost})"
-    if record.store_failed:
-        return f"the tracking store failed ({record.store_failed})"
-    return "its command stopped before it ended the run"
-
-
 def end_lost_run(uri: str, record: TrialRecord, why: str) -> None:
     """End FAILED the MLflow run of a trial whose owner died (not asked of a store found unreachable: the next
     start reconciles it)."""
@@ -71,7 +61,7 @@ def reconcile(uri: str, parent_run_id: str, records: Sequence[TrialRecord]) -> i
                 changed += 1
         elif record.state == TrialState.FAIL and not record.counted and status in ("RUNNING", "FINISHED"):
             ended = "KILLED" if record.interrupted else "FAILED"
-            extra = {} if record.interrupted else {"error": f"trial {record.number} failed: {_why(record)}"}
-            _end(uri, run_id, ended, {"optuna.state": "FAIL", **extra, **unlabelled(_why(record))})
+            extra = {} if record.interrupted else {"error": f"trial {record.number} failed: {record.unfinished}"}
+            _end(uri, run_id, ended, {"optuna.state": "FAIL", **extra, **unlabelled(record.unfinished)})
             changed += 1
     return changed

@@ -52,7 +52,7 @@ class Owner:
         return f"{self.host}:{self.pid}"
 
     @classmethod
-    def parse(cls, value: Any) -> Owner | None:
+    def parse(cls, value: Any) -> Owner | None:  # alike in shape to Outcome.parse: each reads its own fields
         if not isinstance(value, Mapping):
             return None
         try:
@@ -147,6 +147,19 @@ class TrialRecord:
     @property
     def active(self) -> bool:
         return self.state in (TrialState.RUNNING, TrialState.WAITING)
+
+    @property
+    def unfinished(self) -> str:
+        """Why a trial that failed has no result, in a few words (its run's `regime_reason` and `error` say it)."""
+        if self.interrupted:
+            return "interrupted"
+        if self.error:
+            return f"training failed ({self.error})"
+        if self.lost:
+            return f"its worker stopped ({self.lost})"
+        if self.store_failed:
+            return f"the tracking store failed ({self.store_failed})"
+        return "its command stopped before it ended the run"
 
 
 def _text(value: Any) -> str | None:

@@ -1,8 +1,8 @@
 """Samplers by their Optuna names, seeded so that processes sharing a study do not suggest the same points.
 
 A sampler seeded once per process gives two commands that join one study at the same moment the same
-suggestions: each sees the same finished trials and draws from the same random stream (seen: trials 0 and 1
-identical, one point evaluated twice). So TPE, random and GP sampling are made afresh for every trial, seeded
+suggestions: each sees the same finished trials and draws from the same random stream, so one point would be
+evaluated twice. So TPE, random and GP sampling are made afresh for every trial, seeded
 by (`train.seed`, the trial's number). A study hands out each number once, so every process draws from its own
 stream; one process alone still makes the same suggestions for the same config and seed, however often the
 sweep is stopped and resumed. The others keep one seed, which must be the same in every process: grid sampling
