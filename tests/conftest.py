@@ -104,12 +104,11 @@ def default_sigint() -> None:
 
 
 def _live_parent(pid: int) -> int | None:
-    """The parent of process `pid` from /proc, or None when it is gone or a zombie."""
-    try:
-        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
-    except OSError:
-        return None  # it ended while we looked
-    return None if state == "Z" else int(parent)
+    """The parent of process `pid` (gdexp's own /proc reader), or None when it is gone or a zombie."""
+    from gdexp.sweep._liveness import proc_stat
+
+    found = proc_stat(pid)
+    return None if found is None or found[0] == "Z" else found[1]
 
 
 def still_running(pids: set[int]) -> set[int]:

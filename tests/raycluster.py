@@ -92,20 +92,10 @@ class RayCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def _descendants(pid: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for proc in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
 def _serve(temp_dir: str, cpus: list[int]) -> None:
     from ray.cluster_utils import Cluster
+
+    from tests.conftest import descendants  # the checkout is on PYTHONPATH (conftest.child_env)
 
     temp_dir = os.path.join(temp_dir, "ray")  # Ray's default under RAY_TMPDIR
     args: dict[str, Any] = {"num_cpus": cpus[0], "include_dashboard": False, "temp_dir": temp_dir,
@@ -120,7 +110,7 @@ def _serve(temp_dir: str, cpus: list[int]) -> None:
             if line.strip() == "kill":
                 node = nodes[1]
                 raylet = node.all_processes["raylet"][0].process.pid
-                for pid in _descendants(raylet) | {raylet}:
+                for pid in descendants(raylet) | {raylet}:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                 cluster.remove_node(node, allow_graceful=False)

@@ -29,7 +29,7 @@ import optuna
 from gdexp import errors
 from gdexp.sweep._record import Owner, TrialRecord, write
 
-__all__ = ["Heartbeat", "gone", "me", "process_start", "ray_nodes_alive"]
+__all__ = ["Heartbeat", "gone", "me", "proc_stat", "process_start", "ray_nodes_alive"]
 
 
 @functools.cache
@@ -46,14 +46,21 @@ def _machine() -> tuple[str, str, int]:
     return socket.gethostname(), boot, pidns
 
 
-def process_start(pid: int) -> int | None:
-    """The start time (clock ticks since boot) of process `pid` of this PID namespace, or None when there is
-    none, or it is a zombie (dead, not yet reaped by its parent: `kill(pid, 0)` would still succeed)."""
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent's pid, start time in clock ticks since boot) of process `pid` of this PID namespace, read
+    from `/proc/<pid>/stat`; None when there is no such process."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+        return fields[0], int(fields[1]), int(fields[19])
+    except (OSError, IndexError, ValueError):
         return None
-    return None if fields[0] == "Z" else int(fields[19])
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process `pid` (`proc_stat`), or None when there is none, or it is a zombie (dead, not yet
+    reaped by its parent: `kill(pid, 0)` would still succeed)."""
+    found = proc_stat(pid)
+    return None if found is None or found[0] == "Z" else found[2]
 
 
 def me(ray_node: str | None = None) -> Owner:
