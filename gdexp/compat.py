@@ -233,6 +233,9 @@ def create_sqlite_store(path: Path) -> bool:
     try:
         with contextlib.closing(sqlite3.connect(temporary)) as db:
             db.executescript(text)
+            # write-ahead logging, kept in the file: a commit appends to the log instead of rewriting pages, about
+            # halving what MLflow's writes cost, and readers (the UI, a report) no longer block a writer
+            db.execute("PRAGMA journal_mode=WAL")
         with contextlib.suppress(FileExistsError):  # another process made it first: theirs stands
             os.link(temporary, path)  # whole or not at all, and never over a store that exists
     finally:

@@ -33,10 +33,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real MLflow SQLite store with its schema made once: MLflow's migrations take ~2 s per new file."""
+    """A real MLflow SQLite store, made once as gdexp makes one (MLflow's own schema, tests/test_compat.py)."""
     from mlflow.tracking import MlflowClient
 
+    from gdexp import compat
+
     path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    compat.create_sqlite_store(path)
     MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
     return path
 

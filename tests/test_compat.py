@@ -134,3 +134,10 @@ def test_the_kept_sqlite_schema_is_the_one_mlflows_migrations_make(tmp_path: Pat
     run = client.create_run(client.create_experiment("x"))
     client.log_metric(run.info.run_id, "m", 1.0)
     assert client.get_metric_history(run.info.run_id, "m")[0].value == 1.0
+
+
+def test_a_new_store_writes_ahead(tmp_path: Path) -> None:
+    path = tmp_path / "mlflow.db"
+    assert compat.create_sqlite_store(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

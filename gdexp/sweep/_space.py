@@ -81,14 +81,25 @@ def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     assert isinstance(dist, CategoricalDistribution)
     return trial.suggest_categorical(name, dist.choices)
 
+def warmup(epochs: int) -> int:
+    """The epochs the median and percentile pruners wait before they judge: a third of the run (at least two). A
+    curve stopped after an epoch or two says little about where it was going, and the regime labels read each
+    pruned run's curve up to where it stopped."""
+    return max(2, epochs // 3)
+
+
+def first_report(name: str, epochs: int) -> int | None:
+    """The first epoch whose value the pruner reads (None: it reads none). A report is a write to the study's
+    storage, so the epochs before a pruner's warm-up are not reported."""
+    return None if name == "none" else warmup(epochs) if name in ("median", "percentile") else 1
+
+
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """The pruner `sweep.pruner` names. The median and percentile pruners wait a third of the run's epochs (at
-    least two) before they judge: a curve stopped after an epoch or two says little about where it was going,
-    and the regime labels read each pruned run's curve up to where it stopped."""
-    warmup = max(2, epochs // 3)
+    """The pruner `sweep.pruner` names (its Optuna name); median and percentile wait `warmup(epochs)`."""
+    wait = warmup(epochs)
     makers: dict[str, Any] = {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup),
-        "percentile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=warmup),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=wait),
+        "percentile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=wait),
         "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
         "hyperband": optuna.pruners.HyperbandPruner,
         "none": optuna.pruners.NopPruner,

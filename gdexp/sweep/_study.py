@@ -24,7 +24,7 @@ from gdexp.sweep._liveness import Heartbeat
 from gdexp.sweep._reconcile import end_lost_run, unlabelled
 from gdexp.sweep._record import Outcome, TrialRecord, write
 from gdexp.sweep._samplers import make_sampler
-from gdexp.sweep._space import TrialConfigs, make_pruner, suggest, validate_sweep
+from gdexp.sweep._space import TrialConfigs, first_report, make_pruner, suggest, validate_sweep
 from gdexp.sweep._storage import open_storage
 from gdexp.tracking import MlflowTracker
 
@@ -146,7 +146,9 @@ class Sweep:
             tags={"optuna.study": name, "optuna.trial": str(trial.number), "gdexp.sweep": name, **placement},
             on_run=lambda run_id: write(self.storage.optuna, tid, run_id=run_id),
         )
-        return train.run(cfg, callbacks_for(cfg, tracker=tracker, trial=trial)), cfg
+        first = first_report(self.cfg.sweep.pruner, cfg.train.epochs)
+        pruned = None if first is None else Reporting(trial, first)
+        return train.run(cfg, callbacks_for(cfg, tracker=tracker, trial=pruned)), cfg
 
     def _outcome(self, trial: optuna.Trial, cfg: DictConfig, history: History) -> Outcome:
         val = history.curve("val_loss")
@@ -156,6 +158,20 @@ class Sweep:
                        history.initial.get("train_loss", math.nan), tuple(history.curve("train_loss").tolist()),
                        history.regime, history.regime_reason, history.diverged,
                        float(val[-1]) if len(val) else math.nan)
+
+
+class Reporting:
+    """A trial as the pruning callback reports to it: from epoch `first` on, the epochs its pruner reads."""
+
+    def __init__(self, trial: optuna.Trial, first: int) -> None:
+        self.trial, self.first = trial, first
+
+    def report(self, value: float, step: int) -> None:
+        if step >= self.first:
+            self.trial.report(value, step)
+
+    def should_prune(self) -> bool:
+        return self.trial.should_prune()
 
 
 def _end_tags(history: History, status: str) -> dict[str, str]:
