@@ -59,11 +59,20 @@ def single(cfg: DictConfig) -> float:
         print(f"MLflow run {tracker.run_id} in {mask_secrets(cfg.tracking.uri)} (experiment {cfg.tracking.experiment})")
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         loss = f"val_loss {result['val_loss']:.4g}, " if "val_loss" in result else ""
-        console.record_job(" ".join(HydraConfig.get().overrides.task), f"{loss}{history.regime}",
+        console.record_job(" ".join(task_overrides()), f"{loss}{history.regime}",
                            ui if tracker is not None else "")
     elif tracker is not None:
         print(f"Open the UI: {ui}")
     return float(result.get("val_loss", math.nan))
+
+
+def task_overrides() -> list[str]:
+    """The command line's overrides as written: `x=${oops}` stays text here, for validation to name, where
+    reading the list through OmegaConf would resolve it and fail."""
+    from omegaconf import OmegaConf
+
+    task = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
+    return [str(o) for o in task] if isinstance(task, list) else []
 
 
 def job(cfg: DictConfig) -> float | None:
@@ -71,7 +80,7 @@ def job(cfg: DictConfig) -> float | None:
     from gdexp import reach
     from gdexp.config import ConfigError, check_overrides, validate
 
-    overrides = list(HydraConfig.get().overrides.task)
+    overrides = task_overrides()
     check_overrides(overrides)
     validate(cfg)
     problem = reach.tracking_store(cfg.tracking.uri) if cfg.tracking.enabled else None

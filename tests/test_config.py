@@ -79,6 +79,13 @@ def test_bad_values_give_one_line_naming_the_key(make_cfg, overrides: list[str],
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("storage", ["postgresql://postgres@127.0.0.1/test", "postgresql://postgres@/test?host=/run/pg",
+                                     "sqlite:///sweeps/x.db", "redis://127.0.0.1:6379/0", "sweeps/lr/study.journal"])
+def test_storages_that_name_their_database_are_accepted(make_cfg, storage: str) -> None:
+    """A Unix socket names its server by libpq's `host=` parameter."""
+    validate(make_cfg("+sweep=lr", f"sweep.storage='{storage}'"))
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["optim.lr=abc"], "optim.lr='abc' is not allowed: it must be a number > 0.0"),
     (["optim.lrr=1"], "optim.lrr is not a key of optim: its keys are"),

@@ -1,5 +1,6 @@
-"""The layout's rules, read from the source: imports flow one way (no cycle, lazy imports counted), and the
-commands that only read or serve (`gdexp.report`, `gdexp.ui`, `gdexp.server`) import no training code."""
+"""The layout's rules, read from the source: imports flow one way (no cycle, lazy imports counted), every package
+is installed, and the commands that only read or serve (`gdexp.report`, `gdexp.ui`, `gdexp.server`) import no
+training code."""
 
 from __future__ import annotations
 
@@ -86,3 +87,13 @@ def test_the_reading_commands_import_no_training_code() -> None:
 
     for command in ("gdexp.report", "gdexp.ui", "gdexp.server"):
         assert not reach(command) & training, (command, sorted(reach(command) & training))
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject.toml names its packages one by one (conf/ is mapped in as gdexp.conf): a package folder left out
+    works in the editable install and is missing from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module_of(p) for p in ROOT.rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"

@@ -130,6 +130,18 @@ def test_time_to_loss_places_each_run() -> None:
     assert "is the lowest of the 6 runs of its group" in labelled[4][1]
 
 
+def test_a_sibling_that_started_below_this_runs_end_is_named_without_an_infinite_factor() -> None:
+    """Another hidden size starts from another loss: one that began below where a slow run ended reached that loss
+    at epoch 0. The reason says so in words and puts the run's own evidence first."""
+    stuck = regimes.Sibling(1e-4, 2.6, (2.59, 2.58, 2.57, 2.56, 2.55), "too_small", "the loss fell by 1.9 %",
+                            name="slow")
+    fast = regimes.Sibling(0.5, 2.4, geometric(0.5), "just_right", "own", name="fast")
+    (label, reason), _ = regimes.label_siblings([stuck, fast], RULES)
+    assert label == "too_small" and "inf" not in reason
+    assert reason.startswith("the loss fell by 1.9 %; ") and "fast (lr 0.5) was below that before its first update" \
+        in reason
+
+
 def test_a_larger_step_that_ends_clearly_worse_is_too_large() -> None:
     """A large step that settles on a noise floor far above what smaller steps reach: no rise needed."""
     runs = [sib(0.1, geometric(0.3)), sib(0.2, geometric(0.4)), sib(0.9, geometric(0.9, floor=0.8))]
@@ -230,13 +242,17 @@ def test_the_labels_always_keep_the_order_invariant(runs: list[regimes.Sibling])
     assert regimes.order_violations(runs, labels) == []
 
 
-def test_the_fastest_step_below_one_that_overshot_is_just_right_though_still_falling() -> None:
-    """Ten full-batch epochs: the largest stable step is still falling, and the next one up diverged. No faster
-    stable step exists: it is just right for the epochs given. Without a larger step that overshot, its own curve
-    decides (too small: the sweep never found the edge)."""
+def test_the_fastest_step_just_below_one_that_overshot_is_just_right_though_still_falling() -> None:
+    """Ten full-batch epochs: the largest stable step is still falling, and the next one up, 3x larger, diverged.
+    The edge lies within 3x, so no step more than 2x faster is stable: it is just right for the epochs given.
+    Without a larger step that overshot, or with one far above (the rates between untried), its own curve decides
+    (too small)."""
     slow = [sib(0.001, geometric(0.001, 10), "too_small"), sib(0.01, geometric(0.01, 10), "too_small")]
-    over = sib(10.0, (9.0, 40.0, 7.0), "too_large")
-    labelled = regimes.label_siblings([*slow, over], RULES)
+    near = sib(0.03, (9.0, 40.0, 7.0), "too_large")
+    labelled = regimes.label_siblings([*slow, near], RULES)
     assert [label for label, _ in labelled] == ["too_small", "just_right", "too_large"]
-    assert "the next larger step (lr 10) overshot" in labelled[1][1]
+    assert "the next larger step (lr 0.03, 3x) overshot" in labelled[1][1]
     assert labels_of(slow) == ["too_small", "too_small"]
+    far = regimes.label_siblings([*slow, sib(10.0, (9.0, 40.0, 7.0), "too_large")], RULES)
+    assert [label for label, _ in far] == ["too_small", "too_small", "too_large"]
+    assert "but it is 1,000x larger: the sweep left the faster steps in between untried" in far[1][1]

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -176,9 +176,12 @@ def _storage_ok(spec: str) -> bool:
         return spec.endswith(".journal") and len(Path(spec).name) <= MAX_NAME + 8
     if kind == "sqlite":
         return bool(spec.partition("://")[2].lstrip("/"))
-    if kind in (*DATABASES, "redis"):
-        where = urlsplit(spec)
-        return bool(where.hostname) and (kind == "redis" or bool(where.path.strip("/")))
+    where = urlsplit(spec)
+    if kind == "redis":
+        return bool(where.hostname)
+    if kind in DATABASES:  # the server by host name, or by libpq's `?host=/var/run/postgresql` (a Unix socket)
+        socket = any(k == "host" and v for k, v in parse_qsl(where.query))
+        return (bool(where.hostname) or socket) and bool(where.path.strip("/"))
     return False
 
 

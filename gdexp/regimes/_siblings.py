@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from gdexp.regimes._band import MARGIN
+
 __all__ = ["NONE", "REGIMES", "SIBLING_FREE", "Sibling", "capacity", "epochs_to_reach", "label_siblings",
            "order_violations", "sibling_group"]
 
@@ -163,13 +165,23 @@ def label_siblings(runs: Sequence[Sibling], rules: Mapping[str, Any]) -> list[tu
 
 def _fastest(r: Sibling, runs: Sequence[Sibling]) -> tuple[str, str]:
     """The pivot, the fastest step of its group. Still falling by its own curve, it is too_small unless a larger
-    step overshot: then no faster stable step exists, and it is just right for the epochs given."""
+    step close above it overshot: at most 2 x `MARGIN` times its rate, so the edge lies within that factor and the
+    best step theory allows (edge / `MARGIN`, as 1/L against 2/L on a quadratic) is at most 2x this one; it is
+    just right for the epochs given. A step that overshot far above leaves the rates in between untried."""
     said = f"{r.reason}; its final training loss, {r.final:.4g}, is the lowest of the {len(runs)} runs of its group"
     over = min((s.lr for s in runs if s.overshot and s.lr > r.lr), default=None)
-    if r.regime == "too_small" and over is not None:
-        return "just_right", (f"{said}, and the next larger step (lr {over:.3g}) overshot: the fastest stable step "
-                              "here, though more epochs would still help")
-    return r.regime, said
+    if r.regime != "too_small" or over is None:
+        return r.regime, said
+    times = _times(over / r.lr)
+    if over <= 2 * MARGIN * r.lr:
+        return "just_right", (f"{said}, and the next larger step (lr {over:.3g}, {times}x) overshot: the fastest "
+                              "stable step here, though more epochs would still help")
+    return "too_small", (f"{said}; the next larger step tried (lr {over:.3g}) overshot, but it is {times}x larger: "
+                         "the sweep left the faster steps in between untried")
+
+
+def _times(x: float) -> str:
+    return f"{x:.2g}" if x < 10 else f"{x:,.0f}"
 
 
 def _close(r: Sibling, behind: tuple[float, float, Sibling] | None, slower: float) -> str:
@@ -185,9 +197,15 @@ def _slow(r: Sibling, behind: tuple[float, float, Sibling], side: int, pivot: Si
     factor, e, s = behind
     n = len(r.losses)
     stop = "where the pruner stopped it" if r.pruned else "at its end"
-    evidence = (f"its training loss was {r.final:.4g} {stop} (epoch {n}); {s.label} (lr {s.lr:.3g}) had reached "
-                f"it by epoch {e:.1f}: {factor:.3g}x sooner")
+    if e > 0:
+        evidence = (f"its training loss was {r.final:.4g} {stop} (epoch {n}); {s.label} (lr {s.lr:.3g}) had reached "
+                    f"it by epoch {e:.2g}: {_times(factor)}x sooner")
+    else:  # a sibling of another initialisation started below where this run ended
+        evidence = (f"its training loss was {r.final:.4g} {stop} (epoch {n}); {s.label} (lr {s.lr:.3g}) was below "
+                    f"that before its first update ({s.initial:.4g}) and went on down")
     if side > 0:  # a smaller step than the fastest
+        if r.regime == "too_small":  # its own curve already says slow: that evidence first
+            return "too_small", f"{r.reason}; {evidence}"
         if falling:
             return "too_small", (f"{evidence}, and this run's loss was still falling: the steps are too short to get "
                                  "down in the time given")
