@@ -253,9 +253,10 @@ def test_ui_serves_the_sweep_through_the_rest_api(swept: Path) -> None:
         assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"], \
             "marked as model training, MLflow's UI opens the runs table rather than its GenAI overview"
         line = ""
-        while not line.startswith("Runs of experiment"):
+        while not line.startswith("The trials by regime"):
             line = printed.get(timeout=90)  # a bound on a wait, not a timing assertion
-        assert line == f"Runs of experiment 'gdexp': {url}/#/experiments/{experiment_id}/runs\n"
+        assert line == (f"The trials by regime: {url}/#/experiments/{experiment_id}/runs"
+                        "?viewStateShareKey=gdexp-regimes&workflowType=machine_learning\n")
         (parent,) = post("runs/search", {"experiment_ids": [experiment_id],
                                          "filter": "tags.`gdexp.role` = 'sweep'"})["runs"]
         kids = post("runs/search", {"experiment_ids": [experiment_id], "max_results": 100,
