@@ -74,9 +74,10 @@ def job(cfg: DictConfig) -> float | None:
     overrides = list(HydraConfig.get().overrides.task)
     check_overrides(overrides)
     validate(cfg)
-    problem = reach.tracking_store(cfg.tracking.uri) if cfg.tracking.enabled else None
+    uri = cfg.tracking.uri
+    problem = reach.tracking_store(uri, experiment=cfg.tracking.experiment, edit=True) if cfg.tracking.enabled else None
     if problem is not None:  # before MLflow's two minutes of retries, and before anything is written
-        raise ConfigError(f"tracking.uri={mask_secrets(cfg.tracking.uri)} cannot be used: {mask_secrets(problem)}")
+        raise ConfigError(f"tracking.uri={mask_secrets(uri)} cannot be used: {mask_secrets(problem)}")
     if cfg.get("sweep") is not None:
         from gdexp import sweep
 
