@@ -32,7 +32,7 @@ from typing import NoReturn
 from gdexp import stopping
 from gdexp.config import CONFIG_DIR, UsageError, mask_secrets
 
-__all__ = ["Failure", "Parser", "captured", "command", "port", "say", "store_unreachable"]
+__all__ = ["Failure", "Parser", "captured", "command", "port", "say", "say_once", "store_unreachable"]
 
 INPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR,
                 errno.ENOENT, errno.EEXIST}  # a path the user gave (or the folder they run in) cannot be used
@@ -66,6 +66,16 @@ def say(line: str) -> None:
         tqdm.write(text, file=sys.stderr)
     else:
         print(text, file=sys.stderr, flush=True)
+
+
+_said: set[str] = set()
+
+
+def say_once(line: str) -> None:
+    """`say`, unless this process said the same line already (a Hydra multirun runs its jobs in one process)."""
+    if line not in _said:
+        _said.add(line)
+        say(line)
 
 
 def store_unreachable(exc: BaseException) -> bool:

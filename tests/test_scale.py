@@ -223,6 +223,8 @@ def test_passwords_never_reach_mlflow_or_the_console(project: Path, database: Ca
     result = gdexp("+sweep=lr", f"sweep.storage={secret}", "sweep.n_trials=2", "train.epochs=1", cwd=project)
     assert result.returncode == 0, result.stderr
     assert "s3cr3t-pw" not in result.stdout + result.stderr and "gdexp_secret:***@" in result.stdout
+    assert result.stderr.count("gdexp: warning: sweep.storage holds a password on the command line") == 1, \
+        "warned once"
     from tests.conftest import all_runs, store
 
     for run in all_runs(project):
