@@ -77,9 +77,10 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
             proc.kill()
     print(f"the sweep stopped {stopped_s:.1f} s after the server was killed:\n{err}")
     assert proc.returncode == 1 and "Traceback" not in err, err
-    named = [line for line in err.splitlines() if f"tracking.uri={url}" in line]
-    assert len(named) == 1 and "run the same command again" in named[0], err
-    assert [line for line in err.splitlines() if not line.startswith("sweep lr: ")] == named, "one line, no more"
+    said = [line for line in err.splitlines() if not line.startswith("sweep lr: ")]
+    assert len(said) == 2 and f"tracking.uri={url}" in said[0], "one line, then the command to run again"
+    assert said[0].endswith("run the same command again to resume the sweep:"), err
+    assert said[1] == "  python -m gdexp " + " ".join(args[3:]), err
     study = journal_study(project)
     assert study is not None
     trials = study.get_trials()
