@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import socket
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from typing import NoReturn
 from gdexp import stopping
 from gdexp.config import CONFIG_DIR, UsageError, mask_secrets
 
-__all__ = ["Failure", "Parser", "captured", "command", "port", "say", "say_once", "store_unreachable"]
+__all__ = ["Failure", "Parser", "captured", "command", "host", "port", "say", "say_once", "store_unreachable"]
 
 INPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR,
                 errno.ENOENT, errno.EEXIST}  # a path the user gave (or the folder they run in) cannot be used
@@ -55,6 +56,24 @@ def port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port: give a number from 0 to 65535")
     return value
+
+
+def host(text: str) -> str:
+    """An argparse type: an address of this machine to listen on (a name is resolved; 0.0.0.0 and :: stand for
+    all of them). Tried now, by binding a throw-away socket: a server given another machine's address finds out
+    only after its store's migrations, with a traceback."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(text, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a name or address this machine can resolve "
+                                         f"({exc.strerror})") from None
+    with socket.socket(family) as probe:
+        try:
+            probe.bind((address[0], 0))
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an address of this machine ({exc.strerror}): give "
+                                             "127.0.0.1 or one of its own") from None
+    return text
 
 
 def say(line: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from gdexp.ui import command, free_port, wait_until_up
+from gdexp.serving import command, free_port, wait_until_up
 from tests.conftest import child_env, counted, mlflow_client
 
 pytestmark = pytest.mark.slow
@@ -23,10 +23,10 @@ FEW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACK
 
 def start_mlflow(db: Path, port: int) -> subprocess.Popen[bytes]:
     """`mlflow server` on a SQLite file, in a process group of its own (killed whole)."""
-    proc = subprocess.Popen(command(f"sqlite:///{db}", port=port, artifacts=(db.parent / "artifacts").as_uri()),
-                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    wait_until_up(f"http://127.0.0.1:{port}", proc, timeout=120)
+    launch = command(f"sqlite:///{db}", port=port, artifacts=(db.parent / "artifacts").as_uri())
+    proc = subprocess.Popen(launch.argv, env=child_env(launch.env), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_until_up(launch.url, proc)
     return proc
 
 

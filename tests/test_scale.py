@@ -16,7 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from gdexp.config import database_url
-from gdexp.ui import free_port, stop_group, wait_until_up
+from gdexp.serving import free_port, stop_group, wait_until_up
 from tests.conftest import child_env, counted, descendants, gdexp, still_running
 
 pytestmark = pytest.mark.slow
