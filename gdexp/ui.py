@@ -1,10 +1,14 @@
-"""`python -m gdexp.ui`: the MLflow UI on this project's store, bound to 127.0.0.1.
+"""`python -m gdexp.ui`: the MLflow UI on this project's store, for this machine only.
 
-It runs MLflow's own server (`mlflow ui`) with the store gdexp writes to (`tracking.uri`), so the experiment, its
-sweeps (parent runs) and their trials (child runs) are there with their regime tags. Once the server answers, it
-prints the address of the regime comparison, a view of the experiment's runs table saved on the experiment
-(`comparison`): MLflow 3 opens an experiment on an overview page made for GenAI traces, where none of gdexp's
-runs show. The server process itself is `gdexp.serving`'s; a bad flag is one line (exit code 2).
+On a local store (`sqlite:///...`, `postgresql://...`) it runs MLflow's own server on it, bound to a loopback
+address: that server has no login, so anyone who reached it could read, change or delete every run, and a
+`--host` that other machines reach is refused (`python -m gdexp.server --auth` serves a team). On a tracking
+server (`--uri http(s)://...`) there is nothing to start: it checks that the server takes this process's
+credentials (MLflow's MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD) and gives its addresses.
+
+Either way it prints the address of the regime comparison, a view of the experiment's runs table saved on the
+experiment (`comparison`): MLflow 3 opens an experiment on an overview page made for GenAI traces, where none
+of gdexp's runs show. The server process itself is `gdexp.serving`'s.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Sequence
 
 from gdexp import compat, errors, reach, store
 from gdexp.config import UsageError, mask_secrets
-from gdexp.serving import command, free_port, serve
+from gdexp.serving import command, free_port, loopback, serve
 from gdexp.store import DEFAULT_URI, local_store_missing
 
 __all__ = ["comparison", "hint", "main"]
@@ -64,11 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> errors.Parser:
     parser = errors.Parser(prog="python -m gdexp.ui",
-                           description="Open the MLflow UI on gdexp's store (bound to 127.0.0.1).")
+                           description="Open the MLflow UI on gdexp's store, for this machine only; on a tracking "
+                                       "server, print its addresses.")
     parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI),
-                        help=f"the tracking store (default {DEFAULT_URI}, or $MLFLOW_TRACKING_URI)")
+                        help=f"the tracking store (default {DEFAULT_URI}, or $MLFLOW_TRACKING_URI); an "
+                             "http(s):// tracking server is not started but checked")
     parser.add_argument("--host", type=errors.host, default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1: this machine only)")
+                        help="loopback address to bind (default 127.0.0.1; ::1 and localhost too)")
     parser.add_argument("--port", type=errors.port, default=5000, help="port (default 5000; 0 picks a free one)")
     parser.add_argument("--experiment", default="gdexp",
                         help="the experiment whose regime comparison to open (default gdexp)")
@@ -78,6 +84,12 @@ def _parser() -> errors.Parser:
 
 def _ui(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
+    if args.uri.startswith(("http://", "https://")):
+        return _on_server(args.uri, args.experiment, args.sweep)
+    if not loopback(args.host):
+        raise UsageError(f"--host {args.host} would let other machines in, and this UI has no login: it binds a "
+                         "loopback address (127.0.0.1, ::1, localhost); to share runs, start python -m gdexp.server "
+                         "--auth")
     if local_store_missing(args.uri):
         raise UsageError(f"no MLflow store at {args.uri} yet: run `python -m gdexp` first")
     problem = reach.tracking_store(args.uri, read=True)
@@ -87,6 +99,21 @@ def _ui(argv: Sequence[str] | None) -> int:
     view = comparison(args.uri, args.experiment, args.sweep)
     return serve(launch, f"MLflow UI on {mask_secrets(args.uri)}", prog="gdexp.ui",
                  lines=[f"The trials by regime: {launch.url}/{view}"] if view else [])
+
+
+def _on_server(uri: str, experiment: str, sweep: str | None) -> int:
+    """A tracking server is its own UI: check it takes this process's credentials, save the comparison if this
+    user may change the experiment, and print the addresses."""
+    problem = reach.tracking_store(uri, experiment=experiment)
+    if problem is not None:
+        raise UsageError(f"--uri={mask_secrets(uri)} cannot be used: {mask_secrets(problem)}")
+    root = mask_secrets(uri).rstrip("/")
+    print(f"MLflow UI at {root}  (a tracking server: nothing to start)")
+    read_only = reach.tracking_store(uri, experiment=experiment, edit=True)
+    view = comparison(uri, experiment, sweep) if read_only is None else None
+    print(f"The trials by regime: {root}/{view}" if view else
+          f"The trials by regime: not saved ({mask_secrets(read_only or f'no experiment {experiment!r} yet')})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -190,3 +190,23 @@ def self_signed(folder: Path, *, names: tuple[str, ...] = ("localhost", "127.0.0
     key_file.chmod(0o600)
     return cert_file, key_file
 
+
+def command_lines(pids: set[int]) -> dict[int, str]:
+    """What `ps` shows of each live process in `pids`: its command line, from /proc/<pid>/cmdline."""
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # it ended while we looked
+    return found
+
+
+def files_holding(folder: Path, secrets: list[str]) -> list[str]:
+    """The files under `folder` whose bytes hold any of `secrets` ('path: secret')."""
+    held = []
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            held += [f"{path}: {secret}" for secret in secrets if secret.encode() in data]
+    return held

@@ -1,5 +1,6 @@
-"""gdexp.ui: bad flags in one line (exit code 2) and nothing left behind, in well under three seconds. The UI
-serving a real sweep is tested with that sweep (`tests/test_report.py`)."""
+"""gdexp.ui: bad flags in one line (exit code 2) and nothing left behind; a UI for this machine only. The UI
+serving a real sweep is tested with that sweep (`tests/test_report.py`), on a tracking server with users in
+`tests/test_server.py`."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ REFUSED = [
     (["--port", "99999"], "99999 is not a port"),
     (["--port", "http"], "'http' is not a port"),
     (["--host", UNASSIGNED], f"'{UNASSIGNED}' is not an address of this machine"),
+    (["--host", "0.0.0.0"], "this UI has no login"),
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--uri", "sqlite:///none/mlflow.db"], "no MLflow store at sqlite:///none/mlflow.db yet"),
+    (["--uri", "http://u:s3cr3t@127.0.0.1:1"], "--uri=http://u:***@127.0.0.1:1 cannot be used: nothing answers"),
 ]
 
 
@@ -32,7 +35,7 @@ def test_bad_flags_are_one_line_and_leave_nothing(args: list[str], words: str, t
     assert ui.main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gdexp.ui: ") and words in lines[0], lines
-    assert list(tmp_path.iterdir()) == []
+    assert "s3cr3t" not in lines[0] and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
