@@ -17,7 +17,7 @@ from typing import Any
 __all__ = ["CURRENT_USER", "FIXED_PARAMS", "SHARED_VIEW_PREFIX", "USER_PERMISSION", "digits_file", "fixed_params",
            "hydra_override_error", "hydra_schema_error", "hydra_unknown_override", "import_optuna_importance",
            "log_formatter", "metric_history_bulk", "mlflow_get", "mlflow_password_problem", "mlflow_unreachable",
-           "quiet_loggers", "shared_view", "shared_view_address", "trial_id"]
+           "quiet_loggers", "shared_view", "shared_view_address", "transport_problem", "trial_id"]
 
 # Optuna: where `Study.enqueue_trial` puts the parameters a trial must take (`Trial.__init__` reads them back);
 # gdexp creates its retries as RUNNING trials in one write, and Optuna has no public way to fix parameters there.
@@ -84,6 +84,20 @@ def mlflow_get(url: str, endpoint: str, *, params: dict[str, str] | None = None,
         if isinstance(cause, requests.RequestException):
             raise cause from None
         raise
+
+
+def transport_problem(exc: BaseException) -> str:
+    """The cause of a request that got no answer, in a few words (`Connection refused`, `certificate verify failed:
+    self-signed certificate`), out of the text of requests' error: requests and urllib3 wrap the OSError or SSL
+    error they met in errors of their own and keep only its text, in Python's formats (`[Errno 111] Connection
+    refused`, `[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ... (_ssl.c:1006)`)."""
+    import re
+
+    text = str(exc).strip()
+    found = re.search(r"\[SSL[^\]]*\] ([^(')\"]+)", text) or re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if found:
+        return found.group(1).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 # MLflow's basic-auth app (3.17, `mlflow.server.auth.routes`): who the request's credentials are

@@ -144,8 +144,6 @@ def _who(url: str) -> str:
 
 def _get(url: str, endpoint: str, **params: str) -> Any:
     """The server's `requests.Response` to a GET, or why there was none, in a few words."""
-    import re
-
     import requests
 
     from gdexp import compat
@@ -153,14 +151,12 @@ def _get(url: str, endpoint: str, **params: str) -> Any:
     try:
         return compat.mlflow_get(url.rstrip("/"), endpoint, params=params or None, timeout=HTTP_TIMEOUT_S)
     except requests.exceptions.SSLError as exc:
-        found = re.search(r"\[SSL[^\]]*\] ([^(')\"]+)", str(exc))
-        return (f"TLS failed ({found.group(1).strip() if found else _first_line(exc)[:200]}): a certificate not "
-                "signed by a CA this machine trusts needs MLFLOW_TRACKING_SERVER_CERT_PATH=<its CA's certificate>")
+        return (f"TLS failed ({compat.transport_problem(exc)}): a certificate not signed by a CA this machine "
+                "trusts needs MLFLOW_TRACKING_SERVER_CERT_PATH=<its CA's certificate>")
     except requests.exceptions.Timeout:
         return f"nothing answered there within {HTTP_TIMEOUT_S} s"
     except requests.exceptions.RequestException as exc:
-        found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
-        return f"nothing answers there ({found.group(1).strip() if found else _first_line(exc)[:200]})"
+        return f"nothing answers there ({compat.transport_problem(exc)})"
 
 
 def database(url: str) -> str | None:
