@@ -78,14 +78,18 @@ def task_overrides() -> list[str]:
 def job(cfg: DictConfig) -> float | None:
     """Validate, check the stores, then run what the config names."""
     from gdexp import reach
-    from gdexp.config import ConfigError, check_overrides, validate
+    from gdexp.config import ConfigError, check_overrides, password_warning, validate
 
     overrides = task_overrides()
     check_overrides(overrides)
     validate(cfg)
-    problem = reach.tracking_store(cfg.tracking.uri) if cfg.tracking.enabled else None
+    uri = cfg.tracking.uri
+    problem = reach.tracking_store(uri, experiment=cfg.tracking.experiment, edit=True) if cfg.tracking.enabled else None
     if problem is not None:  # before MLflow's two minutes of retries, and before anything is written
-        raise ConfigError(f"tracking.uri={mask_secrets(cfg.tracking.uri)} cannot be used: {mask_secrets(problem)}")
+        raise ConfigError(f"tracking.uri={mask_secrets(uri)} cannot be used: {mask_secrets(problem)}")
+    warning = password_warning(overrides)
+    if warning is not None:
+        errors.say_once(f"gdexp: {warning}")
     if cfg.get("sweep") is not None:
         from gdexp import sweep
 

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CURRENT_USER",
     "FIXED_PARAMS",
     "SHARED_VIEW_PREFIX",
     "SQLITE_SCHEMA",
+    "USER_PERMISSION",
     "create_sqlite_store",
     "database_reason",
     "digits_file",
@@ -30,10 +32,13 @@ __all__ = [
     "import_optuna_importance",
     "log_formatter",
     "metric_history_bulk",
+    "mlflow_get",
+    "mlflow_password_problem",
     "mlflow_unreachable",
     "quiet_loggers",
     "shared_view",
     "shared_view_address",
+    "transport_problem",
     "trial_id",
     "write_sqlite_schema",
 ]
@@ -89,6 +94,66 @@ def database_reason(text: str) -> str | None:
 
     found = re.search(r"^\((?:\w+\.)*\w+Error\) .+$", text, re.MULTILINE)
     return found.group(0) if found else None
+
+
+def mlflow_get(url: str, endpoint: str, *, params: dict[str, str] | None = None, timeout: float) -> Any:
+    """GET `endpoint` of the MLflow server at `url` as MLflow's own client sends its requests, once (no retries),
+    within `timeout` s; the `requests.Response`, whatever its status. Sent through
+    `mlflow.utils.rest_utils.http_request` with `mlflow.utils.credentials.get_default_host_creds`, so it carries
+    exactly the credentials and TLS settings a run's writes will (MLFLOW_TRACKING_USERNAME/PASSWORD or _TOKEN,
+    ~/.mlflow/credentials, MLFLOW_TRACKING_SERVER_CERT_PATH, MLFLOW_TRACKING_INSECURE_TLS, a client
+    certificate): MLflow has no public call that returns a status instead of retrying and raising. A request
+    that got no answer raises the transport's own error (requests' ConnectionError, SSLError, Timeout): MLflow
+    wraps it in an MlflowException that keeps only its text."""
+    import requests
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        return http_request(get_default_host_creds(url), endpoint, "GET", max_retries=0, timeout=timeout,
+                            raise_on_status=False, params=params)
+    except MlflowException as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, requests.RequestException):
+            raise cause from None
+        raise
+
+
+def transport_problem(exc: BaseException) -> str:
+    """The cause of a request that got no answer, in a few words (`Connection refused`, `certificate verify failed:
+    self-signed certificate`), out of the text of requests' error: requests and urllib3 wrap the OSError or SSL
+    error they met in errors of their own and keep only its text, in Python's formats (`[Errno 111] Connection
+    refused`, `[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ... (_ssl.c:1006)`)."""
+    import re
+
+    text = str(exc).strip()
+    found = re.search(r"\[SSL[^\]]*\] ([^(')\"]+)", text) or re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if found:
+        return found.group(1).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+# MLflow's basic-auth app (3.17, `mlflow.server.auth.routes`): who the request's credentials are
+# ({"user": {"username", "is_admin"}}), and the permission a user has on a resource, resolved as a request of
+# theirs would be ({"permission": "READ" | "EDIT" | ...}; a user may ask about themselves). The routes are the
+# app's own, outside MLflow's documented REST API.
+CURRENT_USER = "/api/2.0/mlflow/users/current"
+USER_PERMISSION = "/api/3.0/mlflow/users/permissions/get"
+
+
+def mlflow_password_problem(password: str) -> str | None:
+    """What MLflow's basic-auth app would say of `password` as a user's password (it must be 12 characters or
+    more), or None: the rule is `mlflow.utils.validation._validate_password`'s, asked before a server starts,
+    since MLflow refuses a bad admin password only inside the starting server."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_password
+
+    try:
+        _validate_password(password)
+    except MlflowException as exc:
+        return str(exc.message)
+    return None
 
 
 def metric_history_bulk(client: Any) -> Any:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import socket
 import sqlite3
 import sys
 import traceback
@@ -33,7 +34,7 @@ from typing import NoReturn
 from gdexp import stopping
 from gdexp.config import CONFIG_DIR, UsageError, mask_secrets
 
-__all__ = ["Failure", "Parser", "captured", "command", "port", "say", "store_unreachable"]
+__all__ = ["Failure", "Parser", "captured", "command", "host", "port", "say", "say_once", "store_unreachable"]
 
 INPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR,
                 errno.ENOENT, errno.EEXIST}  # a path the user gave (or the folder they run in) cannot be used
@@ -58,6 +59,24 @@ def port(text: str) -> int:
     return value
 
 
+def host(text: str) -> str:
+    """An argparse type: an address of this machine to listen on (a name is resolved; 0.0.0.0 and :: stand for
+    all of them). Tried now, by binding a throw-away socket: a server given another machine's address finds out
+    only after its store's migrations, with a traceback."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(text, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a name or address this machine can resolve "
+                                         f"({exc.strerror})") from None
+    with socket.socket(family) as probe:
+        try:
+            probe.bind((address[0], 0))
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an address of this machine ({exc.strerror}): give "
+                                             "127.0.0.1 or one of its own") from None
+    return text
+
+
 def say(line: str) -> None:
     """One line on stderr, secrets masked; above a progress bar when one is drawn."""
     text = mask_secrets(line)
@@ -67,6 +86,16 @@ def say(line: str) -> None:
         tqdm.write(text, file=sys.stderr)
     else:
         print(text, file=sys.stderr, flush=True)
+
+
+_said: set[str] = set()
+
+
+def say_once(line: str) -> None:
+    """`say`, unless this process said the same line already (a Hydra multirun runs its jobs in one process)."""
+    if line not in _said:
+        _said.add(line)
+        say(line)
 
 
 def store_unreachable(exc: BaseException) -> bool:

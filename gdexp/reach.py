@@ -13,6 +13,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 __all__ = ["CONNECT_TIMEOUT_S", "database", "http_server", "mlflow_sqlite", "redis", "sqlite_file", "tracking_store",
            "writable_folder"]
@@ -69,22 +70,93 @@ def mlflow_sqlite(path: Path) -> str | None:
     return None
 
 
-def http_server(url: str) -> str | None:
-    """Why the MLflow tracking server at `url` cannot be used (nothing answers, not an MLflow server), or None:
-    asked once, within `HTTP_TIMEOUT_S`, where MLflow's client would retry for minutes."""
-    import urllib.error
-    import urllib.request
+def http_server(url: str, *, experiment: str | None = None, edit: bool = False) -> str | None:
+    """Why this process cannot use the MLflow tracking server at `url`, or None. Each question is asked once,
+    within `HTTP_TIMEOUT_S`, where MLflow's client would retry for minutes, and with the credentials and TLS
+    settings that client will use (`compat.mlflow_get`):
+    - nothing answers, TLS fails (a certificate not trusted here), or /health does not answer as MLflow's does;
+    - with `experiment`: the server refuses the credentials (401: none given, or wrong) or lets this user not
+      read the experiment (403);
+    - with `edit` too, when the experiment exists: the user may not change it (its permission on it, asked of
+      MLflow's basic-auth app, is neither EDIT nor MANAGE); the command would fail at its first write, after it
+      made a study or a run. A user may create an experiment that does not exist yet (and then manages it).
+    Nothing is written."""
+    health = _get(url, "/health")
+    if isinstance(health, str):
+        return health
+    if health.status_code != 200:
+        return f"its /health answered {health.status_code} {health.reason}: is it an MLflow server?"
+    if experiment is None:
+        return None
+    found = _get(url, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=experiment)
+    if isinstance(found, str):
+        return found
+    if found.status_code == 401:
+        return ("it asks for a user and password (401: none were given, or not a user's): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    if found.status_code == 403:
+        return f"{_who(url)} may not read experiment {experiment!r} (403): ask the server's admin for READ or more"
+    if found.status_code == 404 or not edit:
+        return None
+    if found.status_code != 200:
+        return f"asked for experiment {experiment!r}, it answered {found.status_code} {found.reason}"
+    return _edit_problem(url, experiment, str(found.json()["experiment"]["experiment_id"]))
+
+
+def _edit_problem(url: str, experiment: str, experiment_id: str) -> str | None:
+    """Why the credentials' user may not change the experiment, or None (also when the server has no users)."""
+    from gdexp import compat
+
+    me = _get(url, compat.CURRENT_USER)
+    if isinstance(me, str):
+        return me
+    if me.status_code == 404:  # no basic-auth app: whoever reaches the server may write
+        return None
+    user = me.json()["user"]
+    if user["is_admin"]:
+        return None
+    asked = _get(url, compat.USER_PERMISSION, username=user["username"], resource_type="experiment",
+                 resource_id=experiment_id)
+    if isinstance(asked, str):
+        return asked
+    if asked.status_code == 404:  # an older server that cannot say: its answer to the first write will
+        return None
+    if asked.status_code != 200:
+        return (f"asked what user {user['username']!r} may do with experiment {experiment!r}, it answered "
+                f"{asked.status_code} {asked.reason}")
+    permission = asked.json()["permission"]
+    if permission in ("EDIT", "MANAGE"):
+        return None
+    return (f"user {user['username']!r} may not change experiment {experiment!r} (its permission: {permission}): "
+            f"ask the server's admin for EDIT (python -m gdexp.server user grant {user['username']} --experiment "
+            f"{experiment} --permission EDIT)")
+
+
+def _who(url: str) -> str:
+    """'user NAME', as the server knows the credentials, or 'this user'."""
+    from gdexp import compat
+
+    me = _get(url, compat.CURRENT_USER)
+    if isinstance(me, str) or me.status_code != 200:
+        return "this user"
+    return f"user {me.json()['user']['username']!r}"
+
+
+def _get(url: str, endpoint: str, **params: str) -> Any:
+    """The server's `requests.Response` to a GET, or why there was none, in a few words."""
+    import requests
+
+    from gdexp import compat
 
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=HTTP_TIMEOUT_S) as answer:
-            if answer.status == 200:
-                return None
-            return f"its /health answered {answer.status}"
-    except urllib.error.HTTPError as exc:
-        return f"its /health answered {exc.code} {exc.reason}: is it an MLflow server?"
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return f"nothing answers there ({getattr(reason, 'strerror', None) or reason})"
+        return compat.mlflow_get(url.rstrip("/"), endpoint, params=params or None, timeout=HTTP_TIMEOUT_S)
+    except requests.exceptions.SSLError as exc:
+        return (f"TLS failed ({compat.transport_problem(exc)}): a certificate not signed by a CA this machine "
+                "trusts needs MLFLOW_TRACKING_SERVER_CERT_PATH=<its CA's certificate>")
+    except requests.exceptions.Timeout:
+        return f"nothing answered there within {HTTP_TIMEOUT_S} s"
+    except requests.exceptions.RequestException as exc:
+        return f"nothing answers there ({compat.transport_problem(exc)})"
 
 
 def database(url: str) -> str | None:
@@ -125,15 +197,17 @@ def redis(url: str) -> str | None:
     return None
 
 
-def tracking_store(uri: str, *, read: bool = False) -> str | None:
+def tracking_store(uri: str, *, read: bool = False, experiment: str | None = None, edit: bool = False) -> str | None:
     """Why MLflow cannot use the tracking store `uri` (a SQLite file, a database, a tracking server), or None.
-    `read`: the store must hold MLflow's tables already (the report reads; it must not create them)."""
+    `read`: the store must hold MLflow's tables already (the report reads; it must not create them). On a
+    tracking server, `experiment` and `edit` ask whether this process's user may read it, and change it
+    (`http_server`)."""
     from gdexp.config import database_url
 
     if not uri.startswith(SCHEMES):
         return "it is not a store MLflow tracks to: use sqlite:///path, postgresql://..., or http(s)://host:port"
     if uri.startswith(("http://", "https://")):
-        return http_server(uri)
+        return http_server(uri, experiment=experiment, edit=edit)
     if read and uri.startswith("sqlite:///"):
         return mlflow_sqlite(Path(uri.removeprefix("sqlite:///")))
     return database(database_url(uri))

@@ -156,3 +156,59 @@ def counted(trial) -> bool:
     from gdexp.sweep import TrialRecord
 
     return TrialRecord.of(trial).counted
+
+
+def self_signed(folder: Path, *, names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> tuple[Path, Path]:
+    """A self-signed certificate for `names` (host names and IP addresses) and its key, PEM files in `folder`,
+    made with the `cryptography` package: (certificate, key). It is its own CA: clients trust it through
+    MLFLOW_TRACKING_SERVER_CERT_PATH=<the certificate>."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def alt(name: str) -> x509.GeneralName:
+        try:
+            return x509.IPAddress(ipaddress.ip_address(name))
+        except ValueError:
+            return x509.DNSName(name)
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gdexp test server")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([alt(n) for n in names]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_file.chmod(0o600)
+    return cert_file, key_file
+
+
+def command_lines(pids: set[int]) -> dict[int, str]:
+    """What `ps` shows of each live process in `pids`: its command line, from /proc/<pid>/cmdline."""
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # it ended while we looked
+    return found
+
+
+def files_holding(folder: Path, secrets: list[str]) -> list[str]:
+    """The files under `folder` whose bytes hold any of `secrets` ('path: secret')."""
+    held = []
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            held += [f"{path}: {secret}" for secret in secrets if secret.encode() in data]
+    return held

@@ -3,10 +3,15 @@ upgrade that moves one fails here, by name, instead of in the middle of a sweep.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
+import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import optuna
@@ -15,7 +20,7 @@ from hydra import compose, initialize_config_dir
 
 from gdexp import compat
 from gdexp.config import CONFIG_DIR
-from tests.conftest import child_env
+from tests.conftest import child_env, self_signed
 
 
 def test_optuna_keeps_enqueued_parameters_where_gdexp_puts_a_retrys() -> None:
@@ -45,8 +50,6 @@ def test_the_quietened_loggers_are_the_libraries_own_modules() -> None:
 
 
 def test_mlflow_says_an_unreachable_server_in_the_words_gdexp_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
     from mlflow.exceptions import MlflowException, RestException
     from mlflow.tracking import MlflowClient
 
@@ -141,3 +144,53 @@ def test_a_new_store_writes_ahead(tmp_path: Path) -> None:
     assert compat.create_sqlite_store(path)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_mlflow_get_sends_once_and_hands_back_the_transport_error() -> None:
+    """MLflow wraps a request that got no answer in an MlflowException holding only its text: compat takes the
+    transport's own error back from the exception's context."""
+    import requests
+    from mlflow.utils.rest_utils import http_request
+
+    assert {"max_retries", "timeout", "raise_on_status"} <= set(inspect.signature(http_request).parameters)
+    with socket.socket() as unused:  # bound, never listening: a connection to it is refused
+        unused.bind(("127.0.0.1", 0))
+        with pytest.raises(requests.ConnectionError) as refused:
+            compat.mlflow_get(f"http://127.0.0.1:{unused.getsockname()[1]}", "/health", timeout=5)
+    assert compat.transport_problem(refused.value) == "Connection refused"
+
+
+def test_an_untrusted_certificate_is_said_in_a_few_words(tmp_path: Path) -> None:
+    """A TLS listener with a self-signed certificate, which this process does not trust (one handshake)."""
+    import requests
+
+    cert, key = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def handshake() -> None:
+            conn, _ = listener.accept()
+            with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True):
+                pass
+
+        thread = threading.Thread(target=handshake, daemon=True)
+        thread.start()
+        with pytest.raises(requests.exceptions.SSLError) as untrusted:
+            compat.mlflow_get(f"https://127.0.0.1:{listener.getsockname()[1]}", "/health", timeout=5)
+        thread.join(timeout=10)
+    assert compat.transport_problem(untrusted.value) == "certificate verify failed: self-signed certificate"
+
+
+def test_the_basic_auth_routes_are_mlflows() -> None:
+    from mlflow.server.auth import routes
+
+    assert compat.CURRENT_USER == routes.GET_CURRENT_USER
+    assert compat.USER_PERMISSION == routes.GET_USER_PERMISSION
+
+
+def test_mlflows_password_rule() -> None:
+    assert compat.mlflow_password_problem("eleven-char") == "Password must be at least 12 characters."
+    assert compat.mlflow_password_problem("twelve-chars") is None

@@ -192,3 +192,22 @@ def test_bad_command_lines_end_in_one_line_with_exit_code_2_leaving_nothing(
     assert ended.value.code == 2, (args, err)
     assert len(err.strip().splitlines()) == 1 and err.startswith("gdexp: ") and not out.strip(), (args, err)
     assert sorted(p.relative_to(project) for p in project.rglob("*")) == before, args
+
+
+@pytest.mark.parametrize("overrides,named", [
+    (["sweep.storage=postgresql://u:pw@db/study"], "sweep.storage holds a password"),
+    (["+sweep=lr", "tracking.uri=https://u:pw@host:5000", "sweep.storage=postgresql://u:pw@db/s"],
+     "tracking.uri and sweep.storage hold a password"),
+    (["++tracking.uri=http://host:5000/?token=abc"], "tracking.uri holds a password"),
+    (["sweep.storage=postgresql://u@db/study", "tracking.uri=http://host:5000", "data.path=a:b@c"], None),
+])
+def test_a_password_inside_a_url_on_the_command_line_is_warned_of(overrides: list[str], named: str | None) -> None:
+    """One warning for the command, naming the keys; where else the password can come from."""
+    from gdexp.config import password_warning
+
+    warning = password_warning(overrides)
+    if named is None:
+        assert warning is None
+        return
+    assert warning is not None and warning.startswith(f"warning: {named} on the command line, where `ps` shows it")
+    assert "PGPASSFILE" in warning and "MLFLOW_TRACKING_PASSWORD" in warning and "pw" not in warning.split(":", 1)[0]

@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from gdexp.ui import command, free_port, wait_until_up
+from gdexp.serving import command, free_port, wait_until_up
 from tests.conftest import child_env, counted, mlflow_client
 
 pytestmark = pytest.mark.slow
@@ -23,10 +23,10 @@ FEW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACK
 
 def start_mlflow(db: Path, port: int) -> subprocess.Popen[bytes]:
     """`mlflow server` on a SQLite file, in a process group of its own (killed whole)."""
-    proc = subprocess.Popen(command(f"sqlite:///{db}", port=port, artifacts=(db.parent / "artifacts").as_uri()),
-                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    wait_until_up(f"http://127.0.0.1:{port}", proc, timeout=120)
+    launch = command(f"sqlite:///{db}", port=port, artifacts=(db.parent / "artifacts").as_uri())
+    proc = subprocess.Popen(launch.argv, env=child_env(launch.env), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_until_up(launch.url, proc)
     return proc
 
 
@@ -77,9 +77,10 @@ def test_a_server_outage_stops_the_sweep_and_the_rerun_finishes_it(project: Path
             proc.kill()
     print(f"the sweep stopped {stopped_s:.1f} s after the server was killed:\n{err}")
     assert proc.returncode == 1 and "Traceback" not in err, err
-    named = [line for line in err.splitlines() if f"tracking.uri={url}" in line]
-    assert len(named) == 1 and "run the same command again" in named[0], err
-    assert [line for line in err.splitlines() if not line.startswith("sweep lr: ")] == named, "one line, no more"
+    said = [line for line in err.splitlines() if not line.startswith("sweep lr: ")]
+    assert len(said) == 2 and f"tracking.uri={url}" in said[0], "one line, then the command to run again"
+    assert said[0].endswith("run the same command again to resume the sweep:"), err
+    assert said[1] == "  python -m gdexp " + " ".join(args[3:]), err
     study = journal_study(project)
     assert study is not None
     trials = study.get_trials()

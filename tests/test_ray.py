@@ -23,7 +23,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from gdexp.config import database_url
-from gdexp.ui import command, free_port, stop_group
+from gdexp.serving import command, free_port, stop_group
 from tests.conftest import child_env, counted, default_sigint, mlflow_client
 from tests.raycluster import RayCluster
 
@@ -41,10 +41,11 @@ class Cluster:
         self.db = folder / "server.db"
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.server = subprocess.Popen(
-            self.ray.command(*command(f"sqlite:///{self.db}", port=port, artifacts=str(folder / "artifacts"))),
-            env=child_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        up = self.ray.command(sys.executable, "-c", f"from gdexp.ui import wait_until_up; wait_until_up({self.url!r})")
+        launch = command(f"sqlite:///{self.db}", port=port, artifacts=str(folder / "artifacts"))
+        self.server = subprocess.Popen(self.ray.command(*launch.argv), env=child_env(launch.env),
+                                       start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        up = self.ray.command(sys.executable, "-c",
+                              f"from gdexp.serving import wait_until_up; wait_until_up({self.url!r}, timeout=120)")
         subprocess.run(up, env=child_env(), check=True, timeout=120)
 
     def sweep(self, *args: str, address: str | None = None) -> list[str]:

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from gdexp.regimes import REGIMES
-from gdexp.ui import free_port, wait_until_up
+from gdexp.serving import free_port, wait_until_up
 from tests.conftest import all_runs, default_sigint, descendants, gdexp, still_running, store
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gdexp.config._checks import ConfigError, UsageError, check_overrides, check_value, close_match, validate
+from gdexp.config._checks import (
+    ConfigError,
+    UsageError,
+    check_overrides,
+    check_value,
+    close_match,
+    password_warning,
+    validate,
+)
 from gdexp.config._schema import GROUPS, METRICS, PRUNERS, SAMPLERS, VARIANTS, register
 from gdexp.config._text import DATABASES, as_dict, database_url, flatten, mask_secrets, scheme
 
@@ -29,6 +37,7 @@ __all__ = [
     "database_url",
     "flatten",
     "mask_secrets",
+    "password_warning",
     "scheme",
     "validate",
 ]

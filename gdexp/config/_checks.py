@@ -25,11 +25,12 @@ from gdexp.config._resources import memory_problem
 from gdexp.config._schema import GROUPS, SELECTOR, Check, Choice, Flag, Number, RayConf, field_checks, schema_of
 from gdexp.config._text import DATABASES, mask_secrets, scheme
 
-__all__ = ["ConfigError", "UsageError", "check_overrides", "check_value", "close_match", "validate"]
+__all__ = ["ConfigError", "UsageError", "check_overrides", "check_value", "close_match", "password_warning", "validate"]
 
 EXTRA_TOP = ("hydra",)  # top-level keys that are not config groups
 OPTIONAL = ("sweep", "lr_range")  # the packages the `+sweep=...` overlays add; every other group is needed
 MAX_NAME = 100  # characters of a sweep's or experiment's name (a sweep's names a folder)
+URL_KEYS = ("sweep.storage", "tracking.uri")  # the keys whose URLs can carry a password
 
 
 class UsageError(ValueError):
@@ -205,6 +206,24 @@ def check_overrides(overrides: Sequence[str]) -> None:
             checks.update(field_checks(schema))
         if isinstance(checks.get(leaf), Flag) and not isinstance(override.value(), bool):
             raise ConfigError(f"{key}={override.get_value_element_as_str()} is not allowed: it must be true or false")
+
+
+def password_warning(overrides: Sequence[str], keys: Sequence[str] = URL_KEYS) -> str | None:
+    """The warning for `key=value` settings of a command line (`keys` of them) whose URL holds a password, or
+    None. Such a URL works, and gdexp masks it wherever it shows one, but `ps` shows every process's command line
+    to every user of the machine, and a sweep's workers carry their command's; the libraries read passwords from
+    the environment and files instead."""
+    named: dict[str, None] = {}  # in order, once each
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if key.lstrip("+~") in keys and mask_secrets(value) != value:
+            named[key.lstrip("+~")] = None
+    if not named:
+        return None
+    return (f"warning: {' and '.join(named)} {'holds' if len(named) == 1 else 'hold'} a password on "
+            "the command line, where `ps` shows it to every user of this machine: leave it out of the URL; "
+            "PostgreSQL reads PGPASSWORD or a password file (PGPASSFILE, ~/.pgpass), an MLflow server "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -86,9 +86,12 @@ def _report(argv: Sequence[str] | None) -> int:
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     if not formats or any(f not in FORMATS for f in formats):
         raise ReportError(f"--formats={args.formats!r}: choose from {', '.join(FORMATS)}")
-    problem = reach.tracking_store(args.uri, read=True)
+    problem = reach.tracking_store(args.uri, read=True, experiment=args.experiment)
     if problem is not None:
         raise ReportError(f"--uri={mask_secrets(args.uri)} cannot be read: {mask_secrets(problem)}")
+    if not args.no_log and (problem := reach.tracking_store(args.uri, experiment=args.experiment, edit=True)):
+        raise ReportError(f"the report's files go to the sweep's parent run, but {mask_secrets(problem)}; --no-log "
+                          "writes nothing to the store")
     if args.out is not None and (bad := reach.writable_folder(args.out)) is not None:
         raise ReportError(f"--out={args.out} cannot be used: {bad}")
     report = build(args.name, uri=args.uri, experiment=args.experiment, fraction=args.fraction)

@@ -1,0 +1,7 @@
+"""`python -m gdexp.server`."""
+
+import sys
+
+from gdexp.server import main
+
+sys.exit(main())
