@@ -112,8 +112,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         uri=mask_secrets(str(cfg.tracking.uri)), cleanup=_drop_output_dir,
         again=(f"; finished trials are kept: run the same command again to resume the sweep:\n  {again}"
                if swept else "; the runs so far are recorded"),
-        retry=("; the sweep stopped, and a trial it cut short is not counted: run the same command again once the "
-               "store answers") if swept else "")
+        retry=(f"; the sweep stopped, and a trial it cut short is not counted: once the store answers, run the same "
+               f"command again:\n  {again}") if swept else "")
     if code:
         sys.exit(code)
     return result[0] if result else None

@@ -9,7 +9,7 @@ the exit code and one line it becomes. No other module catches a broad `Exceptio
 | KeyboardInterrupt (Ctrl-C, SIGTERM), or any | 130, | `<prog>: interrupted` (+ how to resume)                |
 | error while this process is stopping        | 143  |                                                        |
 | the MLflow store out of reach, or an MLflow | 1    | `<prog>: the MLflow store at tracking.uri=... failed`  |
-| error                                       |      |                                                        |
+| or database error                           |      | (+ the disk full, for a local SQLite store)            |
 | OSError on a path (read-only, missing, name | 2    | `<prog>: cannot use <path>: <reason>`                  |
 | too long) / the disk full or an I/O error   | 1    |                                                        |
 | MemoryError                                 | 2    | `<prog>: not enough memory ...`                        |
@@ -172,13 +172,13 @@ def _row(prog: str, exc: BaseException, *, what: str, uri: str | None, again: st
     explained = explain(exc, CONFIG_DIR)
     if explained is not None:
         return 2, f"{prog}: {label}{_first(explained)}"
-    if _mlflow(exc):
+    if _mlflow(exc) or _database(exc):
         where = f" at tracking.uri={uri}" if uri else ""
         from gdexp import compat
 
         said = compat.database_reason(str(exc)) or _first(exc)
         return 1, (f"{prog}: the MLflow store{where} failed (after MLflow's own bounded retries): "
-                   f"{said[:500]}{retry if store_unreachable(exc) else ''}")
+                   f"{said[:500]}{_full_disk(uri)}{retry if store_unreachable(exc) else ''}")
     if isinstance(exc, sqlite3.Error):  # a SQLite store written to directly (a new store made from MLflow's schema)
         return 1, f"{prog}: the SQLite store could not be written: {_first(exc)}"
     if isinstance(exc, OSError):
@@ -191,6 +191,28 @@ def _row(prog: str, exc: BaseException, *, what: str, uri: str | None, again: st
     if isinstance(exc, MemoryError):
         return 2, f"{prog}: not enough memory for this run ({_first(exc) or 'MemoryError'}): make it smaller"
     return 1, None
+
+
+def _database(exc: BaseException) -> bool:
+    """A database error that reached gdexp without MLflow's wrapping (SQLAlchemy's, raised while MLflow opens
+    its store)."""
+    sqlalchemy = sys.modules.get("sqlalchemy.exc")
+    return bool(sqlalchemy is not None and isinstance(exc, sqlalchemy.DBAPIError))
+
+
+def _full_disk(uri: str | None) -> str:
+    """What SQLite words as `disk I/O error` when it cannot even make its journal: the disk holding the store
+    is full. Said when the store is a local SQLite file whose disk has under 1 MB free."""
+    if not uri or not uri.startswith("sqlite:///"):
+        return ""
+    import shutil
+    from pathlib import Path
+
+    try:
+        free = shutil.disk_usage(Path(uri.removeprefix("sqlite:///")).parent).free
+    except OSError:
+        return ""
+    return f"; the disk holding it is full ({free // 1024} kB free)" if free < 2**20 else ""
 
 
 def _mlflow(exc: BaseException) -> bool:

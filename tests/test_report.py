@@ -32,11 +32,12 @@ FILES = ["runs.csv", "regimes.csv", "regimes.md", "regimes.tex", "regimes.html",
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> Path:
-    """A folder holding the `regimes` sweep (6 learning rates x 3 variants, 10 epochs) and a range test."""
+    """A folder holding the `regimes` sweep as README shows it (6 learning rates x 3 variants, 20 epochs) and a
+    range test."""
     folder = tmp_path_factory.mktemp("swept")
     (folder / "mlruns").mkdir()
     shutil.copy(empty_store, folder / "mlruns" / "mlflow.db")
-    result = gdexp("+sweep=regimes", "train.epochs=10", cwd=folder, timeout=900)
+    result = gdexp("+sweep=regimes", cwd=folder, timeout=900)
     assert result.returncode == 0, result.stderr
     result = gdexp("+sweep=lr_range", "train.epochs=3", "train.progress=false", cwd=folder)
     assert result.returncode == 0, result.stderr
@@ -174,7 +175,7 @@ def test_report_files_pivot_and_numbers(swept: Path, reported: Path) -> None:
     assert cell.startswith(f"train {row.final_train_loss:.4g}, val {row.final_val_loss:.4g} (")
     assert cell.endswith(row.regime)
     assert (runs["sibling_group"] == "gd=" + runs["gd_variant"] + " h64-127").all()
-    assert runs["epochs_to_90pct"].dropna().between(0, 10).all()
+    assert runs["epochs_to_90pct"].dropna().between(0, 20).all()
     for row in runs.itertuples():  # empty for a run whose validation loss did not fall by 10 % of its start
         curve = [m.value for m in store(swept).get_metric_history(row.run_id, "val_loss")]
         start = stored[row.run_id].data.metrics["initial_val_loss"]
@@ -203,7 +204,7 @@ def test_the_report_refuses_labels_out_of_order(swept: Path, tmp_path: Path) -> 
         result.stderr
     assert "Run the sweep's command again" in result.stderr
     assert not (folder / "sweeps" / "regimes" / "report").exists()
-    again = gdexp("+sweep=regimes", "train.epochs=10", cwd=folder)
+    again = gdexp("+sweep=regimes", cwd=folder)
     assert again.returncode == 0 and "18 of 18 trials" in again.stdout, again.stderr
     assert store(folder).get_run(run.info.run_id).data.tags["regime"] == "too_large"
     assert gdexp("-m", "gdexp.report", "regimes", "--no-log", cwd=folder).returncode == 0

@@ -128,7 +128,7 @@ def test_two_workers_on_postgresql_and_the_server(project: Path, database: Calla
     assert {t.user_attrs["mlflow_run_id"] for t in done} <= {k.info.run_id for k in kids}
     assert all(r.info.status == "FINISHED" for r in runs)
     artifacts = {a.path for a in client(server.url).list_artifacts(kids[0].info.run_id)}
-    assert {"config.yaml", "loss_curve.png", "weights.npz"} <= artifacts
+    assert {"config.yaml", "weights.npz"} <= artifacts, "uploaded through the server"
 
 
 def test_sigkill_one_of_three_workers(project: Path, database: Callable[[], str], server: Server,
@@ -137,7 +137,7 @@ def test_sigkill_one_of_three_workers(project: Path, database: Callable[[], str]
     # trials of ~2 s: the victim's must still run when the SIGKILL lands, after the other two have started
     # (with 3 epochs, ~0.3 s, it had finished first under a CPU hog)
     args = sweep_cmd(storage, server.url, experiment, "sweep.n_trials=6", "sweep.heartbeat_s=1", "gd=stochastic",
-                     "train.epochs=30", "sweep.pruner=none")
+                     "train.epochs=30", "sweep.pruner=none", "tracking.flush_every_s=0")
     env = child_env()
     first = subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     victim: optuna.trial.FrozenTrial | None = None
@@ -149,7 +149,7 @@ def test_sigkill_one_of_three_workers(project: Path, database: Callable[[], str]
         except KeyError:
             continue
         mine = [t for t in running if str(t.user_attrs.get("worker", "")).endswith(f":{first.pid}")
-                and t.intermediate_values]
+                and "mlflow_run_id" in t.user_attrs]
         victim = mine[0] if mine else None
     assert victim is not None, "the first worker never started a trial"
     others = [subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -79,7 +79,8 @@ def test_resume_completes_the_total_under_the_same_parent(project: Path) -> None
 
 
 def _start_and_wait_for_trials(project: Path, args: list[str], n: int) -> tuple[subprocess.Popen[str], list]:
-    """Start the sweep in its own session; return once `n` trials are mid-way (an epoch reported)."""
+    """Start the sweep in its own session; return once `n` trials are mid-way: their MLflow runs exist (with
+    `tracking.flush_every_s=0`, from the first epoch's flush on)."""
     env = child_env()
     proc = subprocess.Popen([sys.executable, "-m", "gdexp", *args], cwd=project, env=env, start_new_session=True,
                             preexec_fn=default_sigint, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -92,7 +93,7 @@ def _start_and_wait_for_trials(project: Path, args: list[str], n: int) -> tuple[
             running = study(project).get_trials(states=(TrialState.RUNNING,)) if journal.exists() else []
         except KeyError:  # the journal exists, the study not yet
             continue
-        running = [t for t in running if t.intermediate_values]  # mid-way: an epoch reported
+        running = [t for t in running if "mlflow_run_id" in t.user_attrs]
         if len(running) >= n:
             break
     assert len(running) >= n, f"{n} trials never ran at once"
@@ -100,9 +101,9 @@ def _start_and_wait_for_trials(project: Path, args: list[str], n: int) -> tuple[
 
 
 def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
-    args = ["+sweep=lr", "sweep.n_trials=2", "gd=stochastic", "train.epochs=12", "sweep.pruner=none"]
-    proc, running = _start_and_wait_for_trials(project, args, 1)
-    epochs_seen = len(running[0].intermediate_values)
+    args = ["+sweep=lr", "sweep.n_trials=2", "gd=stochastic", "train.epochs=12", "sweep.pruner=none",
+            "tracking.flush_every_s=0"]
+    proc, _running = _start_and_wait_for_trials(project, args, 1)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
@@ -115,7 +116,7 @@ def test_sigint_during_a_trial_then_rerun(project: Path) -> None:
     tags = store(project).get_run(interrupted[0].user_attrs["mlflow_run_id"]).data.tags
     assert tags["regime"] == "none" and tags["regime_reason"].startswith("interrupted"), tags
     kept = store(project).get_metric_history(interrupted[0].user_attrs["mlflow_run_id"], "val_loss")
-    assert len(kept) >= epochs_seen and [m.step for m in kept] == list(range(1, len(kept) + 1)), \
+    assert len(kept) >= 1 and [m.step for m in kept] == list(range(1, len(kept) + 1)), \
         "the interrupted run keeps its metrics up to the interrupt"
     rerun = gdexp(*args, cwd=project)
     assert rerun.returncode == 0, rerun.stderr
@@ -133,7 +134,7 @@ def test_ctrl_c_or_sigterm_on_two_workers_then_rerun(project: Path, signum: int)
     """Ctrl-C (or `kill` of the whole group) reaches every worker: each closes its trial, nothing stays RUNNING.
     (Trials of 40 epochs, so that both are mid-loop, not closing, when the signal comes.)"""
     args = ["+sweep=lr", "sweep.n_trials=4", "sweep.n_workers=2", "gd=stochastic", "train.epochs=40",
-            "sweep.pruner=none"]
+            "sweep.pruner=none", "tracking.flush_every_s=0"]
     proc, _running = _start_and_wait_for_trials(project, args, 2)
     os.killpg(proc.pid, signum)
     _out, err = proc.communicate(timeout=60)
@@ -319,7 +320,7 @@ def test_a_sigkilled_forked_worker_is_noticed_its_trial_failed_and_retried(proje
     """`kill -9` on one forked worker of a journal sweep: the dead worker (a zombie until the command reaps it)
     is noticed, its trial failed (MLflow run FAILED) and retried with the same parameters, the totals exact."""
     args = ["+sweep=lr", "sweep.n_workers=2", "sweep.n_trials=4", "gd=stochastic", "train.epochs=8",
-            "sweep.pruner=none"]
+            "sweep.pruner=none", "tracking.flush_every_s=0"]
     proc, running = _start_and_wait_for_trials(project, args, 2)
     victim = next(t for t in running if not str(t.user_attrs["worker"]).endswith(f":{proc.pid}"))
     os.kill(int(str(victim.user_attrs["worker"]).rpartition(":")[2]), signal.SIGKILL)

@@ -244,7 +244,7 @@ def test_ctrl_c_while_the_run_is_being_written_is_raised_once_it_is_whole(make_c
 @pytest.mark.slow  # starts `python -m gdexp`
 def test_sigterm_ends_the_run_killed_with_its_metrics(project: Path) -> None:
     env = child_env()
-    args = ["gd=stochastic", "train.epochs=200", "train.progress=false"]
+    args = ["gd=stochastic", "train.epochs=2000", "train.progress=false", "tracking.flush_every_s=1"]
     proc = subprocess.Popen([sys.executable, "-m", "gdexp", *args], cwd=project, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
