@@ -29,7 +29,8 @@ from gdexp.optim import Optimizer
 
 __all__ = ["MlflowTracker", "run_name"]
 
-EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "sharpness", "stability_ratio")
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "sharpness", "stability_ratio",
+                 "examples_processed", "update_time_s")
 FINAL_METRICS = ("test_loss", "test_accuracy", "n_params", "train_time_s", "callback_time_s", "sharpness_time_s")
 # history.initial key -> the metrics it is recorded as (at step 0); the rest are `initial_<key>`
 INITIAL_NAMES = {"sharpness": ("sharpness", "sharpness_initial"), "stability_ratio": ("stability_ratio",),
