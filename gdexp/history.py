@@ -48,6 +48,7 @@ class History:
     regime_reason: str = ""  # the label's reason in one sentence
     edge_of_stability: bool | None = None  # ended with η·λmax at 2 (None: the sharpness was not measured)
     blas: dict[str, str] = field(default_factory=dict)  # threads, library, version, kernel the loop ran on
+    artifacts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # name -> arrays, logged as <name>.npz
 
     def curve(self, key: str) -> np.ndarray:
         """One epoch metric as an array (NaN where an epoch has no value)."""
