@@ -68,7 +68,7 @@ def test_bad_values_give_one_line_naming_the_key(make_cfg, overrides: list[str],
     (["foo=1"], "foo is not a key of gdexp's config"),
     (["optim=adamw"], "optim=adamw is not an option of optim: choose one of adagrad, adam, rmsprop, sgd "
                       "(did you mean adam?)"),
-    (["+sweep=bogus"], "sweep=bogus is not an option of sweep: choose one of eos, lr, lr_range, regimes"),
+    (["+sweep=bogus"], "sweep=bogus is not an option of sweep: choose one of eos, landscape, lr, lr_range, regimes"),
     (["train.epochs=[1"], "cannot read the override 'train.epochs=[1'"),
     (["+sweep=lr", "sweep.ray.adress=auto"], "sweep.ray.adress is not a key of sweep.ray: its keys are"),
 ])

@@ -1,5 +1,5 @@
 """Seeing the steps in the report: loss_landscape.png and cost.png from hand-made runs (milliseconds), from real
-runs in a real store (one run's own report)."""
+runs in a real store (one run's own report), and from a real, shortened `+sweep=landscape` (slow)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from gdexp.report import Report
 from gdexp.report._landscape import cost_runs, examples_at, landscape_runs
 from gdexp.report._read import Cost
 from gdexp.tracking import MlflowTracker
-from tests.conftest import mlflow_client
+from tests.conftest import all_runs, gdexp, mlflow_client
 from tests.test_report_tables import row
 
 
@@ -167,3 +167,43 @@ def test_one_runs_report_is_its_own_path_and_cost_from_the_store(make_cfg, proje
     by_examples, by_seconds = (ax for ax in figures["cost.png"].axes if ax.get_ylabel() == "linear: training loss")
     assert by_examples.lines[0].get_xdata().tolist() == examples == [144.0, 288.0, 432.0, 576.0]
     assert by_seconds.lines[0].get_xdata().tolist() == seconds and all(s > 0 for s in seconds)
+
+
+def test_the_landscape_overlay_searches_two_cases_three_variants_four_rates(make_cfg) -> None:
+    from gdexp.sweep._space import TrialConfigs, validate_sweep
+
+    cfg = make_cfg("+sweep=landscape")
+    assert cfg.diagnostics.trajectory and cfg.sweep.sampler == "grid" and cfg.sweep.pruner == "none"
+    space = validate_sweep(cfg, ["+sweep=landscape"])
+    sizes = [len(space[k].choices) for k in ("landscape", "gd", "optim.lr")]  # type: ignore[attr-defined]
+    assert sizes == [2, 3, 4] and math.prod(sizes) == cfg.sweep.n_trials
+    configs = TrialConfigs(cfg, ["+sweep=landscape"])
+    linear, digits = (configs.of({"landscape": case, "gd": "stochastic", "optim.lr": 0.03})
+                      for case in ("linear", "digits"))
+    assert (linear.data.name, linear.model.hidden_layers, linear.data.d, linear.train.epochs) == ("linear", 0, 1, 20)
+    assert (digits.data.name, digits.model.hidden_size, digits.train.epochs) == ("digits", 16, 100)
+    assert linear.gd.variant == digits.gd.variant == "stochastic" and linear.diagnostics.trajectory
+
+
+@pytest.mark.slow
+def test_the_landscape_sweep_its_report_and_one_trials_own(project: Path) -> None:
+    """`+sweep=landscape`, shortened (3 epochs, two rates): every trial logs trajectory.npz; the report writes
+    loss_landscape.png and cost.png and tells the data sets apart in its table; one trial's id gives its own."""
+    result = gdexp("+sweep=landscape", "train.epochs=3", "sweep.n_trials=12",
+                   "sweep.params.optim.lr='choice(0.03,0.5)'", cwd=project)
+    assert result.returncode == 0, result.stderr
+    children = [r for r in all_runs(project) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 12 and {r.data.tags["dataset"] for r in children} == {"linear", "digits"}
+    client = mlflow_client("sqlite:///mlruns/mlflow.db")
+    assert all("trajectory.npz" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in children)
+    result = gdexp("-m", "gdexp.report", "landscape", "--no-log", cwd=project)
+    assert result.returncode == 0, result.stderr
+    out = project / "sweeps" / "landscape" / "report"
+    assert (out / "loss_landscape.png").stat().st_size > 50_000 and (out / "cost.png").stat().st_size > 50_000
+    assert "| data set " in (out / "regimes.md").read_text()
+    assert not (out / "lr_hidden_heatmap.png").exists(), "linear regression has no hidden size to map"
+    one = children[0].info.run_id
+    result = gdexp("-m", "gdexp.report", one, "--no-log", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert f"Run {one} (" in result.stdout
+    assert (project / "sweeps" / "runs" / one / "report" / "loss_landscape.png").stat().st_size > 10_000
