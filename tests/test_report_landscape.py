@@ -123,6 +123,16 @@ def test_the_landscape_shows_each_regime_nearest_the_band(drawn: tuple[Report, d
     assert png_width(folder / "loss_landscape.png") >= 1200 and fig.dpi == 150
 
 
+def test_the_linear_block_plays_step_by_step(drawn: tuple[Report, dict[str, Any], Path]) -> None:
+    """loss_landscape.gif: linear regression's panels, a frame per place in the runs (in epochs), the last held."""
+    from PIL import Image
+
+    toy, _, folder = drawn
+    with Image.open(folder / "loss_landscape.gif") as gif:
+        assert gif.n_frames == len(np.unique(np.concatenate([t["epoch"] for t in toy.trajectories.values()])))
+        assert gif.info["loop"] == 0 and gif.size[0] > 600
+
+
 def test_the_cost_figure_draws_one_line_per_variant_from_the_runs_numbers(
         drawn: tuple[Report, dict[str, Any], Path]) -> None:
     toy, figures, _ = drawn
@@ -155,7 +165,7 @@ def test_one_runs_report_is_its_own_path_and_cost_from_the_store(make_cfg, proje
     one = report.build(tracker.run_id, uri=cfg.tracking.uri)
     assert one.single and one.folder == Path("sweeps") / "runs" / tracker.run_id / "report"
     written = report.write(one, project / "out")
-    assert sorted(p.name for p in written) == ["cost.png", "loss_landscape.png", "runs.csv"]
+    assert sorted(p.name for p in written) == ["cost.png", "loss_landscape.gif", "loss_landscape.png", "runs.csv"]
     client = mlflow_client(cfg.tracking.uri)
     local = client.download_artifacts(tracker.run_id, "trajectory.npz", str(project))
     (panel,) = [ax for ax in figures["loss_landscape.png"].axes if ax.get_title()]

@@ -1,7 +1,7 @@
 """`python -m gdexp.report NAME`: a sweep's runs, read from MLflow, as the tables and plots a report needs.
 
 NAME is a sweep's name (`sweep.name`) or its parent run id; the id of any other run (a single `python -m gdexp`
-run, one trial) gives that run's own figures, `loss_landscape.png` and `cost.png` (and its row in `runs.csv`),
+run, one trial) gives that run's own figures, `loss_landscape.png` (.gif) and `cost.png` (and its row in `runs.csv`),
 under `sweeps/runs/<run id>/report/`. The report reads only the MLflow store
 (a SQLite file or a tracking server): the parent run, its child runs with their params, final metrics
 and tags, and each child's `val_loss` history. It writes under `sweeps/<name>/report/` (or `--out`)
@@ -16,7 +16,8 @@ and logs the same files to the sweep's parent run (folder `report/`):
 - `loss_curves.png`, `final_loss_vs_lr.png`, `lr_hidden_heatmap.png` (the last when the sweep varied
   the hidden size);
 - `loss_landscape.png` (when runs recorded their trajectory, `diagnostics.trajectory`): each GD variant's
-  path on the training-loss surface at a too-small, the just-right and a too-large step (`_landscape.py`);
+  path on the training-loss surface at a too-small, the just-right and a too-large step (`_landscape.py`),
+  and `loss_landscape.gif`, its linear-regression block step by step (when a run has two parameters);
 - `cost.png` (when runs recorded what their updates cost: every run of this gdexp): the training loss
   against the examples processed and the seconds the updates took, one line per GD variant.
 

@@ -10,7 +10,7 @@ from gdexp.config import mask_secrets
 from gdexp.regimes import REGIMES
 from gdexp.report._bands import recommend
 from gdexp.report._figures import plot_final_loss_vs_lr, plot_loss_curves, plot_lr_hidden_heatmap
-from gdexp.report._landscape import plot_cost, plot_landscape
+from gdexp.report._landscape import animate_steps, plot_cost, plot_landscape
 from gdexp.report._read import Report, ReportError, build
 from gdexp.report._render import as_json, html_page, latex, markdown, tables
 from gdexp.report._stability import plot_sharpness
@@ -53,9 +53,11 @@ def write(report: Report, out: Path, formats: Sequence[str] = FORMATS) -> list[P
     return written
 
 
-def _seen(report: Report, out: Path) -> tuple[Path | None, Path | None]:
-    """loss_landscape.png and cost.png, each when the runs carry what it draws."""
-    return plot_landscape(report, out / "loss_landscape.png"), plot_cost(report, out / "cost.png")
+def _seen(report: Report, out: Path) -> tuple[Path | None, Path | None, Path | None]:
+    """loss_landscape.png, its linear-regression block step by step (loss_landscape.gif) and cost.png, each when
+    the runs carry what it draws."""
+    return (plot_landscape(report, out / "loss_landscape.png"), animate_steps(report, out / "loss_landscape.gif"),
+            plot_cost(report, out / "cost.png"))
 
 
 def _write_run(report: Report, out: Path, formats: Sequence[str]) -> list[Path]:

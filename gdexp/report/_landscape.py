@@ -23,9 +23,10 @@ from gdexp.regimes import REGIMES
 from gdexp.report._figures import VARIANT_MARKS, panels
 from gdexp.report._read import Report, variant_order
 
-__all__ = ["cost_runs", "examples_at", "landscape_runs", "plot_cost", "plot_landscape"]
+__all__ = ["animate_steps", "cost_runs", "examples_at", "landscape_runs", "plot_cost", "plot_landscape"]
 
 ARROWS = 5  # arrow heads along a path, evenly spaced by its length on the panel
+FRAMES = 48  # frames of loss_landscape.gif before its last, held
 
 
 def _cases(runs: pd.DataFrame) -> list[str]:
@@ -83,8 +84,9 @@ def _arrows(ax: Any, path: np.ndarray, colour: str) -> None:
                                 "shrinkA": 0, "shrinkB": 0})
 
 
-def _contours(ax: Any, t: dict[str, np.ndarray]) -> None:
-    """The training loss on the plane: filled contours on log-spaced levels (pale: low), thin lines between."""
+def _contours(ax: Any, t: dict[str, np.ndarray], filled: bool = True) -> None:
+    """The training loss on the plane: filled contours on log-spaced levels (pale: low), thin lines between (only
+    every other line, paler, when not `filled`)."""
     import matplotlib
     from matplotlib.colors import ListedColormap, LogNorm
 
@@ -98,13 +100,16 @@ def _contours(ax: Any, t: dict[str, np.ndarray]) -> None:
         levels, norm = np.geomspace(low, high, 16), LogNorm(low, high)
     else:
         levels, norm = np.linspace(low, high + 1e-12, 16), None
-    ax.contourf(t["grid_x"], t["grid_y"], z, levels=levels, cmap=cmap, norm=norm)
-    ax.contour(t["grid_x"], t["grid_y"], z, levels=levels, colors="0.55", linewidths=0.4, norm=norm)
+    if filled:
+        ax.contourf(t["grid_x"], t["grid_y"], z, levels=levels, cmap=cmap, norm=norm)
+    # lines not antialiased: their shades of grey were 40 % of the PNG (and most of the GIF), crisp ones compress
+    ax.contour(t["grid_x"], t["grid_y"], z, levels=levels if filled else levels[::2], colors="0.55" if filled else
+               "0.72", linewidths=0.4 if filled else 0.6, norm=norm, antialiased=False)
 
 
-def _panel(ax: Any, run: Any, t: dict[str, np.ndarray], two: bool) -> None:
+def _panel(ax: Any, run: Any, t: dict[str, np.ndarray], two: bool, filled: bool = True) -> None:
     path, colour = t["path"], plots.REGIME_COLORS.get(run.regime, plots.REGIME_COLORS["none"])
-    _contours(ax, t)
+    _contours(ax, t, filled)
     ax.plot(path[:, 0], path[:, 1], color=colour, lw=1.5, zorder=3)
     whole = np.isclose(t["epoch"], np.round(t["epoch"])) & (t["epoch"] > 0)
     ax.plot(path[whole, 0], path[whole, 1], ls="", marker="o", ms=2.6, color=colour, zorder=3)
@@ -175,6 +180,59 @@ def plot_landscape(report: Report, path: Path) -> Path | None:
         fig.legend(handles=marks, loc="lower center", ncol=len(marks), frameon=False, fontsize="small",
                    bbox_to_anchor=(0.5, 0.0))
         return plots.save(fig, path)
+
+
+def animate_steps(report: Report, path: Path, *, frames: int = FRAMES, dpi: int = 64) -> Path | None:
+    """`loss_landscape.gif`: the linear-regression block of the landscape (GD variants down, regimes across), step
+    by step: every path grows point by point, all at the same place in their runs (in epochs), so batch GD's one
+    step an epoch plays beside stochastic GD's many noisy ones, and the order of a too-large run's jumps shows. The
+    frames follow the recorded points, so the first epochs, where the steps zig-zag, get most of them; contour
+    lines without fills keep the file small. A single run's report animates that run. None when no run with two
+    parameters recorded a trajectory."""
+    import matplotlib
+    from matplotlib.animation import PillowWriter
+
+    shown = landscape_runs(report)
+    shown = shown[shown["n_params"] == 2]
+    if shown.empty:
+        return None
+    variants = variant_order(shown["gd_variant"])
+    columns = ["run"] if report.single else [r for r in REGIMES if r in set(shown["regime"])]
+    with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
+        fig, axes, _, height = panels(len(variants), len(columns), panel=3.4, right=0.3, top=0.9, height=3.3)
+        fig.subplots_adjust(wspace=0.38, hspace=0.6)
+        moving = []
+        for r, variant in enumerate(variants):
+            for k, column in enumerate(columns):
+                ax = axes[r][k]
+                found = shown[(shown["gd_variant"] == variant) & ((shown["regime"] == column) | report.single)]
+                if found.empty:
+                    ax.set_axis_off()
+                    continue
+                run = next(found.itertuples())
+                t = report.trajectories[run.run_id]
+                _panel(ax, run, t, two=True, filled=False)
+                for arrow in list(ax.texts):
+                    arrow.remove()
+                line, dots, _, end = ax.lines[:4]
+                head, = ax.plot([], [], ls="", marker="o", ms=6, color=line.get_color(), mec="0.1", zorder=6)
+                moving.append((t, line, dots, end, head))
+        when = np.unique(np.concatenate([t["epoch"] for t, *_ in moving]))
+        when = when[np.unique(np.linspace(0, len(when) - 1, min(frames, len(when))).round().astype(int))]
+        title = fig.suptitle("", y=1 - 0.1 / height, va="top")
+        writer = PillowWriter(fps=6)
+        with writer.saving(fig, str(path), dpi):
+            for now in [*when, *[when[-1]] * 9]:  # the last frame held 1.5 s
+                for t, line, dots, end, head in moving:
+                    seen = t["epoch"] <= now
+                    whole = seen & np.isclose(t["epoch"], np.round(t["epoch"])) & (t["epoch"] > 0)
+                    line.set_data(t["path"][seen, 0], t["path"][seen, 1])
+                    dots.set_data(t["path"][whole, 0], t["path"][whole, 1])
+                    head.set_data(t["path"][seen][-1:, 0], t["path"][seen][-1:, 1])
+                    end.set_visible(bool(seen.all()))
+                title.set_text(f"{report.name}: linear regression's path in (w, b), step by step: epoch {now:.2f}")
+                writer.grab_frame()
+        return path
 
 
 def plot_cost(report: Report, path: Path) -> Path | None:
