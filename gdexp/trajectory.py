@@ -26,7 +26,7 @@ projection oblique and `explained` meaningless. The figure says so.
 The loss. `loss[i]` is the training loss of the recorded weights θ_i themselves, not of their projection;
 `grid_loss[r, c]` the training loss at origin + grid_x[c]·axes[0] + grid_y[r]·axes[1]. Both are evaluated in
 float64 (a float64 copy of the model, whatever dtype it trains in) on the whole training set, with the
-model's own `evaluate`: `GRID`² = 1,681 evaluations at the end of the run, about 0.3 s for a 16-unit digits
+model's own `evaluate`: `GRID`² = 1,681 evaluations at the end of the run, about 0.5 s for a 16-unit digits
 MLP (benchmarks/trajectory.py). The grid spans the path's coordinates with a `MARGIN` on every side.
 Weights that overflowed to inf or NaN (a diverged run) cannot be placed on any plane: such points are left out.
 """

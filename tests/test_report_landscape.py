@@ -195,6 +195,20 @@ def test_the_landscape_overlay_searches_two_cases_three_variants_four_rates(make
     assert linear.gd.variant == digits.gd.variant == "stochastic" and linear.diagnostics.trajectory
 
 
+def test_readme_shows_the_landscape_sweeps_figures_and_labels(make_cfg) -> None:
+    """README's section shows the three files docs/make_figures.sh copies, and its label table is the grid the
+    overlay searches."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    for figure in ("loss_landscape.png", "loss_landscape.gif", "cost.png"):
+        assert f"](docs/{figure})" in readme and (root / "docs" / figure).stat().st_size > 100_000
+        assert figure in (root / "docs" / "make_figures.sh").read_text()
+    header = next(line for line in readme.splitlines() if line.startswith("| GD variant | lr "))
+    lrs = [float(cell.split("lr ")[1]) for cell in header.strip("|").split("|")[1:]]
+    searched = make_cfg("+sweep=landscape").sweep.params.optim.lr  # "choice(0.001, 0.03, 0.5, 1.0)"
+    assert lrs == [float(x) for x in searched.removeprefix("choice(").removesuffix(")").split(",")]
+
+
 @pytest.mark.slow
 def test_the_landscape_sweep_its_report_and_one_trials_own(project: Path) -> None:
     """`+sweep=landscape`, shortened (3 epochs, two rates): every trial logs trajectory.npz; the report writes

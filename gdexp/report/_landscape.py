@@ -1,5 +1,6 @@
-"""Seeing the steps: each run's path on its training-loss surface (`loss_landscape.png`, from the runs'
-trajectory.npz) and what each GD variant's updates cost (`cost.png`, from their metrics).
+"""Seeing the steps: each run's path on its training-loss surface (`loss_landscape.png`, and linear regression's
+paths step by step in `loss_landscape.gif`, from the runs' trajectory.npz) and what each GD variant's updates
+cost (`cost.png`, from their metrics).
 
 The landscape shows, per data set and GD variant, one run of each regime: the too-small run with the largest
 step and the too-large run with the smallest (the pair nearest the just-right band, the contrast a teacher points
@@ -42,8 +43,8 @@ def landscape_runs(report: Report) -> pd.DataFrame:
     if report.single:
         return runs
     runs = runs[runs["regime"].isin(REGIMES)]
-    first = {"too_small": ("lr", False), "just_right": ("final_train_loss", True), "too_large": ("lr", True)}
-    picked = [group.sort_values([first[regime][0], "run_id"], ascending=[first[regime][1], True]).head(1)
+    best = {"too_small": ("lr", False), "just_right": ("final_train_loss", True), "too_large": ("lr", True)}
+    picked = [group.sort_values([best[regime][0], "run_id"], ascending=[best[regime][1], True]).head(1)
               for (_, _, regime), group in runs.groupby(["dataset", "gd_variant", "regime"], sort=False)]
     return pd.concat(picked) if picked else runs
 
