@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
     from gdexp.history import History
 
-__all__ = ["REGIME_COLORS", "REGIME_LINES", "REPORT", "VARIANT_COLORS", "axes", "log_y", "loss_curve", "lr_range",
-           "positive", "regime_handles", "save"]
+__all__ = ["REGIME_COLORS", "REGIME_LINES", "REPORT", "VARIANT_COLORS", "axes", "log_x", "log_y", "loss_curve",
+           "lr_range", "positive", "regime_handles", "save"]
 
 # One colour per regime wherever gdexp draws one (Okabe and Ito's palette, told apart with any colour vision);
 # README lists them. `none`: interrupted or failed runs, which regime figures leave out.
@@ -57,12 +57,22 @@ def regime_handles(regimes: Sequence[str], *, lines: bool = False) -> list[Any]:
 def log_y(ax: Axes) -> None:
     """A log y axis labelled `0.3`, `1`, `100` rather than with mathtext powers of ten, whose parsing
     costs more than the rest of a small figure."""
+    _log(ax, ax.yaxis, ax.set_yscale)
+
+
+def log_x(ax: Axes) -> None:
+    """A log x axis labelled as `log_y` labels y (on a narrow range matplotlib's own labels every minor tick
+    with a power of ten, and they overlap)."""
+    _log(ax, ax.xaxis, ax.set_xscale)
+
+
+def _log(ax: Axes, axis: Any, scale: Any) -> None:
     from gdexp import compat
 
     Plain = compat.log_formatter()
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(Plain())
-    ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    scale("log")
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
 def save(fig: Figure, path: Path) -> Path:

@@ -13,6 +13,7 @@ with the loss of every (logged) update's own batch behind it -- the noise of the
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +170,12 @@ def plot_landscape(report: Report, path: Path) -> Path | None:
             n = shown.loc[shown["dataset"] == case, "n_params"].max()
             fig.text(middle, 1 - 0.95 / height, f"{case} ({n:,.0f} parameters)" if math.isfinite(n) else case,
                      ha="center", va="bottom", fontsize="large", weight="bold")
-        what = "linear regression: the plane is (w, b); " if (shown["n_params"] == 2).any() else ""
-        fig.suptitle(f"{report.name}: gradient descent's path on the training-loss surface (contours: training loss, "
-                     f"log-spaced, pale = low)\n{what}MLP: the plane of the path's top two PCA directions through its "
-                     "final weights (Li et al. 2018), not filter-normalised", y=1 - 0.08 / height, va="top",
+        planes = (["Linear regression: the plane is (w, b)"] if (shown["n_params"] == 2).any() else []) + (
+            ["MLP: the plane of the path's top two PCA directions through its final weights (Li et al. 2018), not "
+             "filter-normalised"] if (shown["n_params"] != 2).any() else [])
+        text = (f"{report.name}: gradient descent's path on the training-loss surface (contours: training loss, "
+                f"log-spaced, pale = low). {'; '.join(planes)}")
+        fig.suptitle(textwrap.fill(text, min(140, int(fig.get_figwidth() * 12))), y=1 - 0.08 / height, va="top",
                      fontsize="medium")
         marks = [Line2D([], [], ls="", marker="o", ms=8, mfc="white", mec="0.1", mew=1.4, label="start"),
                  Line2D([], [], ls="", marker="*", ms=13, mfc="0.1", mec="white", label="end (the final weights)"),
@@ -242,6 +245,7 @@ def plot_cost(report: Report, path: Path) -> Path | None:
     behind; None when no run recorded its cost."""
     import matplotlib
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import StrMethodFormatter
 
     shown = cost_runs(report)
     if shown.empty:
@@ -270,7 +274,9 @@ def plot_cost(report: Report, path: Path) -> Path | None:
                 highs.append(run.initial_train_loss)
             for ax, what in zip(row, ("examples processed by the updates (rows of their batches, summed)",
                                       "seconds spent in the updates (update_time_s)"), strict=True):
-                ax.set_xscale("log")
+                plots.log_x(ax)
+                if ax is row[0]:  # counts: 1,000, not 1e+03
+                    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
                 if plots.positive(lows + highs):
                     plots.log_y(ax)
                     ax.set_ylim(np.nanmin(lows) / 3, np.nanmax(highs) * 2)
