@@ -351,7 +351,8 @@ def test_diverging_command_finishes_marked_diverged(project: Path) -> None:
     (["optim.lrr=1"], "optim.lrr", "did you mean optim.lr?"), (["optim=nadam"], "optim=nadam", "adam"),
     (["optim.lr=abc"], "optim.lr", "a number > 0"), (["foo=1"], "foo", "data, model, gd"),
     (["+trian.epochs=5"], "trian", "did you mean train?"), (["+optim.foo=1"], "optim.foo", "momentum"),
-    (["optim=adamw"], "optim=adamw", "did you mean adam?"), (["+sweep=bogus"], "sweep=bogus", "eos, lr, lr_range"),
+    (["optim=adamw"], "optim=adamw", "did you mean adam?"),
+    (["+sweep=bogus"], "sweep=bogus", "eos, landscape, lr, lr_range"),
     (["optim.lr=["], "optim.lr=[", "cannot read"), (["train.epochs=x"], "train.epochs", "an integer >= 1"),
 ])
 def test_bad_input_fails_before_training_with_no_run(project: Path, args, key: str, shown: str) -> None:
