@@ -62,8 +62,7 @@ class Report:
     @property
     def folder(self) -> Path:
         """Where its files go unless told: sweeps/<sweep>/report, or sweeps/runs/<run id>/report for one run."""
-        return Path("sweeps") / ("runs" if self.single else "") / (self.parent_id if self.single else self.name) / \
-            "report"
+        return Path("sweeps", "runs", self.parent_id, "report") if self.single else Path("sweeps", self.name, "report")
 
 
 def _find_parent(uri: str, experiment_id: str, name: str) -> Any:
