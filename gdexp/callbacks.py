@@ -38,14 +38,17 @@ def callbacks_for(cfg: DictConfig, *, tracker: Callback | None = None, trial: Re
 
     1. `Sharpness` (`diagnostics.sharpness_every` > 0): adds `sharpness` and `stability_ratio` to the epoch rows
        first, so that the pruner, the tracker and the bar see each row whole;
-    2. `Pruning` (a sweep's trial): reports `sweep.metric` to the trial every epoch; when the pruner says so it sets
+    2. `Trajectory` (`diagnostics.trajectory`): records the weights (after every epoch, and inside the first ones
+       through `on_update`); at the end of a finished run, its plane, path and loss grid into
+       `history.artifacts`, before the tracker writes the artifacts;
+    3. `Pruning` (a sweep's trial): reports `sweep.metric` to the trial every epoch; when the pruner says so it sets
        `stop_reason="pruned"`, which the loop obeys after the epoch's callbacks;
-    3. `Labeller` (every run but the range test, which sweeps the learning rate inside one run and so is no regime
+    4. `Labeller` (every run but the range test, which sweeps the learning rate inside one run and so is no regime
        sample): at the end, the regime read from the training curve, into the history, before anything records it;
-    4. `extra`: the caller's own (the range test's log), after the label and before the tracker ends the run;
-    5. the tracker (`tracking.enabled`; the caller builds it, to know its run): buffers every row and at the end
-       writes what the history holds (label included), the artifacts and the status;
-    6. `ProgressBar` (`train.progress`): last, its line shows the row as the others left it.
+    5. `extra`: the caller's own (the range test's log), after the label and before the tracker ends the run;
+    6. the tracker (`tracking.enabled`; the caller builds it, to know its run): buffers every row and at the end
+       writes what the history holds (label and artifacts included) and the status;
+    7. `ProgressBar` (`train.progress`): last, its line shows the row as the others left it.
     """
     chosen: list[Callback] = []
     d = cfg.diagnostics
@@ -53,6 +56,10 @@ def callbacks_for(cfg: DictConfig, *, tracker: Callback | None = None, trial: Re
         from gdexp.diagnostics import Sharpness
 
         chosen.append(Sharpness(d.sharpness_every, d.power_iters, d.probe_size, cfg.train.seed))
+    if d.trajectory:
+        from gdexp.trajectory import Trajectory
+
+        chosen.append(Trajectory())
     if trial is not None:
         chosen.append(Pruning(trial, cfg.sweep.metric))
     if cfg.get("lr_range") is None:

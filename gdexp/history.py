@@ -26,7 +26,10 @@ __all__ = ["Callback", "History"]
 @dataclass
 class History:
     """Everything a run measured, as data. Epoch rows hold `epoch` (1-based), `train_loss` and `train_accuracy`
-    (on the whole training set, after the epoch's last update), `val_loss`, `val_accuracy`, `lr`.
+    (on the whole training set, after the epoch's last update), `val_loss`, `val_accuracy`, `lr`, and what the
+    updates cost so far: `examples_processed` (the rows of every batch an update trained on, summed) and
+    `update_time_s` (seconds spent in the updates themselves: batching, forward, backward and step; not the
+    per-epoch evaluation, nor any callback), so that GD variants compare by cost, not by epochs.
 
     The training loss is measured on the whole set rather than averaged over the epoch's batches: a batch mean
     mixes the weights of every update of the epoch and the noise of each batch, and the regime labels read
@@ -45,6 +48,7 @@ class History:
     regime_reason: str = ""  # the label's reason in one sentence
     edge_of_stability: bool | None = None  # ended with η·λmax at 2 (None: the sharpness was not measured)
     blas: dict[str, str] = field(default_factory=dict)  # threads, library, version, kernel the loop ran on
+    artifacts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # name -> arrays, logged as <name>.npz
 
     def curve(self, key: str) -> np.ndarray:
         """One epoch metric as an array (NaN where an epoch has no value)."""
@@ -52,10 +56,17 @@ class History:
 
 
 class Callback:
-    """Hooks around a run; the loop calls them once per run or per epoch, never per update."""
+    """Hooks around a run; the loop calls them once per run or per epoch, and per update only after the updates a
+    callback names in `watched_updates` (none by default: then the loop pays one integer comparison per update)."""
+
+    watched_updates: frozenset[int] = frozenset()  # 1-based update numbers for `on_update`; read after on_begin
 
     def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, optimizer: Optimizer, history: History) -> None:
         """After data, model and optimizer exist, before the first update."""
+
+    def on_update(self, update: int, model: MLP) -> None:
+        """Right after update number `update` (1-based) when it is in `watched_updates`, the weights just stepped.
+        Its time counts as callback time, not as the update's."""
 
     def on_epoch_end(self, history: History) -> None:
         """After each epoch's row is appended; set `history.stop_reason` to stop the run."""

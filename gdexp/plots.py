@@ -20,12 +20,14 @@ if TYPE_CHECKING:
 
     from gdexp.history import History
 
-__all__ = ["REGIME_COLORS", "REGIME_LINES", "REPORT", "axes", "log_y", "loss_curve", "lr_range", "positive",
-           "regime_handles", "save"]
+__all__ = ["REGIME_COLORS", "REGIME_LINES", "REPORT", "VARIANT_COLORS", "axes", "log_x", "log_y", "loss_curve",
+           "lr_range", "positive", "regime_handles", "save"]
 
 # One colour per regime wherever gdexp draws one (Okabe and Ito's palette, told apart with any colour vision);
 # README lists them. `none`: interrupted or failed runs, which regime figures leave out.
 REGIME_COLORS = {"too_small": "#0072B2", "just_right": "#009E73", "too_large": "#D55E00", "none": "#999999"}
+# One colour per GD variant where a figure draws variants as lines (cost.png): the rest of the same palette.
+VARIANT_COLORS = {"batch": "#000000", "minibatch": "#CC79A7", "stochastic": "#E69F00"}
 # Where a figure spends its colours on something else (loss curves coloured by learning rate), a line style.
 REGIME_LINES = {"too_small": ":", "just_right": "-", "too_large": "--", "none": "-."}
 # Report figures go into papers and slides: sharp at 150 dpi, lettering that stays legible when a figure
@@ -55,12 +57,22 @@ def regime_handles(regimes: Sequence[str], *, lines: bool = False) -> list[Any]:
 def log_y(ax: Axes) -> None:
     """A log y axis labelled `0.3`, `1`, `100` rather than with mathtext powers of ten, whose parsing
     costs more than the rest of a small figure."""
+    _log(ax, ax.yaxis, ax.set_yscale)
+
+
+def log_x(ax: Axes) -> None:
+    """A log x axis labelled as `log_y` labels y (on a narrow range matplotlib's own labels every minor tick
+    with a power of ten, and they overlap)."""
+    _log(ax, ax.xaxis, ax.set_xscale)
+
+
+def _log(ax: Axes, axis: Any, scale: Any) -> None:
     from gdexp import compat
 
     Plain = compat.log_formatter()
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(Plain())
-    ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    scale("log")
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
 def save(fig: Figure, path: Path) -> Path:

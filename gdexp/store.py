@@ -45,6 +45,7 @@ __all__ = [
     "metric",
     "metric_histories",
     "metric_points",
+    "read_artifact",
     "reopen_run",
     "search_runs",
     "set_experiment_tag",
@@ -97,6 +98,8 @@ def _cached_client(uri: str) -> Any:
     # MLflow prints "View run ... / View experiment ..." at every run's end on a tracking server: two lines
     # per trial under a sweep's progress bar, with any password of the URL. gdexp's summary gives the address.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # A download draws a progress bar per file on stderr: a report reading twenty trajectories would print twenty.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # An asynchronous write that fails is logged by MLflow's queue, one line per batch, and raised again when the
     # run's writes are waited for (`log_metrics`' operations): gdexp says it once, there.
     compat.quiet_loggers()
@@ -336,6 +339,23 @@ def metric_points(uri: str, run_ids: Iterable[str], key: str, threads: int = 8) 
             for run_id, points in zip(ids, answers, strict=True):
                 found[run_id] = [(m.step, m.value) for m in points]
     return {run_id: sorted(points) for run_id, points in found.items()}
+
+
+def read_artifact(uri: str, run_id: str, path: str, keys: Sequence[str]) -> dict[str, Any] | None:
+    """The arrays `keys` of the run's .npz artifact `path` (no pickle), or None when the run has no such file.
+    Only those arrays are read: a trajectory's `origin` and `axes` are as long as the network is wide."""
+    import tempfile
+
+    import numpy as np
+
+    client = _client(uri)
+    folder, _, name = path.rpartition("/")
+    if name not in {Path(f.path).name for f in client.list_artifacts(run_id, folder or None)}:
+        return None
+    with tempfile.TemporaryDirectory(prefix="gdexp-artifact-") as tmp:
+        local = client.download_artifacts(run_id, path, tmp)
+        with np.load(local, allow_pickle=False) as saved:
+            return {key: saved[key] for key in keys if key in saved.files}
 
 
 def metric_histories(uri: str, run_ids: Iterable[str], key: str, threads: int = 8) -> dict[str, list[float]]:

@@ -6,8 +6,8 @@ with the time training began as its start, so a config or data error leaves no r
 (a sweep's trial) costs one create, one batch of params, metrics and tags, its artifacts and one end. A long
 run is flushed every `tracking.flush_every_s` (asynchronously), so the UI follows it. Whatever happens, the
 run is ended FINISHED, FAILED or KILLED after everything it was given is written. It records what the run's
-`History` says (the regime label included) and talks to MLflow only through `gdexp.store`. Names (params,
-metrics, tags, artifacts) are a public contract: the README lists them.
+`History` says (the regime label and the arrays of `History.artifacts` included) and talks to MLflow only
+through `gdexp.store`. Names (params, metrics, tags, artifacts) are a public contract: the README lists them.
 """
 
 from __future__ import annotations
@@ -27,12 +27,15 @@ from gdexp.config import mask_secrets
 from gdexp.data import Dataset
 from gdexp.history import Callback, History
 from gdexp.nn import MLP
+from gdexp.nn.mlp import save_npz
 from gdexp.optim import Optimizer
 
 __all__ = ["MlflowTracker", "run_name"]
 
-EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "sharpness", "stability_ratio")
-FINAL_METRICS = ("test_loss", "test_accuracy", "n_params", "train_time_s", "callback_time_s", "sharpness_time_s")
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "sharpness", "stability_ratio",
+                 "examples_processed", "update_time_s")
+FINAL_METRICS = ("test_loss", "test_accuracy", "n_params", "train_time_s", "callback_time_s", "sharpness_time_s",
+                 "trajectory_time_s")
 # history.initial key -> the metrics it is recorded as (at step 0); the rest are `initial_<key>`
 INITIAL_NAMES = {"sharpness": ("sharpness", "sharpness_initial"), "stability_ratio": ("stability_ratio",),
                  "lr_edge": ("lr_edge",)}
@@ -196,6 +199,8 @@ class MlflowTracker(Callback):
             text = OmegaConf.to_yaml(self.cfg, resolve=True)
             (folder / "config.yaml").write_text("\n".join(mask_secrets(line) for line in text.splitlines()) + "\n")
             model.save(folder / "weights.npz")
+            for name, arrays in history.artifacts.items():  # trajectory.npz
+                save_npz(folder / f"{name}.npz", arrays)
             if self.cfg.tracking.loss_curve:
                 plots.loss_curve(history, folder / "loss_curve.png", title=run_name(self.cfg))
             store.log_artifacts(self.uri, self.run_id, folder)

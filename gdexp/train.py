@@ -2,12 +2,15 @@
 
 The loop is the same for the three variants (only the batch size differs): each update is a forward
 and backward pass plus an in-place optimizer step, and its loss goes into a preallocated array.
-Everything else happens once per epoch in callbacks (tracking, pruning, the progress bar), so
-observing a run never slows its updates; the time they take is `callback_time_s`, kept out of
-`train_time_s`, so that a run's training time does not depend on where it is observed from (a
-pruner's report to a PostgreSQL study is a network round trip every epoch). A run that diverges (a
-loss that is NaN, infinite or above `train.divergence_factor` times the initial loss) stops early and
-is a finished result marked `diverged`, not an error.
+Everything else happens once per epoch in callbacks (tracking, pruning, the progress bar), or
+after the few updates a callback asked for (`Callback.watched_updates`: the trajectory's first
+epochs), so observing a run never slows its other updates; the time they take is `callback_time_s`,
+kept out of `train_time_s` and `update_time_s`, so that a run's training time does not depend on
+where it is observed from (a pruner's report to a PostgreSQL study is a network round trip every
+epoch). Every epoch row also says what the updates cost so far: the examples they processed and the
+seconds they took (`History`), the two measures a comparison of GD variants needs. A run that
+diverges (a loss that is NaN, infinite or above `train.divergence_factor` times the initial loss)
+stops early and is a finished result marked `diverged`, not an error.
 
 The BLAS thread count of the loop is `train.threads`: a number pins it; `auto` runs small matrix products
 (below about 8 million multiply-adds each) on one thread, where OpenBLAS's threads cost more in waking and
@@ -80,14 +83,28 @@ def _evaluate(model: MLP, X: np.ndarray, y: np.ndarray, prefix: str, into: dict[
 
 def fit(model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, epochs: int, history: History,
         *, divergence_factor: float, callbacks: Sequence[Callback] = (), schedule: Schedule | None = None) -> None:
-    """Train for `epochs` epochs (or until divergence or a callback's stop), appending to `history`."""
+    """Train for `epochs` epochs (or until divergence or a callback's stop), appending to `history`.
+
+    Each row's cost columns continue the last row's: `examples_processed` grows by the rows of the epoch's
+    batches (min(updates · batch size, training rows): every batch is full but an epoch's last), and
+    `update_time_s` by the time of the epoch's batch loop less the `on_update` hooks in it."""
     start = history.initial.get("train_loss", math.inf)
     limit = divergence_factor * start if math.isfinite(start) and start > 0 else math.inf
     limit = min(limit, np.finfo(np.float64).max)  # an infinite loss is divergence, also when the limit is not finite
     losses, lrs = history.batch_loss, history.lr
     step = history.updates
     history.final.setdefault("callback_time_s", 0.0)
+    watch: dict[int, list[Callback]] = {}
+    for callback in callbacks:
+        for update in callback.watched_updates:
+            watch.setdefault(update, []).append(callback)
+    marks = iter(sorted(u for u in watch if u > step))
+    mark = next(marks, 0)
+    last = history.epochs[-1] if history.epochs else {}
+    examples, seconds = last.get("examples_processed", 0.0), last.get("update_time_s", 0.0)
     for epoch in range(1, epochs + 1):
+        first, paused = step, 0.0
+        began = time.perf_counter()
         for xb, yb in batches:
             if schedule is not None:
                 optimizer.lr = schedule(step, len(losses))
@@ -100,8 +117,18 @@ def fit(model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, epoch
                     f", over {divergence_factor:g} times its initial {start:.4g}" if math.isfinite(loss) else "")
                 break
             optimizer.step(model.params, model.grads)
+            if step == mark:
+                hooked = time.perf_counter()
+                for callback in watch[step]:
+                    callback.on_update(step, model)
+                paused += time.perf_counter() - hooked
+                mark = next(marks, 0)
+        seconds += time.perf_counter() - began - paused
+        examples += min((step - first) * batches.size, len(batches.X))
+        history.final["callback_time_s"] += paused
         history.updates = step
-        row = {"epoch": float(epoch), "lr": optimizer.lr}
+        row = {"epoch": float(epoch), "lr": optimizer.lr, "examples_processed": float(examples),
+               "update_time_s": seconds}
         _evaluate(model, data.X_train, data.y_train, "train", row)
         _evaluate(model, data.X_val, data.y_val, "val", row)
         history.epochs.append(row)

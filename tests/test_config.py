@@ -92,7 +92,7 @@ def test_storages_that_name_their_database_are_accepted(make_cfg, storage: str) 
     (["foo=1"], "foo is not a key of gdexp's config"),
     (["optim=adamw"], "optim=adamw is not an option of optim: choose one of adagrad, adam, rmsprop, sgd "
                       "(did you mean adam?)"),
-    (["+sweep=bogus"], "sweep=bogus is not an option of sweep: choose one of eos, lr, lr_range, regimes"),
+    (["+sweep=bogus"], "sweep=bogus is not an option of sweep: choose one of eos, landscape, lr, lr_range, regimes"),
     (["train.epochs=[1"], "cannot read the override 'train.epochs=[1'"),
     (["+sweep=lr", "sweep.ray.adress=auto"], "sweep.ray.adress is not a key of sweep.ray: its keys are"),
     (["sweep=lr"], "a sweep is added with a +: write +sweep=lr, not sweep=lr"),

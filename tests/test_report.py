@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 LRS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
 FILES = ["runs.csv", "regimes.csv", "regimes.md", "regimes.tex", "regimes.html", "regimes.json", "loss_curves.png",
-         "final_loss_vs_lr.png"]
+         "final_loss_vs_lr.png", "cost.png"]
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,9 @@ def row(trial: int, lr: float, regime: str, *, variant: str = "minibatch", val: 
         group: str = "h64-127") -> dict[str, Any]:
     """One run as `report.build` reads it from MLflow."""
     return {"run_id": f"run{trial:02d}", "run_name": f"lr{lr:g}-h{hidden:g}-{variant}-sgd", "trial": trial,
-            "state": state, "status": status, "gd_variant": variant, "batch_size": "32", "optimizer": "sgd", "lr": lr,
-            "hidden_size": hidden, "hidden_layers": 1.0, "epochs_run": epochs, "initial_train_loss": 2.3,
+            "state": state, "status": status, "dataset": "digits", "gd_variant": variant, "batch_size": "32",
+            "optimizer": "sgd", "lr": lr, "hidden_size": hidden, "hidden_layers": 1.0,
+            "n_params": 74 * hidden + 10, "epochs_run": epochs, "initial_train_loss": 2.3,
             "final_train_loss": val / 2,
             "best_train_loss": val, "final_val_loss": val, "best_val_loss": val, "val_accuracy": 0.9,
             "test_loss": val, "test_accuracy": 0.9, "epochs_to_90pct": 3.0, "diverged": False, "overshot": overshot,

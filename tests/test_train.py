@@ -89,7 +89,10 @@ def test_same_thread_count_same_bits_other_count_only_rounding(make_cfg) -> None
     again, w_again = run(1)
     two, w_two = run(2)
     assert one.blas["threads"] == again.blas["threads"] == "1" and one.blas["library"]
-    assert np.array_equal(one.batch_loss, again.batch_loss) and one.epochs == again.epochs
+    def measured(history: History) -> list[dict[str, float]]:  # the numbers of the run, not how long it took
+        return [{k: v for k, v in row.items() if k != "update_time_s"} for row in history.epochs]
+
+    assert np.array_equal(one.batch_loss, again.batch_loss) and measured(one) == measured(again)
     assert all(np.array_equal(w_one[k], w_again[k]) for k in w_one)
     np.testing.assert_allclose(two.batch_loss, one.batch_loss, rtol=1e-5)
     for key in w_one:
@@ -144,6 +147,67 @@ def test_callback_time_is_kept_out_of_the_training_time(make_cfg) -> None:
     assert slow["train_time_s"] + slow["callback_time_s"] <= wall
 
 
+@pytest.mark.parametrize("variant", ["gd=batch", "gd=minibatch", "gd=stochastic"])
+def test_every_epoch_row_counts_the_examples_its_updates_processed(make_cfg, variant: str) -> None:
+    """Cumulative rows of the updates' batches: a whole training set per finished epoch, whatever the batch size;
+    a run that diverged inside an epoch counts the batches it got to (the one that diverged included)."""
+    cfg = make_cfg("tracking.enabled=false", "data=linear", "model.hidden_layers=0", variant, "train.epochs=4",
+                   "optim.lr=0.05")
+    n = len(load(cfg.data, cfg.train.dtype).X_train)
+    history = train.run(cfg)
+    assert history.curve("examples_processed").tolist() == [n, 2 * n, 3 * n, 4 * n]
+    blown = train.run(make_cfg("tracking.enabled=false", "data=linear", "model.hidden_layers=0", variant,
+                               "train.epochs=4", "optim.lr=50"))
+    size = n if variant == "gd=batch" else 32 if variant == "gd=minibatch" else 1
+    per_epoch = -(-n // size)
+    full, inside = divmod(blown.updates, per_epoch)
+    assert blown.diverged and blown.curve("examples_processed")[-1] == full * n + min(inside * size, n)
+
+
+def test_update_time_leaves_out_the_hooks_and_the_evaluation(make_cfg) -> None:
+    """Structural, not a stopwatch bound: a hook that sleeps 0.05 s after three updates is callback time; the
+    updates' time grows every epoch and is a part of the training time, which leaves the hooks out (had the
+    0.15 s of sleep been counted as update time, it would exceed the training time)."""
+    class Hook(Callback):
+        watched_updates = frozenset({2, 40, 41})
+
+        def on_update(self, update: int, model) -> None:
+            time.sleep(0.05)
+
+    cfg = make_cfg("tracking.enabled=false", "train.epochs=3")
+    history = train.run(cfg, [Hook()])
+    seconds = history.curve("update_time_s")
+    assert np.all(np.diff(seconds) > 0) and seconds[0] > 0
+    assert history.final["callback_time_s"] >= 0.15
+    assert seconds[-1] <= history.final["train_time_s"]
+
+
+def test_on_update_sees_the_weights_right_after_its_update(make_cfg) -> None:
+    """Full-batch GD makes one update an epoch, so the weights after update k are those at the end of epoch k."""
+    class Both(Callback):
+        watched_updates = frozenset({1, 2, 3})
+
+        def __init__(self) -> None:
+            self.model = None
+            self.after_update: list[tuple[int, np.ndarray]] = []
+            self.after_epoch: list[np.ndarray] = []
+
+        def on_begin(self, cfg, data, model, optimizer, history) -> None:
+            self.model = model
+
+        def on_update(self, update: int, model) -> None:
+            self.after_update.append((update, model.params["W0"].copy()))
+
+        def on_epoch_end(self, history: History) -> None:
+            self.after_epoch.append(self.model.params["W0"].copy())
+
+    both = Both()
+    train.run(make_cfg("tracking.enabled=false", "gd=batch", "train.epochs=4"), [both])
+    assert [u for u, _ in both.after_update] == [1, 2, 3]
+    assert all(np.array_equal(w, both.after_epoch[i]) for i, (_, w) in enumerate(both.after_update))
+    assert not np.array_equal(both.after_epoch[0], both.after_epoch[1])
+
+
 def test_recorded_run_in_a_real_store(make_cfg, project: Path) -> None:
     cfg = make_cfg("train.epochs=3", "tracking.batch_loss_stride=5")
     tracker = MlflowTracker(cfg)
@@ -169,8 +233,12 @@ def test_recorded_run_in_a_real_store(make_cfg, project: Path) -> None:
     assert batch[0].value == pytest.approx(history.batch_loss[4])
     for key in ("val_loss", "val_accuracy", "train_accuracy"):
         assert len(client.get_metric_history(tracker.run_id, key)) == 3
+    for key in ("examples_processed", "update_time_s"):  # what the updates cost, epoch by epoch
+        points = client.get_metric_history(tracker.run_id, key)
+        assert [(p.step, p.value) for p in points] == [(e, pytest.approx(v)) for e, v in
+                                                       enumerate(history.curve(key), start=1)]
     artifacts = {a.path for a in client.list_artifacts(tracker.run_id)}
-    assert {"config.yaml", "loss_curve.png", "weights.npz"} <= artifacts
+    assert {"config.yaml", "loss_curve.png", "weights.npz"} <= artifacts and "trajectory.npz" not in artifacts
     local = Path(client.download_artifacts(tracker.run_id, "weights.npz", str(project)))
     with np.load(local, allow_pickle=False) as weights:
         assert sorted(weights.files) == ["W0", "W1", "b0", "b1"] and weights["W0"].shape == (64, 64)
@@ -290,7 +358,8 @@ def test_diverging_command_finishes_marked_diverged(project: Path) -> None:
     (["optim.lrr=1"], "optim.lrr", "did you mean optim.lr?"), (["optim=nadam"], "optim=nadam", "adam"),
     (["optim.lr=abc"], "optim.lr", "a number > 0"), (["foo=1"], "foo", "data, model, gd"),
     (["+trian.epochs=5"], "trian", "did you mean train?"), (["+optim.foo=1"], "optim.foo", "momentum"),
-    (["optim=adamw"], "optim=adamw", "did you mean adam?"), (["+sweep=bogus"], "sweep=bogus", "eos, lr, lr_range"),
+    (["optim=adamw"], "optim=adamw", "did you mean adam?"),
+    (["+sweep=bogus"], "sweep=bogus", "eos, landscape, lr, lr_range"),
     (["optim.lr=["], "optim.lr=[", "cannot read"), (["train.epochs=x"], "train.epochs", "an integer >= 1"),
 ])
 def test_bad_input_fails_before_training_with_no_run(project: Path, args, key: str, shown: str) -> None:

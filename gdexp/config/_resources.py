@@ -3,8 +3,9 @@
 A typo (`train.epochs=1000000000000`, `model.hidden_size=65536 model.hidden_layers=3`, `data.n=...`) would
 otherwise be found out by the kernel's OOM killer, with no message, or by a MemoryError deep in NumPy. The
 estimate counts the large arrays a run holds: the data set (read as float64, then cast), the weights with
-their gradients and optimizer state, the activations of a batch and of an evaluation chunk, and the loss and
-learning rate of every update; times the worker processes of a local sweep. It is an estimate: it refuses
+their gradients and optimizer state, the activations of a batch and of an evaluation chunk, the loss and
+learning rate of every update, and the weights along a recorded trajectory; times the worker processes of a
+local sweep. It is an estimate: it refuses
 only what cannot fit in the memory the machine has free.
 """
 
@@ -22,6 +23,7 @@ __all__ = ["available_memory", "estimate", "memory_problem"]
 
 KNOWN = {"digits": (1797, 64, 10), "mnist": (70_000, 784, 10)}  # rows, features, outputs
 EVAL_ROWS = 8192  # rows per evaluation pass (`gdexp.nn.mlp.EVAL_CHUNK`)
+TRAJECTORY_INSIDE = 100  # points the trajectory records inside its first epochs, at most (EARLY_EPOCHS x EARLY_POINTS)
 PROCESS = 150 * 2**20  # a worker's own interpreter, libraries and buffers
 
 
@@ -75,6 +77,9 @@ def estimate(cfg: Any) -> dict[str, float]:
         + (params * 8 * 4 if cfg.diagnostics.sharpness_every else 0),
         "the activations": (batch + min(rows, EVAL_ROWS)) * width * item * 2,
         "the loss and learning rate of every update": updates * 16,
+        # the weights at every recorded point, in the model's dtype, then as float64 and centred for the plane
+        "the recorded trajectory": (float(cfg.train.epochs) + 1 + TRAJECTORY_INSIDE) * params * (item + 16)
+        if cfg.diagnostics.trajectory else 0.0,
     }
     parts["total"] = sum(parts.values())
     return parts
@@ -105,4 +110,5 @@ def memory_problem(cfg: Any) -> str | None:
     each = f" x {workers} workers (sweep.n_workers)" if workers > 1 else ""
     return (f"this run needs about {_size(need)} of memory{each}, most of it for {largest} "
             f"({_size(parts[largest])}), and this machine has {_size(free)} free: make it smaller "
-            "(train.epochs, model.hidden_size, model.hidden_layers, data.n, data.d, gd.batch_size)")
+            "(train.epochs, model.hidden_size, model.hidden_layers, data.n, data.d, gd.batch_size"
+            + (", or diagnostics.trajectory=false)" if cfg.diagnostics.trajectory else ")"))

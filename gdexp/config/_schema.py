@@ -236,6 +236,7 @@ class DiagnosticsConf:
     sharpness_every: int = num(low=0, high=MAX_EPOCHS, integer=True)
     power_iters: int = num(low=1, high=10_000, integer=True)
     probe_size: int = num(low=1, high=MAX_ROWS, integer=True)
+    trajectory: bool = flag()
 
 
 # ------------------------------------------------------------------------------ sweep, lr_range

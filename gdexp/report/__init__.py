@@ -1,18 +1,25 @@
 """`python -m gdexp.report NAME`: a sweep's runs, read from MLflow, as the tables and plots a report needs.
 
-NAME is a sweep's name (`sweep.name`) or its parent run id. The report reads only the MLflow store
+NAME is a sweep's name (`sweep.name`) or its parent run id; the id of any other run (a single `python -m gdexp`
+run, one trial) gives that run's own figures, `loss_landscape.png` (.gif) and `cost.png` (and its row in `runs.csv`),
+under `sweeps/runs/<run id>/report/`. The report reads only the MLflow store
 (a SQLite file or a tracking server): the parent run, its child runs with their params, final metrics
 and tags, and each child's `val_loss` history. It writes under `sweeps/<name>/report/` (or `--out`)
 and logs the same files to the sweep's parent run (folder `report/`):
 
 - `runs.csv`: one row per run, raw numbers as stored;
-- `regimes.{csv,md,tex,html,json}`: learning rate (and hidden size) down, GD variant across, each cell
+- `regimes.{csv,md,tex,html,json}`: learning rate (and data set, hidden size) down, GD variant across, each cell
   the final validation loss (accuracy) and regime, with the epochs each run ran, plus the best run per
   variant and a caption saying which runs the table covers -- and, when the experiment holds a
   learning-rate range test on the same data, GD variant and optimizer, its suggestion beside the
   sweep's best learning rates;
 - `loss_curves.png`, `final_loss_vs_lr.png`, `lr_hidden_heatmap.png` (the last when the sweep varied
-  the hidden size).
+  the hidden size);
+- `loss_landscape.png` (when runs recorded their trajectory, `diagnostics.trajectory`): each GD variant's
+  path on the training-loss surface at a too-small, the just-right and a too-large step (`_landscape.py`),
+  and `loss_landscape.gif`, its linear-regression block step by step (when a run has two parameters);
+- `cost.png` (when runs recorded what their updates cost: every run of this gdexp): the training loss
+  against the examples processed and the seconds the updates took, one line per GD variant.
 
 The regime tables and figures hold the runs that have a regime: finished and pruned trials. An
 interrupted or failed trial (`regime=none`) is listed in `runs.csv` and counted apart in the caption.

@@ -10,6 +10,7 @@ from gdexp.config import mask_secrets
 from gdexp.regimes import REGIMES
 from gdexp.report._bands import recommend
 from gdexp.report._figures import plot_final_loss_vs_lr, plot_loss_curves, plot_lr_hidden_heatmap
+from gdexp.report._landscape import animate_steps, plot_cost, plot_landscape
 from gdexp.report._read import Report, ReportError, build
 from gdexp.report._render import as_json, html_page, latex, markdown, tables
 from gdexp.report._stability import plot_sharpness
@@ -20,7 +21,9 @@ FORMATS = ("csv", "md", "tex", "html", "json", "png")
 
 
 def write(report: Report, out: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write the report files into `out`; return their paths."""
+    """Write the report files into `out`; return their paths. A single run's report is its own figures."""
+    if report.single:
+        return _write_run(report, out, formats)
     if not report.runs["regime"].isin(REGIMES).any():
         raise ReportError(f"sweep {report.name!r} has no finished or pruned run yet: nothing has a regime")
     problems = order_problems(report.runs)
@@ -45,8 +48,30 @@ def write(report: Report, out: Path, formats: Sequence[str] = FORMATS) -> list[P
         written += [plot_loss_curves(report, out / "loss_curves.png"),
                     plot_final_loss_vs_lr(report, out / "final_loss_vs_lr.png")]
         optional = (plot_lr_hidden_heatmap(report, out / "lr_hidden_heatmap.png"),
-                    plot_sharpness(report, out / "sharpness.png"))
+                    plot_sharpness(report, out / "sharpness.png"), *_seen(report, out))
         written += [path for path in optional if path is not None]
+    return written
+
+
+def _seen(report: Report, out: Path) -> tuple[Path | None, Path | None, Path | None]:
+    """loss_landscape.png, its linear-regression block step by step (loss_landscape.gif) and cost.png, each when
+    the runs carry what it draws."""
+    return (plot_landscape(report, out / "loss_landscape.png"), animate_steps(report, out / "loss_landscape.gif"),
+            plot_cost(report, out / "cost.png"))
+
+
+def _write_run(report: Report, out: Path, formats: Sequence[str]) -> list[Path]:
+    """One run: runs.csv (its row) and the figures of its own steps and cost."""
+    if report.parent_id not in report.trajectories and report.parent_id not in report.costs:
+        raise ReportError(f"run {report.parent_id} ({report.name}) recorded neither a trajectory nor its cost: run it "
+                          "again with diagnostics.trajectory=true for its path on the loss surface")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if "csv" in formats:
+        report.runs.to_csv(out / "runs.csv", index=False)
+        written.append(out / "runs.csv")
+    if "png" in formats:
+        written += [path for path in _seen(report, out) if path is not None]
     return written
 
 
@@ -64,14 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> errors.Parser:
     parser = errors.Parser(
         prog="python -m gdexp.report",
-        description="Turn a sweep's MLflow runs into tables (csv, md, tex, html, json) and plots for a report. "
-                    "Reads only the MLflow store; writes sweeps/<name>/report/ and logs the files to the "
-                    "sweep's parent run under report/.")
-    parser.add_argument("name", help="the sweep's name (sweep.name, e.g. lr or regimes) or its parent run id")
+        description="Turn a sweep's MLflow runs into tables (csv, md, tex, html, json) and plots for a report, or "
+                    "one run into the figures of its own steps and cost. Reads only the MLflow store; writes "
+                    "sweeps/<name>/report/ (one run: sweeps/runs/<run id>/report/) and logs the files to the "
+                    "sweep's parent run (or the run) under report/.")
+    parser.add_argument("name", help="the sweep's name (sweep.name, e.g. lr or regimes), its parent run id, or the id "
+                                     "of one run")
     parser.add_argument("--uri", default=DEFAULT_URI,
                         help=f"MLflow tracking URI: a SQLite store or http://host:port (default {DEFAULT_URI})")
     parser.add_argument("--experiment", default="gdexp", help="MLflow experiment holding the sweep (default gdexp)")
-    parser.add_argument("--out", type=Path, help="output folder (default sweeps/<name>/report)")
+    parser.add_argument("--out", type=Path, help="output folder (default sweeps/<name>/report, or "
+                                                 "sweeps/runs/<run id>/report)")
     parser.add_argument("--formats", default=",".join(FORMATS),
                         help=f"comma-separated subset of {','.join(FORMATS)} (default all)")
     parser.add_argument("--fraction", type=float, default=0.9,
@@ -95,14 +123,19 @@ def _report(argv: Sequence[str] | None) -> int:
     if args.out is not None and (bad := reach.writable_folder(args.out)) is not None:
         raise ReportError(f"--out={args.out} cannot be used: {bad}")
     report = build(args.name, uri=args.uri, experiment=args.experiment, fraction=args.fraction)
-    out = args.out or Path("sweeps") / report.name / "report"
+    out = args.out or report.folder
     written = write(report, out, formats)
     if not args.no_log:
         log_to_parent(report, out)
-    print("\n".join(caption(report)))
-    for row in recommend(report).itertuples(index=False):
-        print(f"Recommended learning rate, {row[0]}: {fmt_lr(row[1])} -- {row[5]} (range test: {fmt_lr(row[3])}; "
-              f"2/λmax(0): {fmt_lr(row[4])})")
+    if report.single:
+        run = report.runs.iloc[0]
+        print(f"Run {report.parent_id} ({report.name}, experiment {report.experiment!r}): {run['gd_variant']} GD, lr "
+              f"{run['lr']:g}, {run['regime'] or 'no regime'}; its path on the loss surface and what its updates cost.")
+    else:
+        print("\n".join(caption(report)))
+        for row in recommend(report).itertuples(index=False):
+            print(f"Recommended learning rate, {row[0]}: {fmt_lr(row[1])} -- {row[5]} (range test: "
+                  f"{fmt_lr(row[3])}; 2/λmax(0): {fmt_lr(row[4])})")
     print(f"\n{len(written)} files in {out}" + ("" if args.no_log else
                                                   f", also on MLflow run {report.parent_id} under report/"))
     for path in written:

@@ -1,4 +1,4 @@
-"""Reading a sweep from the MLflow store (through `gdexp.store`) into a `Report`: one row per run."""
+"""Reading a sweep, or one run, from the MLflow store (through `gdexp.store`) into a `Report`: one row per run."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,16 +19,31 @@ from gdexp.config import CONFIG_DIR, VARIANTS, UsageError, mask_secrets
 from gdexp.regimes import NONE
 from gdexp.store import DEFAULT_URI
 
-LABELLED = ("COMPLETE", "PRUNED")  # the trial states that have a regime
+LABELLED = ("COMPLETE", "PRUNED", "FINISHED")  # the trial states that have a regime (FINISHED: a run outside a sweep)
+TRAJECTORY = ("path", "loss", "grid_x", "grid_y", "grid_loss", "explained", "epoch")  # what the figures draw of it
 
 
 class ReportError(UsageError):
     """A report cannot be made (unknown sweep, no runs, unreachable store): the message says why."""
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What a run's updates cost, from its metrics: after each epoch (from 1) the examples processed so far, the
+    seconds the updates took so far, and the training loss; and the loss of each update's own batch (`batch_loss`,
+    thinned as the run logged it) by update number: the noise each GD variant's steps see."""
+
+    examples: np.ndarray
+    seconds: np.ndarray
+    loss: np.ndarray
+    updates: np.ndarray
+    batch_loss: np.ndarray
+
+
 @dataclass
 class Report:
-    """What `build` read: the parent run, one row per child, and each child's val_loss per epoch."""
+    """What `build` read: the parent run (or the one run itself), one row per child, and each child's val_loss
+    per epoch."""
 
     name: str
     parent_id: str
@@ -39,6 +55,14 @@ class Report:
     range_test: dict[str, Any] | None  # the latest matching lr_range run's suggestion, if any
     fraction: float
     sharpness: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # run id -> (epochs, λmax)
+    trajectories: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # run id -> trajectory.npz's arrays
+    costs: dict[str, Cost] = field(default_factory=dict)  # run id -> what its updates cost
+    single: bool = False  # one run outside any sweep: its report is its own figures
+
+    @property
+    def folder(self) -> Path:
+        """Where its files go unless told: sweeps/<sweep>/report, or sweeps/runs/<run id>/report for one run."""
+        return Path("sweeps", "runs", self.parent_id, "report") if self.single else Path("sweeps", self.name, "report")
 
 
 def _find_parent(uri: str, experiment_id: str, name: str) -> Any:
@@ -112,12 +136,14 @@ def _row(run: Any, curve: np.ndarray, fraction: float, train: np.ndarray, ratios
         "trial": int(t["optuna.trial"]) if t.get("optuna.trial", "").isdigit() else None,
         "state": state,
         "status": run.info.status,
+        "dataset": t.get("dataset", p.get("data.name", "")),
         "gd_variant": p.get("gd.variant", t.get("gd.variant", "")),
         "batch_size": p.get("gd.batch_size", ""),
         "optimizer": p.get("optim.name", t.get("optimizer", "")),
         "lr": _number(p.get("optim.lr")),
-        "hidden_size": _number(p.get("model.hidden_size")),
+        "hidden_size": _number(p.get("model.hidden_size")) if p.get("model.hidden_layers") != "0" else math.nan,
         "hidden_layers": _number(p.get("model.hidden_layers")),
+        "n_params": m.get("n_params", math.nan),
         "epochs_run": m.get("epochs_run", float(len(epochs))),
         "initial_train_loss": float(train[0]),
         "final_train_loss": m.get("train_loss", math.nan),
@@ -144,7 +170,8 @@ def _row(run: Any, curve: np.ndarray, fraction: float, train: np.ndarray, ratios
 
 def build(name: str, *, uri: str = DEFAULT_URI, experiment: str = "gdexp", fraction: float = 0.9,
           threads: int = 8) -> Report:
-    """Read a sweep's parent and children from MLflow into a `Report`."""
+    """Read a sweep's parent and children from MLflow into a `Report`; given the id of a run that is no sweep's
+    parent (a `python -m gdexp` run, or one trial of a sweep), that run alone (`Report.single`)."""
     if not 0 < fraction <= 1:
         raise ReportError(f"--fraction={fraction} is not allowed: a share in (0, 1]")
     if store.local_store_missing(uri):
@@ -154,8 +181,10 @@ def build(name: str, *, uri: str = DEFAULT_URI, experiment: str = "gdexp", fract
         names = ", ".join(store.experiment_names(uri)) or "none"
         raise ReportError(f"no experiment {experiment!r} in {mask_secrets(uri)} (experiments there: {names})")
     parent = _find_parent(uri, experiment_id, name)
-    sweep_name = parent.data.tags.get("gdexp.sweep", name)
-    children = store.search_runs(uri, experiment_id, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    single = parent.data.tags.get("gdexp.role") != "sweep"
+    children = [parent] if single else store.search_runs(
+        uri, experiment_id, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    sweep_name = parent.info.run_name if single else parent.data.tags.get("gdexp.sweep", name)
     if not children:
         raise ReportError(f"sweep {sweep_name!r} (parent run {parent.info.run_id}) has no runs yet")
 
@@ -176,7 +205,34 @@ def build(name: str, *, uri: str = DEFAULT_URI, experiment: str = "gdexp", fract
                               ratios.get(r.info.run_id, [])) for r in children])
     runs = sort_runs(runs)
     return Report(sweep_name, parent.info.run_id, experiment, uri, runs, curves, train,
-                  _range_test(uri, experiment_id, parent), fraction, sharpness)
+                  None if single else _range_test(uri, experiment_id, parent), fraction, sharpness,
+                  _trajectories(uri, children), _costs(uri, children, train, threads), single)
+
+
+def _trajectories(uri: str, runs: Sequence[Any]) -> dict[str, dict[str, np.ndarray]]:
+    """The arrays the figures draw of each run's trajectory.npz, for the runs that recorded one."""
+    found = {}
+    for run in runs:
+        if run.data.params.get("diagnostics.trajectory") == "True" and run.info.status == "FINISHED":
+            arrays = store.read_artifact(uri, run.info.run_id, "trajectory.npz", TRAJECTORY)
+            if arrays is not None:
+                found[run.info.run_id] = arrays
+    return found
+
+
+def _costs(uri: str, runs: Sequence[Any], train: dict[str, np.ndarray], threads: int) -> dict[str, Cost]:
+    """What each run's updates cost (`Cost`; `train`: the training-loss curves read already), for the runs that
+    recorded it (older runs have no `examples_processed`)."""
+    ids = [r.info.run_id for r in runs if "examples_processed" in r.data.metrics]
+    read = {key: store.metric_points(uri, ids, key, threads)
+            for key in ("examples_processed", "update_time_s", "batch_loss")}
+
+    def column(key: str, run_id: str, at: int) -> np.ndarray:
+        return np.array([point[at] for point in read[key][run_id]], dtype=float)
+
+    return {run_id: Cost(column("examples_processed", run_id, 1), column("update_time_s", run_id, 1),
+                         train[run_id][1:], column("batch_loss", run_id, 0), column("batch_loss", run_id, 1))
+            for run_id in ids}
 
 
 def variant_order(names: Any) -> list[str]:

@@ -31,16 +31,21 @@ def fmt_acc(x: float) -> str:
 
 
 def representatives(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs the regime tables and figures show: per (learning rate, hidden size, variant), among the
-    runs that have a regime, the finished run with the lowest final val loss (a pruned or diverged one
+    """The runs the regime tables and figures show: per (data set, learning rate, hidden size, variant), among
+    the runs that have a regime, the finished run with the lowest final val loss (a pruned or diverged one
     only if there is nothing better there). The lr is rounded to 3 significant digits to form the rows."""
     shown = runs[runs["regime"].isin(REGIMES)].copy()
     shown["lr_key"] = shown["lr"].map(lambda x: float(f"{x:.3g}") if math.isfinite(x) else x)
     shown["_pruned"] = shown["state"] != "COMPLETE"
     shown["_rank"] = shown["final_val_loss"].where(np.isfinite(shown["final_val_loss"]), np.inf)
-    shown = shown.sort_values(["lr_key", "hidden_size", "gd_variant", "_pruned", "_rank", "run_id"], kind="stable")
-    return (shown.groupby(["lr_key", "hidden_size", "gd_variant"], sort=False, dropna=False).head(1)
-            .drop(columns=["_pruned", "_rank"]))
+    keys = ["dataset", "lr_key", "hidden_size", "gd_variant"]
+    shown = shown.sort_values([*keys, "_pruned", "_rank", "run_id"], kind="stable")
+    return shown.groupby(keys, sort=False, dropna=False).head(1).drop(columns=["_pruned", "_rank"])
+
+
+def several_datasets(runs: pd.DataFrame) -> bool:
+    """Does the report hold runs of more than one data set (`+sweep=landscape`)? Its tables then say which."""
+    return runs["dataset"].nunique() > 1
 
 
 def _cell(run: Any) -> str:
@@ -60,28 +65,35 @@ def pivot(report: Report) -> pd.DataFrame:
     reps["epochs"] = reps["epochs_run"].map(lambda x: f"{x:.0f}" if math.isfinite(x) else "—")
     reps["ratio"] = [fmt_ratios(r.ratio_start, r.ratio_end) for r in reps.itertuples()]
     measured = bool(np.isfinite(reps["ratio_start"]).any())  # then each variant gains a column η·λmax start → end
-    reps["hidden_size"] = reps["hidden_size"].fillna(-1.0)
-    wide = reps.pivot(index=["lr_key", "hidden_size"], columns="gd_variant",
+    reps["hidden_size"] = reps["hidden_size"].fillna(-1.0)  # no hidden layer (or unknown): "—"
+    wide = reps.pivot(index=["dataset", "lr_key", "hidden_size"], columns="gd_variant",
                       values=["cell", "epochs", "ratio"]).sort_index()
-    table = pd.DataFrame({"hidden size": [f"{h:.0f}" if h >= 0 else "—" for _, h in wide.index]})
+    table = pd.DataFrame({"hidden size": [f"{h:.0f}" if h >= 0 else "—" for _, _, h in wide.index]})
+    if several_datasets(reps):
+        table.insert(0, "data set", [d for d, _, _ in wide.index])
     for variant in variant_order(reps["gd_variant"]):
         table[variant] = wide[("cell", variant)].to_numpy()
         table[f"{variant} epochs"] = wide[("epochs", variant)].to_numpy()
         if measured:
             table[f"{variant} η·λmax"] = wide[("ratio", variant)].to_numpy()
     table = table.fillna("—")
-    table.index = pd.Index([fmt_lr(lr) for lr, _ in wide.index], name="learning rate")
+    table.index = pd.Index([fmt_lr(lr) for _, lr, _ in wide.index], name="learning rate")
     return table
 
 
 def best_per_variant(report: Report) -> pd.DataFrame:
-    """The run with the lowest final validation loss (the sweep's objective) of each GD variant."""
+    """The run with the lowest final validation loss (the sweep's objective) of each GD variant (and data set,
+    when the report holds several: losses of different data sets do not compare)."""
     ok = report.runs[(report.runs["state"] == "COMPLETE") & ~report.runs["diverged"]
                      & np.isfinite(report.runs["final_val_loss"])]
-    best = ok.sort_values(["final_val_loss", "run_id"], kind="stable").groupby("gd_variant", sort=False).head(1)
+    best = (ok.sort_values(["final_val_loss", "run_id"], kind="stable")
+            .groupby(["dataset", "gd_variant"], sort=False).head(1))
     order = {v: i for i, v in enumerate(variant_order(best["gd_variant"]))}
-    best = best.sort_values("gd_variant", key=lambda s: s.map(order.get), kind="stable")
+    best = best.sort_values(["dataset", "gd_variant"], key=lambda s: s.map(order.get) if s.name == "gd_variant" else s,
+                            kind="stable")
+    several = {"data set": best["dataset"]} if several_datasets(report.runs) else {}
     return pd.DataFrame({
+        **several,
         "GD variant": best["gd_variant"], "learning rate": best["lr"].map(fmt_lr),
         "hidden size": best["hidden_size"].map(lambda x: f"{x:.0f}" if math.isfinite(x) else "—"),
         "val loss": best["final_val_loss"].map(fmt_loss), "val accuracy": best["val_accuracy"].map(fmt_acc),
