@@ -171,8 +171,11 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
         status, error = (("KILLED", failure.interrupted) if failure.interrupted is not None
                          else ("FAILED", failure.error) if failure.error is not None else ("FINISHED", None))
     finally:
-        for callback in begun:
-            callback.on_end(history, model, status, error)
+        for callback in begun:  # each one ends, also after an earlier one's end failed: the tracker ends its run
+            with errors.captured() as ending:
+                callback.on_end(history, model, status, error)
+            if error is None and (ending.interrupted or ending.error) is not None:
+                status, error = ("KILLED", ending.interrupted) if ending.interrupted else ("FAILED", ending.error)
     if error is not None:
         raise error
     return history

@@ -288,6 +288,22 @@ def test_interrupted_or_failing_run_is_closed_with_its_metrics(make_cfg, project
     assert ("error" in run.data.tags) == (status == "FAILED")
 
 
+def test_a_callback_whose_end_fails_fails_the_run_and_the_later_ones_still_end(make_cfg, project: Path) -> None:
+    """A callback before the tracker (the trajectory's, the label's) raises at the end: the tracker still ends its
+    run, FAILED with the error, and the error reaches the caller."""
+    class Broken(Callback):
+        def on_end(self, history, model, status, error) -> None:
+            raise RuntimeError("the end went wrong")
+
+    cfg = make_cfg("train.epochs=2")
+    tracker = MlflowTracker(cfg)
+    with pytest.raises(RuntimeError, match="the end went wrong"):
+        train.run(cfg, [Broken(), tracker])
+    run = mlflow_client(cfg.tracking.uri).get_run(tracker.run_id)
+    assert run.info.status == "FAILED" and "the end went wrong" in run.data.tags["error"]
+    assert len(mlflow_client(cfg.tracking.uri).get_metric_history(tracker.run_id, "train_loss")) == 2
+
+
 def test_ctrl_c_while_the_run_is_being_written_is_raised_once_it_is_whole(make_cfg, project: Path,
                                                                           installed: None) -> None:
     """The run is created at its first write (here: the end). A Ctrl-C that arrives while it is created waits

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from gdexp import regimes
-from gdexp.report._read import Report, variant_order
+from gdexp.report._read import Report, several_datasets, variant_panels
 
 __all__ = ["bands", "recommend"]
 
@@ -24,20 +24,26 @@ BAND_COLUMNS = ["GD variant", "sibling group", "band low", "band high", "just-ri
                 "recommended lr", "reason"]
 
 
-def bands(report: Report) -> pd.DataFrame:
+def bands(report: Report, *, every_data_set: bool = False) -> pd.DataFrame:
     """One row per (GD variant, sibling group) with a just-right run: the band's ends and size, the edge above it,
-    the recommended learning rate and why (numbers, not text)."""
+    the recommended learning rate and why (numbers, not text); a first column `data set` when there are several
+    (or `every_data_set`: always, for a caller that looks rows up by it)."""
     runs = report.runs[report.runs["regime"].isin(regimes.REGIMES)]
     rows = []
-    for variant in variant_order(runs["gd_variant"]):
-        mine = runs[runs["gd_variant"] == variant]
+    for dataset, variant, _label in variant_panels(runs):
+        mine = runs[(runs["dataset"] == dataset) & (runs["gd_variant"] == variant)]
         for group in sorted(set(mine["sibling_group"]), key=_capacity_first):
             points = mine[mine["sibling_group"] == group]
             found = regimes.band(list(zip(points["lr"], points["regime"], strict=True)))
             if found is not None:
-                rows.append((variant, group, found.low, found.high, found.runs, found.edge, found.recommended,
+                rows.append((dataset, variant, group, found.low, found.high, found.runs, found.edge, found.recommended,
                              found.reason))
-    return pd.DataFrame(rows, columns=BAND_COLUMNS)
+    return _data_set_column(pd.DataFrame(rows, columns=["data set", *BAND_COLUMNS]), runs, every_data_set)
+
+
+def _data_set_column(table: pd.DataFrame, runs: pd.DataFrame, keep: bool) -> pd.DataFrame:
+    """The `data set` column kept where the runs hold several, or when asked."""
+    return table if keep or several_datasets(runs) else table.drop(columns="data set")
 
 
 def _capacity_first(group: str) -> tuple[float, str]:
@@ -47,32 +53,36 @@ def _capacity_first(group: str) -> tuple[float, str]:
     return (float(low) if low.isdigit() else math.inf, group)
 
 
-def recommend(report: Report) -> pd.DataFrame:
-    """One row per GD variant: the recommended learning rate, its group and reason, the range test's suggestion
-    and the median `lr_edge` (2/λmax at initialisation) of the variant's runs (numbers; NaN where there is none)."""
-    runs, table = report.runs, bands(report)
+def recommend(report: Report, *, every_data_set: bool = False) -> pd.DataFrame:
+    """One row per GD variant (and data set, when there are several, or `every_data_set`): the recommended learning
+    rate, its group and reason, the range test's suggestion and the median `lr_edge` (2/λmax at initialisation) of
+    the variant's runs (numbers; NaN where there is none)."""
+    runs, table = report.runs, bands(report, every_data_set=True)
     rt = report.range_test
     rows = []
-    for variant in variant_order(runs["gd_variant"]):
-        edges = runs.loc[runs["gd_variant"] == variant, "lr_edge"].dropna()
+    for dataset, variant, _label in variant_panels(runs[runs["regime"].isin(regimes.REGIMES)]):
+        here = (runs["dataset"] == dataset) & (runs["gd_variant"] == variant)
+        edges = runs.loc[here, "lr_edge"].dropna()
         edge = float(edges.median()) if len(edges) else math.nan
-        rt_lr = rt["suggested_lr"] if rt is not None and rt.get("gd_variant") == variant else math.nan
-        mine = table[table["GD variant"] == variant]
+        rt_lr = (rt["suggested_lr"] if rt is not None and rt.get("gd_variant") == variant
+                 and rt.get("dataset", dataset) == dataset else math.nan)
+        mine = table[(table["GD variant"] == variant) & (table["data set"] == dataset)]
         if mine.empty:
-            rows.append((variant, math.nan, "", rt_lr, edge, "no run of this variant is just right: no band"))
+            rows.append((dataset, variant, math.nan, "", rt_lr, edge, "no run of this variant is just right: no band"))
             continue
-        best = _best_group(runs, variant)
+        best = _best_group(runs[here])
         pick = mine.assign(_best=mine["sibling group"] == best).sort_values(
             ["just-right runs", "_best"], ascending=False, kind="stable").iloc[0]
         why = (f"{pick['reason']}; the band of {pick['sibling group']}: {pick['band low']:.3g} to "
                f"{pick['band high']:.3g} ({pick['just-right runs']} just-right runs)")
         if math.isfinite(edge):
             why += f"; {pick['recommended lr'] / edge:.2g} x the edge 2/λmax(0) = {edge:.3g}"
-        rows.append((variant, float(pick["recommended lr"]), pick["sibling group"], rt_lr, edge, why))
-    return pd.DataFrame(rows, columns=["GD variant", "recommended lr", "sibling group", "range test", "2/λmax(0)",
-                                       "reason"])
+        rows.append((dataset, variant, float(pick["recommended lr"]), pick["sibling group"], rt_lr, edge, why))
+    return _data_set_column(pd.DataFrame(rows, columns=["data set", "GD variant", "recommended lr", "sibling group",
+                                                        "range test", "2/λmax(0)", "reason"]), runs,
+                            every_data_set)
 
 
-def _best_group(runs: pd.DataFrame, variant: str) -> str:
-    ok = runs[(runs["gd_variant"] == variant) & (runs["state"] == "COMPLETE") & np.isfinite(runs["final_val_loss"])]
+def _best_group(runs: pd.DataFrame) -> str:
+    ok = runs[(runs["state"] == "COMPLETE") & np.isfinite(runs["final_val_loss"])]
     return "" if ok.empty else str(ok.loc[ok["final_val_loss"].idxmin(), "sibling_group"])

@@ -133,9 +133,10 @@ def _report(argv: Sequence[str] | None) -> int:
               f"{run['lr']:g}, {run['regime'] or 'no regime'}; its path on the loss surface and what its updates cost.")
     else:
         print("\n".join(caption(report)))
-        for row in recommend(report).itertuples(index=False):
-            print(f"Recommended learning rate, {row[0]}: {fmt_lr(row[1])} -- {row[5]} (range test: "
-                  f"{fmt_lr(row[3])}; 2/λmax(0): {fmt_lr(row[4])})")
+        for row in recommend(report).to_dict(orient="records"):
+            which = ", ".join(str(row[k]) for k in ("data set", "GD variant") if k in row)
+            print(f"Recommended learning rate, {which}: {fmt_lr(row['recommended lr'])} -- {row['reason']} (range "
+                  f"test: {fmt_lr(row['range test'])}; 2/λmax(0): {fmt_lr(row['2/λmax(0)'])})")
     print(f"\n{len(written)} files in {out}" + ("" if args.no_log else
                                                   f", also on MLflow run {report.parent_id} under report/"))
     for path in written:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import pandas as pd
 from gdexp import plots
 from gdexp.regimes import REGIMES
 from gdexp.report._bands import bands, recommend
-from gdexp.report._read import Report, variant_order
+from gdexp.report._read import Report, several_datasets, variant_order, variant_panels
 from gdexp.report._tables import representatives
 
 __all__ = ["lr_colours", "panels", "plot_final_loss_vs_lr", "plot_loss_curves", "plot_lr_hidden_heatmap",
@@ -37,7 +38,7 @@ def lr_colours(lrs: Any) -> tuple[Any, Any]:
 
 
 def panels(rows: int, cols: int, *, panel: float, right: float, top: float, height: float = 3.6,
-           sharey: bool = False) -> tuple[Any, Any, float, float]:
+           sharey: Literal["none", "all", "row", "col"] | bool = False) -> tuple[Any, Any, float, float]:
     """A report figure of `rows` x `cols` panels, each `panel` x `height` inches, with `right` and `top` inches kept
     for a colour bar and a legend: (figure, axes as a 2-D array, width, height)."""
     from matplotlib.figure import Figure
@@ -72,66 +73,90 @@ def _pruned_ends(ax: Any, ends: list[tuple[int, float, Any]]) -> None:
 
 
 def plot_loss_curves(report: Report, path: Path) -> Path:
-    """Training loss per epoch (the curve each label reads), one row per GD variant and one column per regime:
-    too small creeps down, just right falls fast and settles, too large jumps back up or stalls. Each line is
-    coloured by its learning rate (a colour bar beside the panels); a pruned run's line ends in an open circle
-    (runs that stopped together share one, with their count); log scale, and a value past 30x the largest
-    initial loss is drawn at the top edge as a triangle."""
+    """Training loss per epoch (the curve each label reads), one row per GD variant (per data set and variant when
+    the report holds several: each data set on its own scale) and one column per regime: too small creeps down,
+    just right falls fast and settles, too large jumps back up or stalls. Each line is coloured by its learning
+    rate (a colour bar beside the panels); a pruned run's line ends in an open circle (runs that stopped together
+    share one, with their count); log scale, and a value past 30x the largest initial loss is drawn at the top
+    edge as a triangle."""
     import matplotlib
     from matplotlib.cm import ScalarMappable
-    from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     reps = representatives(report.runs)
-    variants = variant_order(reps["gd_variant"])
+    rows_of = variant_panels(reps)
     curves = {run_id: report.train_curves[run_id] for run_id in reps["run_id"]}
-    values = np.concatenate([c[np.isfinite(c)] for c in curves.values()] or [np.ones(1)])
-    starts = np.array([c[0] for c in curves.values() if len(c) and np.isfinite(c[0])] or [values.max()])
-    cap = min(values.max(), CAP * starts.max())
     cmap, norm = lr_colours(reps["lr"])
+    capped = False
     with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
-        fig, axes, width, height = panels(len(variants), len(REGIMES), panel=4.0, right=1.6, top=1.2, sharey=True)
-        for row, variant in zip(axes, variants, strict=True):
+        fig, axes, width, height = panels(len(rows_of), len(REGIMES), panel=4.0, right=1.6, top=1.2, sharey="row")
+        for row, (dataset, variant, label) in zip(axes, rows_of, strict=True):
+            scale = _scale([curves[r] for r in reps.loc[reps["dataset"] == dataset, "run_id"]])
+            capped |= scale.capped
             for ax, regime in zip(row, REGIMES, strict=True):
-                runs = reps[(reps["gd_variant"] == variant) & (reps["regime"] == regime)].sort_values("lr")
-                lines = [np.column_stack([np.arange(len(c)), np.minimum(c, cap)])
-                         for c in (curves[run_id] for run_id in runs["run_id"])]
-                colours = cmap(norm(runs["lr"].to_numpy()))
-                ax.add_collection(LineCollection(lines, colors=colours, lw=1.6))
-                over = [(int(e), c) for run_id, c in zip(runs["run_id"], colours, strict=True)
-                        for e in np.nonzero(curves[run_id] > cap)[0]]
-                if over:
-                    ax.scatter([e for e, _ in over], [cap] * len(over), marker="^", s=34, c=[c for _, c in over],
-                               zorder=3)
-                _pruned_ends(ax, [(_stop(curves[r.run_id]), min(float(curves[r.run_id][_stop(curves[r.run_id])]),
-                                                                   cap), c)
-                                  for r, c in zip(runs.itertuples(), colours, strict=True) if r.state == "PRUNED"])
-                ax.autoscale_view()
+                runs = reps[(reps["dataset"] == dataset) & (reps["gd_variant"] == variant)
+                            & (reps["regime"] == regime)].sort_values("lr")
+                _curves_panel(ax, runs, curves, cmap(norm(runs["lr"].to_numpy())), scale.cap)
                 pruned = int((runs["state"] == "PRUNED").sum())
-                ax.set_title(f"{variant}: {regime} ({len(runs)} runs" + (f", {pruned} pruned)" if pruned else ")"),
+                ax.set_title(f"{label}: {regime} ({len(runs)} runs" + (f", {pruned} pruned)" if pruned else ")"),
                              color=plots.REGIME_COLORS[regime], fontsize="medium")
                 ax.set(xlabel="epoch")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.tick_params(labelleft=True)
                 ax.grid(True, alpha=0.3)
             row[0].set_ylabel("training loss")
-        if plots.positive(values):
-            plots.log_y(axes[0][0])
-            axes[0][0].set_ylim(values.min() / 1.3, cap * 1.3)
+            if scale.low > 0:
+                plots.log_y(row[0])
+                row[0].set_ylim(scale.low / 1.3, scale.cap * 1.3)
         fig.colorbar(ScalarMappable(norm, cmap), label="learning rate",
                      cax=fig.add_axes((1 - 1.3 / width, 0.62 / height, 0.16 / width, 1 - 1.82 / height)))
-        pruned_mark = Line2D([], [], ls="", marker="o", ms=6, mfc="white", mec="0.15", mew=1.6,
-                             label="pruned here (number: runs stopped together)")
-        marks = [pruned_mark] if (reps["state"] == "PRUNED").any() else []
-        marks += [Line2D([], [], ls="", marker="^", ms=6, color="0.15", label=f"above {cap:.3g}")] \
-            if (values > cap).any() else []
+        marks = []
+        if (reps["state"] == "PRUNED").any():
+            marks.append(Line2D([], [], ls="", marker="o", ms=6, mfc="white", mec="0.15", mew=1.6,
+                                label="pruned here (number: runs stopped together)"))
+        if capped:
+            marks.append(Line2D([], [], ls="", marker="^", ms=6, color="0.15",
+                                label=f"above {CAP:g}x the initial loss"))
         fig.suptitle(f"{report.name}: training loss per epoch on the whole training set, the curve each label reads "
                      "(colour: learning rate)", y=1 - 0.1 / height, va="top")
         if marks:
             fig.legend(handles=marks, loc="upper center", ncol=len(marks), frameon=False,
                        bbox_to_anchor=(0.5, 1 - 0.5 / height))
         return plots.save(fig, path)
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """A y scale for training curves: the lowest value, the cap (`CAP` x the largest initial loss, or the largest
+    value when lower) and whether any value passed it."""
+
+    low: float
+    cap: float
+    capped: bool
+
+
+def _scale(curves: list[np.ndarray]) -> _Scale:
+    values = np.concatenate([c[np.isfinite(c)] for c in curves] or [np.ones(1)])
+    values = values if values.size else np.ones(1)
+    starts = np.array([c[0] for c in curves if len(c) and np.isfinite(c[0])] or [values.max()])
+    cap = float(min(values.max(), CAP * starts.max()))
+    return _Scale(float(values.min()), cap, bool((values > cap).any()))
+
+
+def _curves_panel(ax: Any, runs: pd.DataFrame, curves: dict[str, np.ndarray], colours: Any, cap: float) -> None:
+    """One panel's lines, the triangles of values past `cap` and the circles where pruned runs stopped."""
+    from matplotlib.collections import LineCollection
+
+    lines = [np.column_stack([np.arange(len(c)), np.minimum(c, cap)]) for c in (curves[r] for r in runs["run_id"])]
+    ax.add_collection(LineCollection(lines, colors=colours, lw=1.6))
+    over = [(int(e), c) for run_id, c in zip(runs["run_id"], colours, strict=True)
+            for e in np.nonzero(curves[run_id] > cap)[0]]
+    if over:
+        ax.scatter([e for e, _ in over], [cap] * len(over), marker="^", s=34, c=[c for _, c in over], zorder=3)
+    _pruned_ends(ax, [(_stop(curves[r.run_id]), min(float(curves[r.run_id][_stop(curves[r.run_id])]), cap), c)
+                      for r, c in zip(runs.itertuples(), colours, strict=True) if r.state == "PRUNED"])
+    ax.autoscale_view()
 
 
 def _strip_and_main(fig: Any, spec: Any) -> tuple[Any, Any]:
@@ -158,54 +183,64 @@ def plot_final_loss_vs_lr(report: Report, path: Path) -> Path:
 
     reps = representatives(report.runs)
     finished = (reps["state"] == "COMPLETE") & ~reps["diverged"]
-    recommended = recommend(report).set_index("GD variant")
-    bands_of = {(b["GD variant"], b["sibling group"]): (b["band low"], b["band high"])
-                for b in bands(report).to_dict(orient="records")}
+    recommended = recommend(report, every_data_set=True).set_index(["data set", "GD variant"])
+    bands_of = {(b["data set"], b["GD variant"], b["sibling group"]): (b["band low"], b["band high"])
+                for b in bands(report, every_data_set=True).to_dict(orient="records")}
+    datasets = sorted(set(reps["dataset"]))
+    several = several_datasets(reps)
     with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
-        fig = Figure(figsize=(14.0, 5.6), dpi=plots.REPORT["dpi"])
-        fig.subplots_adjust(left=0.065, right=0.755, top=0.86, bottom=0.11, wspace=0.28)
-        grid = fig.add_gridspec(1, 2)
-        legend_variants: list[Any] = []
-        for spec, column, what in ((grid[0], "final_train_loss", "final training loss (the label reads it)"),
-                                   (grid[1], "final_val_loss", "final validation loss (the sweep's objective)")):
-            strip, ax = _strip_and_main(fig, spec)
-            legend_variants = []
-            for k, variant in enumerate(variant_order(reps["gd_variant"])):
-                group = reps[reps["gd_variant"] == variant].sort_values("lr")
-                marker = VARIANT_MARKS.get(variant, "D")
-                done = group[finished[group.index] & np.isfinite(group[column])]
-                ax.scatter(done["lr"], done[column], marker=marker, s=60, zorder=3, edgecolors="0.15", linewidths=0.8,
-                           c=[plots.REGIME_COLORS[r] for r in done["regime"]])
-                stopped = ((1, group[group["state"] == "PRUNED"], "white"), (0, group[group["diverged"]], None))
-                for y, rows, face in stopped:
-                    colours = [plots.REGIME_COLORS[r] for r in rows["regime"]]
-                    strip.scatter(rows["lr"], np.full(len(rows), y + 0.25 * (k - 1)), marker=marker, s=46, zorder=3,
-                                  c=[face] * len(rows) if face else colours, edgecolors=colours if face else "0.15",
-                                  linewidths=1.6 if face else 0.8)
-                if variant in recommended.index and math.isfinite(recommended.loc[variant, "recommended lr"]):
-                    ax.axvline(recommended.loc[variant, "recommended lr"], color="0.25", ls=":", lw=1.4)
-                    band = bands_of.get((variant, recommended.loc[variant, "sibling group"]))
-                    if band is not None:
-                        ax.plot(band, [0.04, 0.04], transform=ax.get_xaxis_transform(), lw=5, solid_capstyle="butt",
-                                color=plots.REGIME_COLORS["just_right"], alpha=0.7, zorder=2)
-                legend_variants.append(Line2D([], [], ls="", marker=marker, ms=8, mfc="white", mec="0.15",
-                                              label=variant))
-            ax.set_xscale("log")
-            if plots.positive(reps[column][finished]):
-                plots.log_y(ax)
-            ax.set(xlabel="learning rate", ylabel=what)
-            ax.grid(True, alpha=0.3)
-        shown = [r for r in REGIMES if r in set(reps["regime"])]
-        fig.legend(handles=legend_variants, title="GD variant (shape)", loc="upper left", bbox_to_anchor=(0.77, 0.86),
-                   frameon=False)
+        height = 5.6 * len(datasets)
+        fig = Figure(figsize=(14.0, height), dpi=plots.REPORT["dpi"])
+        fig.subplots_adjust(left=0.065, right=0.755, top=1 - 0.78 / height, bottom=0.62 / height, wspace=0.28,
+                            hspace=0.35)
+        grid = fig.add_gridspec(len(datasets), 2)
+        legend_variants: dict[str, Any] = {}
+        for r, dataset in enumerate(datasets):
+            here = reps[reps["dataset"] == dataset]
+            for spec, column, what in ((grid[r, 0], "final_train_loss", "final training loss (the label reads it)"),
+                                       (grid[r, 1], "final_val_loss", "final validation loss (the sweep's objective)")):
+                strip, ax = _strip_and_main(fig, spec)
+                for k, variant in enumerate(variant_order(here["gd_variant"])):
+                    group = here[here["gd_variant"] == variant].sort_values("lr")
+                    marker = VARIANT_MARKS.get(variant, "D")
+                    done = group[finished[group.index] & np.isfinite(group[column])]
+                    ax.scatter(done["lr"], done[column], marker=marker, s=60, zorder=3, edgecolors="0.15",
+                               linewidths=0.8, c=[plots.REGIME_COLORS[x] for x in done["regime"]])
+                    stopped = ((1, group[group["state"] == "PRUNED"], "white"), (0, group[group["diverged"]], None))
+                    for y, rows, face in stopped:
+                        colours = [plots.REGIME_COLORS[x] for x in rows["regime"]]
+                        strip.scatter(rows["lr"], np.full(len(rows), y + 0.25 * (k - 1)), marker=marker, s=46,
+                                      zorder=3, c=[face] * len(rows) if face else colours,
+                                      edgecolors=colours if face else "0.15", linewidths=1.6 if face else 0.8)
+                    if (dataset, variant) in recommended.index:
+                        pick = recommended.loc[(dataset, variant)]
+                        band = bands_of.get((dataset, variant, pick["sibling group"]))
+                        if band is not None:  # a variant without a band has no recommendation either
+                            ax.axvline(pick["recommended lr"], color="0.25", ls=":", lw=1.4)
+                            ax.plot(band, [0.04, 0.04], transform=ax.get_xaxis_transform(), lw=5,
+                                    solid_capstyle="butt", color=plots.REGIME_COLORS["just_right"], alpha=0.7,
+                                    zorder=2)
+                    legend_variants[variant] = Line2D([], [], ls="", marker=marker, ms=8, mfc="white", mec="0.15",
+                                                      label=variant)
+                ax.set_xscale("log")
+                if plots.positive(here[column][finished[here.index]]):
+                    plots.log_y(ax)
+                ax.set(xlabel="learning rate", ylabel=what)
+                ax.grid(True, alpha=0.3)
+                if several:
+                    strip.set_title(dataset, loc="left", fontsize="medium")
+        shown = [x for x in REGIMES if x in set(reps["regime"])]
+        top = 1 - 0.78 / height
+        fig.legend(handles=list(legend_variants.values()), title="GD variant (shape)", loc="upper left",
+                   bbox_to_anchor=(0.77, top), frameon=False)
         extra = [Line2D([], [], ls="", marker="o", ms=8, mfc="white", mec="0.3", mew=1.8,
                         label="pruned: stopped early,\nno final loss (strip)"),
                  Line2D([], [], color="0.25", ls=":", lw=1.4, label="recommended lr"),
                  Line2D([], [], color=plots.REGIME_COLORS["just_right"], lw=5, alpha=0.7,
                         label="its just-right band\n(the group it is read from)")]
         fig.legend(handles=plots.regime_handles(shown) + extra, title="regime (colour)", loc="upper left",
-                   bbox_to_anchor=(0.77, 0.55), frameon=False)
-        fig.suptitle(f"{report.name}: final losses over the learning rate", y=0.97)
+                   bbox_to_anchor=(0.77, top - 1.75 / height), frameon=False)
+        fig.suptitle(f"{report.name}: final losses over the learning rate", y=1 - 0.17 / height)
         return plots.save(fig, path)
 
 

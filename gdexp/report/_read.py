@@ -242,6 +242,21 @@ def variant_order(names: Any) -> list[str]:
     return [v for v in VARIANTS if v in present] + sorted(v for v in present if v not in VARIANTS)
 
 
+def several_datasets(runs: pd.DataFrame) -> bool:
+    """Does the report hold runs of more than one data set (`+sweep=landscape`)? Its tables and figures then
+    say which: losses of two data sets never share a column or an axis."""
+    return runs["dataset"].nunique() > 1
+
+
+def variant_panels(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(data set, GD variant, label) of every panel and table row per variant, in the one order: by data set,
+    then `variant_order`. The label is the variant, prefixed by the data set when the report holds several."""
+    several = several_datasets(runs)
+    return [(dataset, variant, f"{dataset}, {variant}" if several else variant)
+            for dataset in sorted(set(runs["dataset"]))
+            for variant in variant_order(runs.loc[runs["dataset"] == dataset, "gd_variant"])]
+
+
 def sort_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Rows by GD variant (`variant_order`), then learning rate, hidden size, trial."""
     order = pd.Categorical(runs["gd_variant"], variant_order(runs["gd_variant"]))

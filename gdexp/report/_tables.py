@@ -10,7 +10,7 @@ import pandas as pd
 
 from gdexp import regimes
 from gdexp.regimes import REGIMES
-from gdexp.report._read import Report, variant_order
+from gdexp.report._read import Report, several_datasets, variant_order
 
 
 def fmt_lr(x: float) -> str:
@@ -41,11 +41,6 @@ def representatives(runs: pd.DataFrame) -> pd.DataFrame:
     keys = ["dataset", "lr_key", "hidden_size", "gd_variant"]
     shown = shown.sort_values([*keys, "_pruned", "_rank", "run_id"], kind="stable")
     return shown.groupby(keys, sort=False, dropna=False).head(1).drop(columns=["_pruned", "_rank"])
-
-
-def several_datasets(runs: pd.DataFrame) -> bool:
-    """Does the report hold runs of more than one data set (`+sweep=landscape`)? Its tables then say which."""
-    return runs["dataset"].nunique() > 1
 
 
 def _cell(run: Any) -> str:
@@ -121,10 +116,11 @@ def caption(report: Report) -> list[str]:
                f"{len(shown)} runs with a regime ({states})" + (f"; {apart}, not counted and left out" if apart else "")
                + f"; learning rates {span}, GD variants {', '.join(variant_order(shown['gd_variant']))}.")
     several = len(shown) > len(representatives(runs))
-    cells = ("Cells: final validation loss (validation accuracy) and the regime label"
+    cells = ("Cells: final training loss (what the label reads), final validation loss (validation accuracy, for a "
+             "classification) and the regime label"
              + (" of the best run at that learning rate, hidden size and variant" if several else "")
-             + ("; a pruned run's loss is where the pruner stopped it, and its label compares it with its siblings "
-                "at that epoch." if (shown["state"] == "PRUNED").any() else "."))
+             + ("; a pruned run's losses are where the pruner stopped it." if (shown["state"] == "PRUNED").any()
+                else "."))
     counts = shown["regime"].value_counts()
     return [covered, cells, "Regimes: " + ", ".join(f"{counts.get(r, 0)} {r}" for r in REGIMES) + ".",
             *_range_line(report)]
