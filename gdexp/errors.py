@@ -134,20 +134,25 @@ def captured() -> Iterator[Failure]:
 
 
 def command(prog: str, body: Callable[[], int | None], *, what: str = "", uri: str | None = None,
-            again: str = "", retry: str = "", cleanup: Callable[[], None] | None = None) -> int:
+            again: str = "", retry: str = "", cleanup: Callable[[], None] | None = None,
+            quiet_interrupt: bool = False) -> int:
     """Run a command's body through the table above; return its exit code (0 when it returned None).
     `what` names a usage error (`config`), `uri` the tracking store a failure of MLflow's is about, `again` what
     to say after an interruption (how to resume), `retry` after the store went out of reach; `cleanup` runs
-    before a usage error's line, so that a refused command leaves nothing behind."""
+    before a usage error's line, so that a refused command leaves nothing behind; `quiet_interrupt`: an
+    interruption is another process's to say (a sweep's worker, stopped by its command)."""
     try:
         return body() or 0
     except KeyboardInterrupt as exc:
-        say(f"{prog}: interrupted{again}")
+        if not quiet_interrupt:
+            say(f"{prog}: interrupted{again}")
         return stopping.exit_code(exc)
     except SystemExit:
         raise
     except BaseException as exc:
         code, line = _row(prog, exc, what=what, uri=uri, again=again, retry=retry)
+        if quiet_interrupt and code in (130, 143) and line is not None:
+            return code
         if code == 2 and cleanup is not None:
             cleanup()
         if line is None:  # a bug: its traceback, masked, then one line

@@ -140,7 +140,7 @@ def _wait_for(c: Cluster, url: str, name: str, proc: subprocess.Popen[str], read
     raise AssertionError(f"the trials never got there: {err[-2000:]}")
 
 
-LONG = ["gd=stochastic", "train.epochs=20", "sweep.pruner=none", "sweep.n_trials=3", "tracking.flush_every_s=0"]
+LONG = ["gd=stochastic", "train.epochs=150", "sweep.pruner=none", "sweep.n_trials=3", "tracking.flush_every_s=0"]
 
 
 def test_a_killed_node_loses_nothing(tmp_path: Path, experiment: str) -> None:

@@ -36,6 +36,18 @@ def pct(x: float) -> str:
     return f"{100 * x:.3g} %"
 
 
+def _rises(initial: float, curve: np.ndarray, rules: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each epoch's rise above the lowest loss before it, that rise as a share of the ground gained (initial −
+    lowest so far, at least `rise_tolerance` of the initial loss), and how many epochs rose by more than
+    `rise_tolerance` of the ground gained over the epoch before."""
+    full = np.concatenate([[initial], curve])
+    lowest = np.minimum.accumulate(full)[:-1]  # before each epoch
+    ground = np.maximum(initial - lowest, rules["rise_tolerance"] * abs(initial))
+    rise = full[1:] - lowest
+    rises = int(np.sum(full[1:] - full[:-1] > rules["rise_tolerance"] * ground))
+    return rise, rise / ground, rises
+
+
 def overshoot(initial: float, losses: Sequence[float] | np.ndarray, *, diverged: bool, note: str = "",
               rules: Mapping[str, Any]) -> str | None:
     """Why a curve is too_large by itself (rule 1), or None when it did not overshoot. Siblings never change
@@ -48,22 +60,30 @@ def overshoot(initial: float, losses: Sequence[float] | np.ndarray, *, diverged:
     if final >= initial:
         return f"the loss ended at {final:.4g}, not below its initial {initial:.4g}"
     full = np.concatenate([[initial], curve])
-    lowest = np.minimum.accumulate(full)[:-1]  # before each epoch
-    ground = np.maximum(initial - lowest, rules["rise_tolerance"] * abs(initial))
-    rise = full[1:] - lowest
-    k = int(np.argmax(rise / ground))
-    if rise[k] > rules["spike"] * ground[k]:
-        at = int(np.argmax(full[: k + 1] == lowest[k]))  # the epoch of the lowest value before the jump
+    rise, share, rises = _rises(initial, curve, rules)
+    k = int(np.argmax(share))
+    if share[k] > rules["spike"]:
+        lowest = float(np.min(full[: k + 1]))
+        at = int(np.argmax(full[: k + 1] == lowest))  # the epoch of the lowest value before the jump
         if full[k + 1] > initial:
-            return (f"the loss rose from {lowest[k]:.4g} (epoch {at}) to {full[k + 1]:.4g} in epoch {k + 1}, above "
+            return (f"the loss rose from {lowest:.4g} (epoch {at}) to {full[k + 1]:.4g} in epoch {k + 1}, above "
                     f"its initial {initial:.4g}: the steps overshot")
-        return (f"the loss jumped from {lowest[k]:.4g} (epoch {at}) to {full[k + 1]:.4g} in epoch {k + 1}, giving back "
-                f"{pct(rise[k] / (initial - lowest[k]))} of the ground it had gained: a step overshot the valley")
-    step_up = full[1:] - full[:-1]
-    rises = int(np.sum(step_up > rules["rise_tolerance"] * ground))
+        return (f"the loss jumped from {lowest:.4g} (epoch {at}) to {full[k + 1]:.4g} in epoch {k + 1}, giving back "
+                f"{pct(rise[k] / (initial - lowest))} of the ground it had gained: a step overshot the valley")
     if n >= 4 and rises / n > rules["oscillation"]:
         return f"the loss rose in {rises} of {n} epochs: the steps overshoot and oscillate"
     return None
+
+
+def _tail(initial: float, curve: np.ndarray, rules: Mapping[str, Any]) -> tuple[int, bool, float]:
+    """The end of the curve: (how many epochs count as its end, whether the loss fell in every one of them, the
+    share of the decrease so far that as many epochs again would add at the pace it was slowing at)."""
+    n = len(curve)
+    tail = max(2, round(n * rules["tail_fraction"]))
+    steps = -np.diff(np.concatenate([[initial], curve])[-(tail + 1):])
+    falling = bool(np.all(steps > 0))
+    gained = initial - float(curve[-1])
+    return min(tail, n), falling, (_ahead(steps, n) / gained if falling and gained > 0 else 0.0)
 
 
 def slowness(initial: float, losses: Sequence[float] | np.ndarray, *, rules: Mapping[str, Any]) -> str | None:
@@ -74,28 +94,37 @@ def slowness(initial: float, losses: Sequence[float] | np.ndarray, *, rules: Map
     progress = (initial - final) / initial if initial > 0 else 1.0
     if progress < rules["min_progress"]:
         return f"the loss fell only {pct(progress)} in {n} epochs"
-    tail = max(2, round(n * rules["tail_fraction"]))
-    steps = -np.diff(np.concatenate([[initial], curve])[-(tail + 1):])
-    if np.all(steps > 0):
-        share = _ahead(steps, n) / (initial - final)
-        if share > rules["still_falling"]:
-            return (f"the loss fell {pct(progress)} in {n} epochs and was still falling: at its last pace another "
-                    f"{n} epochs would add {pct(share)} more")
+    _n_tail, falling, share = _tail(initial, curve, rules)
+    if falling and share > rules["still_falling"]:
+        return (f"the loss fell {pct(progress)} in {n} epochs and was still falling: at its last pace another "
+                f"{n} epochs would add {pct(share)} more")
     return None
 
 
 def classify(initial: float, losses: Sequence[float] | np.ndarray, *, diverged: bool, note: str = "",
              rules: Mapping[str, Any]) -> tuple[str, str]:
-    """(regime, reason) of one run from its initial loss and per-epoch training losses (rules 1-3)."""
+    """(regime, reason) of one run from its initial loss and per-epoch training losses (rules 1-3). A just-right
+    reason says how the curve ended and, when it rose at all, by how much, so that a bump on the plot is
+    accounted for."""
     why = overshoot(initial, losses, diverged=diverged, note=note, rules=rules)
     if why is not None:
         return "too_large", why
     why = slowness(initial, losses, rules=rules)
     if why is not None:
         return "too_small", why
-    final = float(np.asarray(losses, dtype=float)[-1])
+    curve = np.asarray(losses, dtype=float)
+    n, final = len(curve), float(curve[-1])
     progress = (initial - final) / initial if initial > 0 else 1.0
-    return "just_right", f"the loss fell {pct(progress)} in {len(losses)} epochs and levelled off, with no overshoot"
+    tail, falling, share = _tail(initial, curve, rules)
+    if falling:
+        end = f"levelled off: at its last pace another {n} epochs would add only {pct(share)}"
+    else:
+        end = f"levelled off: no steady descent left over its last {tail} epochs"
+    _rise, shares, rises = _rises(initial, curve, rules)
+    bumps = (f"; it rose in {rises} of {n} epochs, the largest rise giving back {pct(float(shares.max()))} of the "
+             f"ground gained (an overshoot gives back over {pct(rules['spike'])}, or rises in over "
+             f"{pct(rules['oscillation'])} of the epochs)") if rises else ", with no overshoot"
+    return "just_right", f"the loss fell {pct(progress)} in {n} epochs and {end}{bumps}"
 
 
 def _ahead(steps: np.ndarray, epochs: int) -> float:

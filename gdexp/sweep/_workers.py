@@ -114,5 +114,5 @@ def _worker_main(cfg: DictConfig, overrides: Sequence[str], space: dict[str, Bas
         if parent_run_id is not None:
             Sweep(cfg, overrides, parent_run_id=parent_run_id, space=space).work(deadline)
 
-    code = errors.command("gdexp: sweep worker", body)
+    code = errors.command("gdexp: sweep worker", body, quiet_interrupt=True)
     sys.exit(0 if code in (130, 143) else code)  # an interruption is the command's to report
