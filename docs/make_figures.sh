@@ -40,7 +40,7 @@ if command -v chromium >/dev/null; then
     chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
         --disable-component-update --disable-sync --window-size=2400,1300 --virtual-time-budget=15000 \
         --user-data-dir="$work/chromium" --screenshot="$docs/ui_regimes.png" "$address" 2>/dev/null
-    kill -INT "$ui"
+    kill "$ui"  # SIGTERM: a background job of a script ignores SIGINT
     wait "$ui" || true
 fi
 

@@ -23,12 +23,19 @@ class PrivatePostgres:
         bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
                       .stdout.strip())
         self.folder = Path(tempfile.mkdtemp(prefix="gdexp-pg-"))
+        self.pg_ctl, self.data, self.port = str(bindir / "pg_ctl"), self.folder / "data", free_port()
+        try:
+            self._start(bindir)
+        except BaseException:  # nothing of a server that did not start is left behind
+            self.close()
+            raise
+
+    def _start(self, bindir: Path) -> None:
         shutil.chown(self.folder, "postgres")
         self.superuser_password = secrets.token_hex(16)
         pwfile = self.folder / "pw"
         pwfile.write_text(self.superuser_password)
         shutil.chown(pwfile, "postgres")
-        self.pg_ctl, self.data, self.port = str(bindir / "pg_ctl"), self.folder / "data", free_port()
         self._as_postgres(str(bindir / "initdb"), "-D", str(self.data), "-A", "scram-sha-256", "-U", "postgres",
                           f"--pwfile={pwfile}")
         pwfile.unlink()  # the superuser's password lives in this object only

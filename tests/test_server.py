@@ -115,6 +115,15 @@ class Shared:
 
     def __init__(self, tmp: Path) -> None:
         self.pg = PrivatePostgres()
+        try:
+            self._start(tmp)
+        except BaseException:  # the database, and a server that started, go with a failed start
+            if hasattr(self, "proc"):
+                stop_group(self.proc, grace=30)
+            self.pg.close()
+            raise
+
+    def _start(self, tmp: Path) -> None:
         self.pg.sql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORDS['database']}'",
                     f"CREATE DATABASE runs OWNER {ROLE}", f"CREATE DATABASE study OWNER {ROLE}")
         (tmp / "secrets").mkdir()
