@@ -134,13 +134,38 @@ def _drop_output_dir() -> None:
         folder.rmdir()
 
 
+def app_help(overrides: list[str]) -> None:
+    """`--help` as Hydra prints it (its template: the header, the config groups, the composed config), without
+    what makes Hydra's slow and noisy: it lists the groups through a fresh deep copy of its config repository
+    per group (about a second here), the schemas' groups (`schema/...`, no choice of the user's) among them. The
+    groups are the folders of `conf/` and their options its YAML files."""
+    import string
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    template = str(cfg.hydra.help.template)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    groups = "".join(f"{g.name}: {', '.join(sorted(p.stem for p in g.glob('*.yaml')))}\n"
+                     for g in sorted(Path(CONFIG_DIR).iterdir()) if g.is_dir() and any(g.glob("*.yaml")))
+    print(string.Template(template).safe_substitute(APP_CONFIG_GROUPS=groups, CONFIG=OmegaConf.to_yaml(cfg),
+                                                    HYDRA_CONFIG_GROUPS="", FLAGS_HELP=""))
+
+
 def main() -> None:
     """`python -m gdexp`: Hydra's own errors (composition, set-up) reach this function (HYDRA_FULL_ERROR), which
     says them in one line through the same table."""
     stopping.install()
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    args = sys.argv[1:]
+    body = _hydra_main
+    if "--help" in args or "-h" in args:
+        body = lambda: app_help([a for a in args if not a.startswith("-")])  # noqa: E731
     try:
-        code = errors.command("gdexp", _hydra_main, what="config")
+        code = errors.command("gdexp", body, what="config")
     finally:
         stopping.spare_exit_collection()
     if code:

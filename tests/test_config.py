@@ -211,3 +211,15 @@ def test_a_password_inside_a_url_on_the_command_line_is_warned_of(overrides: lis
         return
     assert warning is not None and warning.startswith(f"warning: {named} on the command line, where `ps` shows it")
     assert "PGPASSFILE" in warning and "MLFLOW_TRACKING_PASSWORD" in warning and "pw" not in warning.split(":", 1)[0]
+
+
+def test_help_lists_the_groups_a_user_chooses_and_the_composed_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--help` as Hydra's template lays it out, with the overrides given, and no `schema/...` group."""
+    from gdexp.__main__ import app_help
+
+    app_help(["optim=adam", "+sweep=lr"])
+    out = capsys.readouterr().out
+    assert out.startswith("gdexp: train a NumPy MLP") and "== Configuration groups ==" in out
+    assert "optim: adagrad, adam, rmsprop, sgd\n" in out and "sweep: eos, landscape, lr, lr_range, regimes\n" in out
+    assert "schema/" not in out
+    assert "optim:\n  name: adam\n" in out and "n_trials: 30" in out and "hydra:" not in out
