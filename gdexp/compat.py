@@ -36,6 +36,7 @@ __all__ = [
     "mlflow_password_problem",
     "mlflow_unreachable",
     "quiet_loggers",
+    "ray_client_met_a_zombie",
     "shared_view",
     "shared_view_address",
     "transport_problem",
@@ -154,6 +155,14 @@ def mlflow_password_problem(password: str) -> str | None:
     except MlflowException as exc:
         return str(exc.message)
     return None
+
+
+def ray_client_met_a_zombie(exc: BaseException) -> bool:
+    """Did Ray Client's server fail to start a session because some process of its machine was a zombie? Its
+    proxier walks the whole process table with psutil, which raises `psutil.ZombieProcess` for a child that has
+    exited and is not yet reaped, any process's (ray-project/ray#28893); the server's traceback comes back in the
+    text of the client's `ConnectionAbortedError`. A moment later the zombie is reaped and the same call works."""
+    return isinstance(exc, ConnectionError) and "psutil.ZombieProcess" in str(exc)
 
 
 def metric_history_bulk(client: Any) -> Any:

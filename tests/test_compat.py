@@ -123,10 +123,14 @@ def test_the_kept_sqlite_schema_is_the_one_mlflows_migrations_make(tmp_path: Pat
     that MLflow migrated itself has. After an MLflow upgrade: `compat.write_sqlite_schema()`."""
     from mlflow.tracking import MlflowClient
 
-    def schema(path: Path) -> list[tuple[str, str, str]]:
+    def schema(path: Path) -> list[tuple[str, str, list[str]]]:
+        """Each table's and index's definition as a set of lines: MLflow's migrations write a table's constraints
+        in an order that changes with Python's hash seed."""
         with sqlite3.connect(path) as db:
             rows = db.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall()
-            return sorted([*rows, ("revision", "", db.execute("SELECT * FROM alembic_version").fetchone()[0])])
+            revision = ("revision", "", [db.execute("SELECT * FROM alembic_version").fetchone()[0]])
+            return sorted([*((kind, name, sorted(line.strip().rstrip(",").strip() for line in (sql or "").splitlines()))
+                             for kind, name, sql in rows), revision])
 
     migrated, kept = tmp_path / "migrated.db", tmp_path / "kept.db"
     MlflowClient(tracking_uri=f"sqlite:///{migrated}").search_experiments()
@@ -194,3 +198,17 @@ def test_the_basic_auth_routes_are_mlflows() -> None:
 def test_mlflows_password_rule() -> None:
     assert compat.mlflow_password_problem("eleven-char") == "Password must be at least 12 characters."
     assert compat.mlflow_password_problem("twelve-chars") is None
+
+
+def test_ray_client_brings_the_servers_traceback_where_gdexp_reads_a_zombie() -> None:
+    """Ray Client's proxier answers a failed session with the server's traceback, which the client raises as
+    ConnectionAbortedError("Initialization failure from server:\n<traceback>")."""
+    from ray.util.client import worker
+    from ray.util.client.server import proxier
+
+    assert "ConnectionAbortedError" in inspect.getsource(worker.Worker._server_init)
+    assert "traceback.format_exc()" in inspect.getsource(proxier)
+    met = ConnectionAbortedError("Initialization failure from server:\nTraceback (most recent call last):\n  ...\n"
+                                 "psutil.ZombieProcess: PID still exists but it's a zombie (pid=15778)")
+    assert compat.ray_client_met_a_zombie(met)
+    assert not compat.ray_client_met_a_zombie(ConnectionAbortedError("Initialization failure from server:\nboom"))

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from gdexp.config import database_url
 from gdexp.serving import command, free_port, stop_group
+from gdexp.sweep._record import TrialRecord
 from tests.conftest import child_env, counted, default_sigint, mlflow_client
 from tests.raycluster import RayCluster
 
@@ -140,7 +141,7 @@ def _wait_for(c: Cluster, url: str, name: str, proc: subprocess.Popen[str], read
     raise AssertionError(f"the trials never got there: {err[-2000:]}")
 
 
-LONG = ["gd=stochastic", "train.epochs=150", "sweep.pruner=none", "sweep.n_trials=3", "tracking.flush_every_s=0"]
+LONG = ["gd=stochastic", "train.epochs=60", "sweep.pruner=none", "sweep.n_trials=3", "tracking.flush_every_s=0"]
 
 
 def test_a_killed_node_loses_nothing(tmp_path: Path, experiment: str) -> None:
@@ -153,8 +154,12 @@ def test_a_killed_node_loses_nothing(tmp_path: Path, experiment: str) -> None:
         proc = subprocess.Popen(c.sweep(f"sweep.name={name}", f"tracking.experiment={experiment}", *LONG),
                                 cwd=tmp_path, env=child_env(), text=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        running = _wait_for(c, url, name, proc, lambda ts: any(t.user_attrs.get("ray_node") == c.ray.node for t in ts))
-        lost = next(t for t in running if t.user_attrs.get("ray_node") == c.ray.node)
+        def on_node(t: optuna.trial.FrozenTrial) -> bool:  # the trial's owner runs on the second node
+            owner = TrialRecord.of(t).owner
+            return owner is not None and owner.ray_node == c.ray.node
+
+        running = _wait_for(c, url, name, proc, lambda ts: any(map(on_node, ts)))
+        lost = next(t for t in running if on_node(t))
         c.ray.kill_node()
         out, err = proc.communicate(timeout=400)
         assert proc.returncode == 0, err[-3000:]

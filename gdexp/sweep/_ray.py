@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,12 +32,13 @@ from urllib.parse import urlsplit
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 
-from gdexp import stopping, store
+from gdexp import compat, stopping, store
 from gdexp.config import CONFIG_DIR, ConfigError, mask_secrets, scheme
 from gdexp.sweep._study import POLL_S, Sweep
 
 RETRIES = 3  # times a worker task is started again after its process or node died (Ray's default for tasks)
 STOP_S = 10.0  # after a Ctrl-C, the time the workers get to end their trials' runs; then they are killed
+ZOMBIE_TRIES = 5  # Ray Client sessions tried while the head's machine has a zombie process (compat)
 CONNECT_S = 5.0  # a head that does not accept a connection within this is not there (ray.init would wait minutes)
 
 
@@ -120,10 +122,17 @@ def _connect(address: str | None) -> Any:
             raise ConfigError(f"sweep.ray.address={address!r}: no Ray cluster answers there "
                               f"({exc.strerror or exc}); start its head with `ray start --head`") from exc
     local: dict[str, Any] = {"include_dashboard": False} if address is None else {}
-    try:
-        ray.init(address=address, namespace="gdexp", logging_level=logging.ERROR, **local)
-    except ConnectionError as exc:
-        raise ConfigError(f"sweep.ray.address={address!r}: {str(exc).splitlines()[0]}") from exc
+    for attempt in range(1, ZOMBIE_TRIES + 1):
+        try:
+            ray.init(address=address, namespace="gdexp", logging_level=logging.ERROR, **local)
+            break
+        except ConnectionError as exc:  # Ray Client's carries the server's traceback: its first and last lines
+            if attempt < ZOMBIE_TRIES and compat.ray_client_met_a_zombie(exc):
+                time.sleep(1.0)  # another process's child, reaped in a moment
+                continue
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+            said = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+            raise ConfigError(f"sweep.ray.address={address!r}: {said}") from exc
     stopping.reclaim()  # ray.init makes SIGTERM exit at once: this command closes its runs first
     return ray
 
