@@ -36,7 +36,7 @@ __all__ = [
     "mlflow_password_problem",
     "mlflow_unreachable",
     "quiet_loggers",
-    "ray_client_met_a_zombie",
+    "ray_client_session_may_start_again",
     "shared_view",
     "shared_view_address",
     "transport_problem",
@@ -157,12 +157,16 @@ def mlflow_password_problem(password: str) -> str | None:
     return None
 
 
-def ray_client_met_a_zombie(exc: BaseException) -> bool:
-    """Did Ray Client's server fail to start a session because some process of its machine was a zombie? Its
-    proxier walks the whole process table with psutil, which raises `psutil.ZombieProcess` for a child that has
-    exited and is not yet reaped, any process's (ray-project/ray#28893); the server's traceback comes back in the
-    text of the client's `ConnectionAbortedError`. A moment later the zombie is reaped and the same call works."""
-    return isinstance(exc, ConnectionError) and "psutil.ZombieProcess" in str(exc)
+def ray_client_session_may_start_again(exc: BaseException) -> bool:
+    """Did Ray Client's proxy fail to start this session's own server for a reason that passes? It starts one
+    server process per session, and two failures of that start end in a moment: its walk of the whole process
+    table with psutil raises `psutil.ZombieProcess` for any process's child that has exited and is not yet reaped
+    (ray-project/ray#28893), and the new server process can exit before it serves ("Starting Ray client server
+    failed"; seen once on a loaded machine, its log on the head). The proxy sends its traceback back in the text
+    of the client's `ConnectionAbortedError`; the same call, repeated, starts a fresh server."""
+    said = str(exc)
+    return isinstance(exc, ConnectionError) and ("psutil.ZombieProcess" in said
+                                                 or "Starting Ray client server failed" in said)
 
 
 def metric_history_bulk(client: Any) -> Any:

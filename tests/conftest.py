@@ -20,6 +20,8 @@ from gdexp.config import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 
+UNASSIGNED = "192.0.2.1"  # TEST-NET-1 (RFC 5737): never an address of this machine
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """hypothesis keeps its example database and caches in a temp folder, not `.hypothesis/` in the

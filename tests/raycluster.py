@@ -71,6 +71,12 @@ class RayCluster:
         self.proc.stdin.flush()
         assert self.proc.stdout.readline().strip() == "killed"
 
+    def client_server_logs(self) -> str:
+        """The end of each of the head's Ray Client server logs (its proxy's and each session's): what a failed
+        Ray Client session start left, for a test's failure message."""
+        logs = sorted(Path(self.temp_dir, "ray", "session_latest", "logs").glob("ray_client_server*.err"))
+        return "\n".join(f"== {log.name}\n{log.read_text(errors='replace')[-1500:]}" for log in logs)
+
     def leftovers(self) -> list[int]:
         """Processes still running that belong to this cluster (its temp folder is in their command line)."""
         found = []

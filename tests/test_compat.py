@@ -200,15 +200,20 @@ def test_mlflows_password_rule() -> None:
     assert compat.mlflow_password_problem("twelve-chars") is None
 
 
-def test_ray_client_brings_the_servers_traceback_where_gdexp_reads_a_zombie() -> None:
+def test_ray_client_brings_the_servers_traceback_where_gdexp_reads_a_start_that_may_pass() -> None:
     """Ray Client's proxier answers a failed session with the server's traceback, which the client raises as
-    ConnectionAbortedError("Initialization failure from server:\n<traceback>")."""
+    ConnectionAbortedError("Initialization failure from server:\n<traceback>"); the two failures gdexp tries
+    again are written in the proxier as gdexp reads them."""
     from ray.util.client import worker
     from ray.util.client.server import proxier
 
     assert "ConnectionAbortedError" in inspect.getsource(worker.Worker._server_init)
     assert "traceback.format_exc()" in inspect.getsource(proxier)
-    met = ConnectionAbortedError("Initialization failure from server:\nTraceback (most recent call last):\n  ...\n"
-                                 "psutil.ZombieProcess: PID still exists but it's a zombie (pid=15778)")
-    assert compat.ray_client_met_a_zombie(met)
-    assert not compat.ray_client_met_a_zombie(ConnectionAbortedError("Initialization failure from server:\nboom"))
+    assert "psutil.Process(" in inspect.getsource(proxier) and "Starting Ray client server failed" in \
+        inspect.getsource(proxier)
+    head = "Initialization failure from server:\nTraceback (most recent call last):\n  ...\n"
+    for last in ("psutil.ZombieProcess: PID still exists but it's a zombie (pid=15778)",
+                 "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err for detailed logs."):
+        assert compat.ray_client_session_may_start_again(ConnectionAbortedError(head + last))
+    assert not compat.ray_client_session_may_start_again(ConnectionAbortedError(head + "boom"))
+    assert not compat.ray_client_session_may_start_again(RuntimeError("Starting Ray client server failed"))

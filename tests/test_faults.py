@@ -109,6 +109,14 @@ def test_bad_data_on_the_command_line_leaves_no_run(project: Path) -> None:
     assert all_runs(project) == []
 
 
+def _finishes_with_three(make_cfg, project: Path, overrides: list[str]) -> None:
+    """The same command, run again, completes the study's 3 trials."""
+    result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides)).optuna)
+    assert len([t for t in study.get_trials() if counted(t)]) == 3
+
+
 @pytest.mark.slow  # a real sweep, then `python -m gdexp` three times
 def test_corrupt_journal_is_refused_and_left_as_it_was(make_cfg, project: Path) -> None:
     overrides = ["+sweep=lr", "sweep.n_trials=2", "train.epochs=1"]
@@ -126,10 +134,7 @@ def test_corrupt_journal_is_refused_and_left_as_it_was(make_cfg, project: Path) 
     assert result.returncode == 2 and "cut-off record" in result.stderr and "Traceback" not in result.stderr
     assert journal.read_bytes() == good[: len(good) - 7]
     journal.write_bytes(good)  # as the message says: with the incomplete line gone, the study goes on
-    result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
-    assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides)).optuna)
-    assert len([t for t in study.get_trials() if counted(t)]) == 3
+    _finishes_with_three(make_cfg, project, overrides)
 
 
 @pytest.mark.slow
@@ -155,10 +160,7 @@ def test_a_journal_with_garbage_after_a_cut_record_is_refused_untouched_and_the_
     assert step is not None and f"truncate -s {last} " in step.group(1), result.stderr
     subprocess.run(step.group(1), shell=True, cwd=project, check=True)  # the step, as printed
     assert journal.read_bytes() == good[:last] and (folder / "study.journal.broken").read_bytes() == broken
-    result = gdexp(*overrides, "sweep.n_trials=3", cwd=project)
-    assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="lr", storage=sweep.open_storage(make_cfg(*overrides)).optuna)
-    assert len([t for t in study.get_trials() if counted(t)]) == 3
+    _finishes_with_three(make_cfg, project, overrides)
 
 
 @pytest.mark.slow  # two sweep processes at once

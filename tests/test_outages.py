@@ -4,6 +4,7 @@ stores that cannot be reached or created, a port in use. Real processes and serv
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,9 +173,20 @@ def test_a_port_in_use_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
     assert took < 30 and not (tmp_path / "server.db").exists()
 
 
+def _before_any_line_of_gdexp(err: str) -> bool:
+    """Is `err` the interpreter's own KeyboardInterrupt from its start, before a line of gdexp ran: a traceback
+    whose every frame is Python's frozen start-up code (`<frozen runpy>` looking for the module, `<frozen
+    importlib._bootstrap>`), none of a file of gdexp or of a library?"""
+    frames = re.findall(r'^\s*File "([^"]+)"', err, re.MULTILINE)
+    return bool(frames) and all(f.startswith("<frozen ") for f in frames) and \
+        err.rstrip().endswith("KeyboardInterrupt")
+
+
 @pytest.mark.parametrize("delay", [0.05, 0.3, 0.6, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0])
 def test_ctrl_c_at_any_moment_of_a_sweeps_start_prints_no_traceback(project: Path, delay: float) -> None:
-    """Imports, Hydra's composition and job set-up, the storage, the parent run, the first trial."""
+    """Imports, Hydra's composition and job set-up, the storage, the parent run, the first trial. At 0.05 s a
+    loaded machine may still be in the interpreter's own start, which Python ends with its usual traceback: from
+    gdexp's first line on, no traceback."""
     from tests.conftest import default_sigint
 
     proc = subprocess.Popen([sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=2", "train.epochs=2"],
@@ -183,7 +195,7 @@ def test_ctrl_c_at_any_moment_of_a_sweeps_start_prints_no_traceback(project: Pat
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert "Traceback" not in err and "Error" not in err, err
+    assert ("Traceback" not in err and "Error" not in err) or _before_any_line_of_gdexp(err), err
     # 0: the sweep had already ended; -SIGINT: the signal came while the interpreter was shutting down (or still
     # starting), when Python's own handler is not in place -- the shell says 130 for it too (seen once, at 3.0 s
     # with a CPU hog, after both trials and the summary)

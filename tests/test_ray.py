@@ -112,7 +112,7 @@ def test_two_workers_on_two_nodes_exact_totals(cluster: Cluster, tmp_path: Path,
         result = run(cluster.sweep(f"sweep.name={name}", f"tracking.experiment={experiment}", "sweep.n_trials=6",
                                    "train.epochs=6", *extra, address=cluster.ray.client if client else None),
                      tmp_path)
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, result.stderr[-3000:] + (cluster.ray.client_server_logs() if client else "")
         assert "6 of 6 trials" in result.stdout and "Traceback" not in result.stderr
         kids = assert_exact(cluster, study(url, name), experiment, 6)
         assert {r.data.tags["worker"] for r in kids} == {f"ray:{cluster.ray.head}", f"ray:{cluster.ray.node}"}, \

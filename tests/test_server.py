@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import ssl
 import subprocess
@@ -25,18 +24,17 @@ from gdexp import server
 from gdexp.config import database_url
 from gdexp.serving import free_port, stop_group
 from tests.conftest import (
+    UNASSIGNED,
     child_env,
     command_lines,
     counted,
     descendants,
     files_holding,
-    gdexp,
     self_signed,
     still_running,
 )
 from tests.postgres import PrivatePostgres
 
-UNASSIGNED = "192.0.2.1"  # TEST-NET-1 (RFC 5737): never an address of this machine
 PASSWORDS = {who: f"{who}-pw-{secrets.token_hex(8)}" for who in ("admin", "editor", "reader", "database")}
 EXPERIMENT = "shared"
 ROLE = "gdexp_runs"
@@ -90,20 +88,6 @@ def test_a_missing_store_or_a_bad_user_command_is_one_line(args: list[str], word
     assert server.main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], lines
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("args", [["--port", "99999"], ["--host", UNASSIGNED]])
-def test_a_refusal_takes_under_three_seconds(args: list[str], tmp_path: Path) -> None:
-    """As a user runs it: a fresh interpreter, its imports and the refusal. On a machine busier than its cores
-    the bound grows with the load (the interpreter's start-up is most of the time)."""
-    began = time.monotonic()
-    result = gdexp("-m", "gdexp.server", "--backend-store-uri", "sqlite:///m.db", *args, cwd=tmp_path)
-    took = time.monotonic() - began
-    print(f"python -m gdexp.server {' '.join(args)}: refused in {took:.2f} s")
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert took < 3 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1)), f"{took:.2f} s"
     assert list(tmp_path.iterdir()) == []
 
 

@@ -3,6 +3,7 @@ pair checked before a start, and the wait that lasts as long as the server's pro
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gdexp.serving import Tls, command, free_port, loopback, wait_until_up
-from tests.conftest import self_signed
+from tests.conftest import UNASSIGNED, gdexp, self_signed
 
 
 def test_the_store_and_the_artifact_root_travel_in_the_environment(tmp_path: Path) -> None:
@@ -60,3 +61,18 @@ def test_the_wait_lasts_as_long_as_the_server_process(capsys: pytest.CaptureFixt
     assert time.monotonic() - began >= 2.5, "it waited for the process, not for a time of its own"
     said = capsys.readouterr().err.splitlines()
     assert len([line for line in said if "still starting" in line]) == 1, said
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [["gdexp.ui"], ["gdexp.server", "--backend-store-uri", "sqlite:///m.db"]])
+@pytest.mark.parametrize("args", [["--port", "99999"], ["--host", UNASSIGNED]])
+def test_a_refusal_takes_under_three_seconds(command: list[str], args: list[str], tmp_path: Path) -> None:
+    """As a user runs either command: a fresh interpreter, its imports and the refusal. On a machine busier than
+    its cores the bound grows with the load (the interpreter's start-up is most of the time)."""
+    began = time.monotonic()
+    result = gdexp("-m", *command, *args, cwd=tmp_path)
+    took = time.monotonic() - began
+    print(f"python -m {' '.join(command)} {' '.join(args)}: refused in {took:.2f} s")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert took < 3 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1)), f"{took:.2f} s"
+    assert list(tmp_path.iterdir()) == []

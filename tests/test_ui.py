@@ -4,16 +4,12 @@ serving a real sweep is tested with that sweep (`tests/test_report.py`), on a tr
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import pytest
 
 from gdexp import ui
-from tests.conftest import gdexp
-
-UNASSIGNED = "192.0.2.1"  # TEST-NET-1 (RFC 5737): never an address of this machine
+from tests.conftest import UNASSIGNED
 
 REFUSED = [
     (["--port", "99999"], "99999 is not a port"),
@@ -38,15 +34,3 @@ def test_bad_flags_are_one_line_and_leave_nothing(args: list[str], words: str, t
     assert "s3cr3t" not in lines[0] and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("args", [["--port", "99999"], ["--host", UNASSIGNED]])
-def test_a_refusal_takes_under_three_seconds(args: list[str], tmp_path: Path) -> None:
-    """As a user runs it: a fresh interpreter, its imports and the refusal. On a machine busier than its cores
-    the bound grows with the load (the interpreter's start-up is most of the time)."""
-    began = time.monotonic()
-    result = gdexp("-m", "gdexp.ui", *args, cwd=tmp_path)
-    took = time.monotonic() - began
-    print(f"python -m gdexp.ui {' '.join(args)}: refused in {took:.2f} s")
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert took < 3 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1)), f"{took:.2f} s"
-    assert list(tmp_path.iterdir()) == []

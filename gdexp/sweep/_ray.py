@@ -38,7 +38,7 @@ from gdexp.sweep._study import POLL_S, Sweep
 
 RETRIES = 3  # times a worker task is started again after its process or node died (Ray's default for tasks)
 STOP_S = 10.0  # after a Ctrl-C, the time the workers get to end their trials' runs; then they are killed
-ZOMBIE_TRIES = 5  # Ray Client sessions tried while the head's machine has a zombie process (compat)
+SESSION_TRIES = 5  # Ray Client sessions tried while its proxy fails to start their server (compat)
 CONNECT_S = 5.0  # a head that does not accept a connection within this is not there (ray.init would wait minutes)
 
 
@@ -122,13 +122,13 @@ def _connect(address: str | None) -> Any:
             raise ConfigError(f"sweep.ray.address={address!r}: no Ray cluster answers there "
                               f"({exc.strerror or exc}); start its head with `ray start --head`") from exc
     local: dict[str, Any] = {"include_dashboard": False} if address is None else {}
-    for attempt in range(1, ZOMBIE_TRIES + 1):
+    for attempt in range(1, SESSION_TRIES + 1):
         try:
             ray.init(address=address, namespace="gdexp", logging_level=logging.ERROR, **local)
             break
         except ConnectionError as exc:  # Ray Client's carries the server's traceback: its first and last lines
-            if attempt < ZOMBIE_TRIES and compat.ray_client_met_a_zombie(exc):
-                time.sleep(1.0)  # another process's child, reaped in a moment
+            if attempt < SESSION_TRIES and compat.ray_client_session_may_start_again(exc):
+                time.sleep(1.0)  # a zombie reaped, a loaded machine calmer
                 continue
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
             said = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
