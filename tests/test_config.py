@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import fields
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
@@ -156,39 +157,44 @@ def test_random_command_lines_are_accepted_or_refused_in_one_line(make_cfg, key:
         assert "\n" not in str(explained)
 
 
-def _refused(args: list[str]) -> bool:
-    """Does composing and validating `args` refuse them (so that running them trains nothing)?"""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
-        try:
-            validate(compose("config", overrides=args))
-        except Exception:
-            return True
-    return False
-
-
-@pytest.mark.slow  # 100 runs of the command's own entry point
-@settings(max_examples=100, deadline=None, derandomize=True,
+@pytest.mark.slow  # 200 runs of the command's own entry point
+@settings(max_examples=200, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.one_of(st.sampled_from(KEYS), st.sampled_from(TYPOS)), value=VALUES,
        sweep=st.sampled_from([(), ("+sweep=lr",), ("+sweep=lr_range",)]))
 def test_bad_command_lines_end_in_one_line_with_exit_code_2_leaving_nothing(
         project, installed, capsys, monkeypatch, key: str, value: str, sweep) -> None:
-    """`python -m gdexp`'s own `main()` on 100 random refused command lines: exit code 2, one line on stderr
-    and nothing on stdout, no folder or file added in the working folder. (In this process, as the command
-    runs it: a child process per line would take minutes.)"""
+    """`python -m gdexp`'s own `main()` on 200 random command lines, each through Hydra's composition and every
+    check the command makes; one it accepts is stopped where the work would start (a sweep's workers, the range
+    test, the single run: their own tests run them). Each refused one: exit code 2, one line on stderr and
+    nothing on stdout, no folder or file added in the working folder. (In this process, as the command runs it:
+    a child process per line would take minutes.)"""
     from gdexp import __main__ as command
+    from gdexp import lr_range
+    from gdexp import sweep as sweeping
 
-    args = [*sweep, f"{key}={value}"]
-    if not _refused(args):
-        return  # accepted: it would train; the tests of training cover it
+    started: list[str] = []
+
+    def start(what: str) -> Callable[..., None]:
+        def here(*_args: object, **_kwargs: object) -> None:
+            started.append(what)
+            raise SystemExit(0)
+        return here
+
+    monkeypatch.setattr(sweeping, "launcher", lambda cfg: start("sweep"))  # after the sweep's own checks
+    monkeypatch.setattr(lr_range, "run", start("lr_range"))
+    monkeypatch.setattr(command, "single", start("single"))
     monkeypatch.setattr(command.stopping, "spare_exit_collection", lambda: None)  # pytest's process goes on
+    args = [*sweep, f"{key}={value}"]
     monkeypatch.setattr("sys.argv", ["gdexp", *args])
     before = sorted(p.relative_to(project) for p in project.rglob("*"))
     with pytest.raises(SystemExit) as ended:
         command.main()
     out, err = capsys.readouterr()
+    event("accepted" if started else "refused")  # pytest --hypothesis-show-statistics counts them
+    if started:
+        assert ended.value.code == 0 and "Traceback" not in err, (args, err)
+        return
     assert ended.value.code == 2, (args, err)
     assert len(err.strip().splitlines()) == 1 and err.startswith("gdexp: ") and not out.strip(), (args, err)
     assert sorted(p.relative_to(project) for p in project.rglob("*")) == before, args
