@@ -161,9 +161,10 @@ def ray_client_session_may_start_again(exc: BaseException) -> bool:
     """Did Ray Client's proxy fail to start this session's own server for a reason that passes? It starts one
     server process per session, and two failures of that start end in a moment: its walk of the whole process
     table with psutil raises `psutil.ZombieProcess` for any process's child that has exited and is not yet reaped
-    (ray-project/ray#28893), and the new server process can exit before it serves ("Starting Ray client server
-    failed"; seen once on a loaded machine, its log on the head). The proxy sends its traceback back in the text
-    of the client's `ConnectionAbortedError`; the same call, repeated, starts a fresh server."""
+    (ray-project/ray#28893), and the new server process can die before its exec ("Starting Ray client server
+    failed": grpcio >= 1.81's fork handler crashes the child now and then, grpc/grpc#43055; the `ray` extra keeps
+    grpcio below that, a head started elsewhere may not). The proxy sends its traceback back in the text of the
+    client's `ConnectionAbortedError`; the same call, repeated, starts a fresh server."""
     said = str(exc)
     return isinstance(exc, ConnectionError) and ("psutil.ZombieProcess" in said
                                                  or "Starting Ray client server failed" in said)

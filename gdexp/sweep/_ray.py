@@ -128,7 +128,7 @@ def _connect(address: str | None) -> Any:
             break
         except ConnectionError as exc:  # Ray Client's carries the server's traceback: its first and last lines
             if attempt < SESSION_TRIES and compat.ray_client_session_may_start_again(exc):
-                time.sleep(1.0)  # a zombie reaped, a loaded machine calmer
+                time.sleep(1.0)  # the zombie reaped; a fresh fork of the server
                 continue
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
             said = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
