@@ -1,6 +1,8 @@
 """Which study storage when: trials per minute with 1, 2 and 4 workers on PostgreSQL, the bookkeeping
-cost of one trial (Optuna + MLflow) on SQLite, journal and PostgreSQL storages, and how it grows with
-the study's size.
+cost of one trial (Optuna + MLflow) on SQLite, journal and PostgreSQL storages, how it grows with
+the study's size, and Optuna's bookkeeping on PostgreSQL directly against the same through Optuna's
+`GrpcStorageProxy` (a proxy server on 127.0.0.1 in a process of its own; needs grpcio, in the `ray` and
+`dev` extras), with 1 and 2 worker processes.
 
     python benchmarks/storage.py [--sizes 100,1000,10000] [--pg postgresql://postgres@127.0.0.1:5432]
 
@@ -19,9 +21,11 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
@@ -30,6 +34,7 @@ from optuna.trial import TrialState, create_trial
 from gdexp.config import database_url
 
 ROOT = Path(__file__).resolve().parents[1]
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the gRPC proxy's
 SPACE = {"optim.lr": FloatDistribution(1e-4, 10, log=True), "model.hidden_size": IntDistribution(8, 512, log=True)}
 
 
@@ -112,6 +117,76 @@ def mlflow_cost(uri: str, per: int = 20) -> float:
     return (time.perf_counter() - began) / per * 1000
 
 
+PROXY_PORT = 13555
+PROXY_TRIALS = 40  # per worker process
+
+
+def _rdb(url: str) -> optuna.storages.BaseStorage:
+    return optuna.storages.RDBStorage(database_url(url))
+
+
+def _proxy() -> optuna.storages.BaseStorage:
+    return optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=PROXY_PORT)
+
+
+def _serve(url: str) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    optuna.storages.run_grpc_proxy_server(_rdb(url), host="127.0.0.1", port=PROXY_PORT)
+
+
+def _bookkeeper(url: str | None, name: str, times: Any) -> None:
+    """A worker process: `PROXY_TRIALS` trials' Optuna bookkeeping on the study, directly (`url`) or by the proxy."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name=name, storage=_rdb(url) if url else _proxy(),
+                              sampler=optuna.samplers.TPESampler(seed=os.getpid()))
+    times.put(time.time())
+    for _ in range(PROXY_TRIALS):
+        optuna_trial(study)
+    times.put(time.time())
+
+
+def bookkeeping_rate(url: str, workers: int, *, proxy: bool) -> float:
+    """Trials per minute of Optuna's bookkeeping with `workers` processes, from the last one's start."""
+    import multiprocessing
+
+    name = uuid.uuid4().hex[:8]
+    optuna.create_study(study_name=name, storage=_rdb(url))
+    ctx = multiprocessing.get_context("spawn")
+    times = ctx.Queue()
+    procs = [ctx.Process(target=_bookkeeper, args=(None if proxy else url, name, times)) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    stamps = sorted(times.get() for _ in range(2 * workers))
+    for proc in procs:
+        proc.join()
+    return 60 * PROXY_TRIALS * workers / (stamps[-1] - stamps[workers - 1])
+
+
+def proxy_against_direct(url: str) -> dict[tuple[str, int], float]:
+    """{(direct | proxy, workers): trials per minute} on one PostgreSQL database."""
+    import multiprocessing
+    import socket
+
+    rates = {("direct", w): bookkeeping_rate(url, w, proxy=False) for w in (1, 2)}
+    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(url,), daemon=True)
+    server.start()
+    try:
+        deadline = time.time() + 60
+        while True:  # until the proxy answers
+            try:
+                socket.create_connection(("127.0.0.1", PROXY_PORT), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        rates.update({("proxy", w): bookkeeping_rate(url, w, proxy=True) for w in (1, 2)})
+    finally:
+        server.terminate()
+        server.join()
+    return rates
+
+
 def throughput(storage: str, workers: int, trials: int, folder: Path) -> float:
     """Trials per minute of `python -m gdexp +sweep=lr` with that many local workers on one PG study."""
     began = time.perf_counter()
@@ -141,6 +216,14 @@ def main() -> None:
             else:
                 cost = optuna_cost(make, sizes)
             print(f"  {name:<10} " + "  ".join(f"{cost[s]:8.1f}" for s in sizes))
+        with pg_database(args.pg) as url:
+            rates = proxy_against_direct(url)
+        print(f"Optuna's bookkeeping on PostgreSQL, trials/min ({PROXY_TRIALS} per worker process):")
+        for how, label in (("direct", "RDBStorage, direct"), ("proxy", "GrpcStorageProxy")):
+            one, two = rates[(how, 1)], rates[(how, 2)]
+            print(f"  {label:<19} 1 worker {one:6.0f}, 2 workers {two:6.0f} ({two / one:.2f}x)")
+        print(f"  the proxy against direct access: {rates[('proxy', 1)] / rates[('direct', 1)]:.2f}x with 1 worker, "
+              f"{rates[('proxy', 2)] / rates[('direct', 2)]:.2f}x with 2")
         print("Sweep throughput on PostgreSQL (digits, 5 epochs, MLflow on SQLite):")
         for workers in (1, 2, 4):
             with pg_database(args.pg) as url:

@@ -31,14 +31,13 @@ import time
 
 import numpy as np
 from omegaconf import DictConfig
-from threadpoolctl import threadpool_limits
 
 from gdexp.data import Dataset
 from gdexp.history import Callback, History
 from gdexp.nn import MLP
 from gdexp.nn.hessian import Hessian, flatten, top_eigen, unflatten
 from gdexp.optim import Optimizer
-from gdexp.train import blas_threads
+from gdexp.train import blas_limit, blas_threads
 
 __all__ = ["Sharpness", "measure_sharpness"]
 
@@ -50,7 +49,7 @@ def measure_sharpness(model: MLP, X: np.ndarray, y: np.ndarray, optimizer: Optim
     y, for the next step of `optimizer` (see the module's docstring). The vector (n_params,) is the warm start
     of the next measurement; `iters`, `rng`, `start` and `tol` go to `top_eigen`. Weights that are not finite
     give NaN. Small products run on one BLAS thread, as in training (`gdexp.train.blas_threads`)."""
-    with np.errstate(all="ignore"), threadpool_limits(blas_threads(len(X), model.sizes), user_api="blas"):
+    with np.errstate(all="ignore"), blas_limit(blas_threads(len(X), model.sizes)):
         hessian = Hessian(model, X, y)
         if not np.all(np.isfinite(hessian.gradient)):
             return math.nan, math.nan, np.zeros(hessian.size)

@@ -20,13 +20,14 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from gdexp import compat, stopping
 
 __all__ = [
     "DEFAULT_URI",
     "EXPERIMENT_KIND",
+    "Point",
     "ask_again",
     "config_params",
     "create_run",
@@ -151,11 +152,20 @@ class _Guarded:
         return call
 
 
-def metric(key: str, value: float, step: int, timestamp: int) -> Any:
-    """One metric point, as `log_metrics` takes it."""
-    from mlflow.entities import Metric
+class Point(NamedTuple):
+    """One metric point as gdexp holds it until it is written: MLflow's own `Metric` is made by the write, so that
+    a run buffering its first epochs has not imported MLflow yet (2 s of a command's start: a single run's first
+    epoch comes that much sooner, and MLflow is imported at the run's first write)."""
 
-    return Metric(key, float(value), timestamp, step)
+    key: str
+    value: float
+    step: int
+    timestamp: int
+
+
+def metric(key: str, value: float, step: int, timestamp: int) -> Point:
+    """One metric point, as `log_batch` and `log_metrics` take it."""
+    return Point(key, float(value), int(step), int(timestamp))
 
 
 def ui_command(uri: str) -> str:
@@ -247,16 +257,16 @@ def get_run(uri: str, run_id: str) -> Any:
     return _client(uri).get_run(run_id)
 
 
-def log_batch(uri: str, run_id: str, *, metrics: Sequence[Any] = (), params: Mapping[str, Any] | None = None,
+def log_batch(uri: str, run_id: str, *, metrics: Sequence[Point] = (), params: Mapping[str, Any] | None = None,
               tags: Mapping[str, str] | None = None, synchronous: bool = True) -> list[Any]:
     """Metric points (`metric(...)`), params (as strings, at most 6,000 characters each) and tags in as few
     writes as MLflow's per-call limits allow (1,000 items, of which at most 100 params and 100 tags): a short run
     is one write. Asynchronous writes return the operations to wait on."""
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Metric, Param, RunTag
 
     queue: deque[tuple[str, Any]] = deque([("param", Param(k, str(v)[:6000])) for k, v in (params or {}).items()])
     queue += [("tag", RunTag(k, str(v))) for k, v in (tags or {}).items()]
-    queue += [("metric", m) for m in metrics]
+    queue += [("metric", Metric(m.key, m.value, m.timestamp, m.step)) for m in metrics]
     pending = []
     while queue:
         batch: dict[str, list[Any]] = {"metric": [], "param": [], "tag": []}
@@ -278,7 +288,7 @@ def log_params(uri: str, run_id: str, params: Mapping[str, Any]) -> None:
     log_batch(uri, run_id, params=params)
 
 
-def log_metrics(uri: str, run_id: str, metrics: Sequence[Any], *, synchronous: bool = True) -> list[Any]:
+def log_metrics(uri: str, run_id: str, metrics: Sequence[Point], *, synchronous: bool = True) -> list[Any]:
     return log_batch(uri, run_id, metrics=metrics, synchronous=synchronous)
 
 

@@ -23,6 +23,7 @@ kernel, the same bits; the run records its thread count and BLAS library (`Histo
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from gdexp import errors, stopping
 from gdexp.data import Batches, Dataset, load
@@ -39,7 +40,7 @@ from gdexp.history import Callback, History
 from gdexp.nn import MLP
 from gdexp.optim import Optimizer, make_optimizer
 
-__all__ = ["Schedule", "blas_threads", "build_model", "fit", "run", "summary"]
+__all__ = ["Schedule", "blas_limit", "blas_threads", "build_model", "fit", "run", "summary"]
 
 Schedule = Callable[[int, int], float]  # (update index from 0, total updates) -> learning rate
 BLAS_MIN_WORK = 8_000_000  # multiply-adds in a run's largest product below which one BLAS thread is faster
@@ -61,10 +62,23 @@ def blas_threads(batch: int, sizes: Sequence[int], setting: int | str = "auto") 
     return 1 if batch * widest < BLAS_MIN_WORK else None
 
 
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """threadpoolctl's handle on the BLAS libraries loaded in this process, made once: making one reads every
+    loaded shared library (1.4 ms once MLflow is imported; twice a run, a twentieth of what a sweep's trial
+    costs besides its training). numpy's BLAS, the one the loop's products run on, is loaded before it."""
+    return ThreadpoolController()
+
+
+def blas_limit(threads: int | None) -> Any:
+    """A context in which BLAS uses at most `threads` threads (None: as the process set it)."""
+    return _blas().limit(limits=threads, user_api="blas")
+
+
 def blas_in_use() -> dict[str, str]:
     """The BLAS library the loop's products run on, as it is now (inside the run's thread limit): thread
     count, library, version and CPU kernel -- what a bit-for-bit comparison between two runs must share."""
-    found = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    found = [i for i in _blas().info() if i.get("user_api") == "blas"]
     if not found:
         return {"threads": "1", "library": "none"}
     info = found[0]
@@ -186,7 +200,7 @@ def _loop(cfg: DictConfig, model: MLP, optimizer: Optimizer, data: Dataset, batc
     """The timed part of a run: every epoch, then the test split; BLAS threads as `train.threads` says."""
     began = time.perf_counter()
     threads = blas_threads(batches.size, model.sizes, cfg.train.threads)
-    with (np.errstate(all="ignore"), stopping.interruptible(), threadpool_limits(threads, user_api="blas")):
+    with (np.errstate(all="ignore"), stopping.interruptible(), blas_limit(threads)):
         history.blas = blas_in_use()
         fit(model, optimizer, data, batches, cfg.train.epochs, history,
             divergence_factor=cfg.train.divergence_factor, callbacks=callbacks, schedule=schedule)

@@ -38,14 +38,13 @@ import time
 
 import numpy as np
 from omegaconf import DictConfig
-from threadpoolctl import threadpool_limits
 
 from gdexp.data import Batches, Dataset
 from gdexp.history import Callback, History
 from gdexp.nn import MLP
 from gdexp.nn.hessian import unflatten
 from gdexp.optim import Optimizer
-from gdexp.train import blas_threads, build_model
+from gdexp.train import blas_limit, blas_threads, build_model
 
 __all__ = ["EARLY_EPOCHS", "EARLY_POINTS", "GRID", "MARGIN", "Trajectory", "early_updates", "grid_axes", "plane",
            "project", "variance_share"]
@@ -169,8 +168,7 @@ class Trajectory(Callback):
         origin, axes, explained = plane(points)
         path = project(points, origin, axes)
         grid_x, grid_y = grid_axes(path)
-        with np.errstate(all="ignore"), threadpool_limits(blas_threads(len(self.X), self.shadow.sizes),
-                                                          user_api="blas"):
+        with np.errstate(all="ignore"), blas_limit(blas_threads(len(self.X), self.shadow.sizes)):
             loss = np.array([self._loss(p) for p in points])
             grid_loss = np.array([[self._loss(origin + a * axes[0] + b * axes[1]) for a in grid_x] for b in grid_y])
         history.artifacts["trajectory"] = {

@@ -1,10 +1,15 @@
-"""Run names the tracker gives."""
+"""Run names the tracker gives; what it writes, and when MLflow is imported."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from gdexp.tracking import run_name
+from tests.conftest import child_env
 
 
 @pytest.mark.parametrize("overrides,name", [
@@ -40,3 +45,35 @@ def test_an_artifact_upload_that_fails_makes_the_run_failed_and_is_raised(make_c
     assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
     assert "artifact store is gone" in run.data.tags["error"] and "regime" not in run.data.tags
     assert len(mlflow_client(cfg.tracking.uri).get_metric_history(tracker.run_id, "train_loss")) == 2
+
+
+@pytest.mark.slow  # a fresh interpreter, where MLflow is not imported yet
+def test_a_run_trains_before_mlflow_is_imported_and_is_recorded_whole(tmp_path: Path) -> None:
+    """Importing MLflow and opening its store take about 2 s: the tracker buffers its points as plain tuples, so a
+    single run's first epochs come that much sooner, and MLflow is imported at the run's first write."""
+    code = """
+import sys
+from hydra import compose, initialize_config_dir
+from gdexp import train
+from gdexp.callbacks import callbacks_for
+from gdexp.config import CONFIG_DIR
+from gdexp.history import Callback
+from gdexp.tracking import MlflowTracker
+
+class Look(Callback):
+    seen = []
+    def on_epoch_end(self, history):
+        self.seen.append("mlflow" in sys.modules)
+
+with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+    cfg = compose("config", overrides=["train.progress=false", "train.epochs=3"])
+tracker = MlflowTracker(cfg)
+train.run(cfg, callbacks_for(cfg, tracker=tracker, extra=[Look()]))
+assert Look.seen == [False, False, False], Look.seen
+from mlflow.tracking import MlflowClient
+points = MlflowClient(cfg.tracking.uri).get_metric_history(tracker.run_id, "train_loss")
+assert sorted(p.step for p in points) == [1, 2, 3], points
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            env=child_env(), check=False)
+    assert result.returncode == 0, result.stderr
