@@ -65,6 +65,10 @@ def storages(tmp: Path, pg: str) -> dict[str, Callable[[], object]]:
     return {"journal": journal, "sqlite": sqlite, "postgresql": lambda: pg}
 
 
+def _rdb(url: str) -> optuna.storages.BaseStorage:
+    return optuna.storages.RDBStorage(database_url(url))
+
+
 def optuna_trial(study: optuna.Study) -> None:
     trial = study.ask(SPACE)
     for key in ("worker", "mlflow_run_id", "lr"):
@@ -79,7 +83,7 @@ def optuna_cost(make: Callable[[], object], sizes: list[int], per: int = 20) -> 
     """ms per trial at each study size."""
     storage = make()
     if isinstance(storage, str):
-        storage = optuna.storages.RDBStorage(database_url(storage))
+        storage = _rdb(storage)
     study = optuna.create_study(study_name="bench", storage=storage,  # type: ignore[arg-type]
                                 sampler=optuna.samplers.TPESampler(seed=0), pruner=optuna.pruners.MedianPruner())
     result, have = {}, 0
@@ -117,27 +121,20 @@ def mlflow_cost(uri: str, per: int = 20) -> float:
     return (time.perf_counter() - began) / per * 1000
 
 
-PROXY_PORT = 13555
 PROXY_TRIALS = 40  # per worker process
 
 
-def _rdb(url: str) -> optuna.storages.BaseStorage:
-    return optuna.storages.RDBStorage(database_url(url))
-
-
-def _proxy() -> optuna.storages.BaseStorage:
-    return optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=PROXY_PORT)
-
-
-def _serve(url: str) -> None:
+def _serve(url: str, port: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    optuna.storages.run_grpc_proxy_server(_rdb(url), host="127.0.0.1", port=PROXY_PORT)
+    optuna.storages.run_grpc_proxy_server(_rdb(url), host="127.0.0.1", port=port)
 
 
-def _bookkeeper(url: str | None, name: str, times: Any) -> None:
-    """A worker process: `PROXY_TRIALS` trials' Optuna bookkeeping on the study, directly (`url`) or by the proxy."""
+def _bookkeeper(url: str, proxy: int | None, name: str, times: Any) -> None:
+    """A worker process: `PROXY_TRIALS` trials' Optuna bookkeeping on the study, directly (at `url`) or through the
+    proxy on port `proxy`."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.load_study(study_name=name, storage=_rdb(url) if url else _proxy(),
+    storage = _rdb(url) if proxy is None else optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=proxy)
+    study = optuna.load_study(study_name=name, storage=storage,
                               sampler=optuna.samplers.TPESampler(seed=os.getpid()))
     times.put(time.time())
     for _ in range(PROXY_TRIALS):
@@ -145,15 +142,16 @@ def _bookkeeper(url: str | None, name: str, times: Any) -> None:
     times.put(time.time())
 
 
-def bookkeeping_rate(url: str, workers: int, *, proxy: bool) -> float:
-    """Trials per minute of Optuna's bookkeeping with `workers` processes, from the last one's start."""
+def bookkeeping_rate(url: str, workers: int, *, proxy: int | None) -> float:
+    """Trials per minute of Optuna's bookkeeping with `workers` processes (directly, or through the proxy on port
+    `proxy`), from the last one's start."""
     import multiprocessing
 
     name = uuid.uuid4().hex[:8]
     optuna.create_study(study_name=name, storage=_rdb(url))
     ctx = multiprocessing.get_context("spawn")
     times = ctx.Queue()
-    procs = [ctx.Process(target=_bookkeeper, args=(None if proxy else url, name, times)) for _ in range(workers)]
+    procs = [ctx.Process(target=_bookkeeper, args=(url, proxy, name, times)) for _ in range(workers)]
     for proc in procs:
         proc.start()
     stamps = sorted(times.get() for _ in range(2 * workers))
@@ -167,20 +165,23 @@ def proxy_against_direct(url: str) -> dict[tuple[str, int], float]:
     import multiprocessing
     import socket
 
-    rates = {("direct", w): bookkeeping_rate(url, w, proxy=False) for w in (1, 2)}
-    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(url,), daemon=True)
+    from gdexp.serving import free_port
+
+    rates = {("direct", w): bookkeeping_rate(url, w, proxy=None) for w in (1, 2)}
+    port = free_port()
+    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(url, port), daemon=True)
     server.start()
     try:
         deadline = time.time() + 60
         while True:  # until the proxy answers
             try:
-                socket.create_connection(("127.0.0.1", PROXY_PORT), timeout=1).close()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 if time.time() > deadline:
                     raise
                 time.sleep(0.2)
-        rates.update({("proxy", w): bookkeeping_rate(url, w, proxy=True) for w in (1, 2)})
+        rates.update({("proxy", w): bookkeeping_rate(url, w, proxy=port) for w in (1, 2)})
     finally:
         server.terminate()
         server.join()
