@@ -163,6 +163,39 @@ def test_two_workers_exact_total(project: Path) -> None:
     assert len({t.user_attrs["worker"] for t in done}) == 2, "both processes ran trials"
     assert len(children(project)) == len([t for t in trials if "mlflow_run_id" in t.user_attrs]) >= 8
 
+@pytest.mark.slow  # a fresh interpreter, where MLflow's store modules are not imported yet
+@pytest.mark.parametrize(("uri", "driver"), [("sqlite:///mlruns/mlflow.db", "sqlite3"),
+                                             ("postgresql://postgres@127.0.0.1/test", "psycopg")])
+def test_forked_workers_inherit_the_tracking_stores_imports_and_no_connection(tmp_path: Path, uri: str,
+                                                                               driver: str) -> None:
+    """Opening a SQL store imports MLflow's ORM and the driver (0.6 s): the workers are forked after that import,
+    so each opens only its own connection, and before anything is opened, so none is shared."""
+    code = f"""
+import sys
+from pathlib import Path
+from hydra import compose, initialize_config_dir
+from gdexp.config import CONFIG_DIR
+from gdexp.sweep import _workers, validate_sweep
+
+def look(*args):
+    seen = [m for m in ("mlflow.store.tracking.sqlalchemy_store", {driver!r}) if m in sys.modules]
+    Path("seen").write_text(" ".join(seen) + (" opened" if Path("mlruns").exists() else ""))
+
+_workers._worker_main = look
+overrides = ["+sweep=lr", "sweep.n_workers=2", "tracking.uri={uri}"]
+with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+    cfg = compose("config", overrides=overrides)
+assert "mlflow.store.tracking.sqlalchemy_store" not in sys.modules
+workers = _workers.Workers(cfg, overrides, validate_sweep(cfg, overrides), None)
+workers.start(None)
+workers.stop(interrupt=False)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            env=child_env(), check=False)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "seen").read_text() == f"mlflow.store.tracking.sqlalchemy_store {driver}"
+
+
 
 def test_diverging_learning_rates_are_recorded_and_the_best_is_sane(make_cfg, project: Path) -> None:
     overrides = ["+sweep=lr", "sweep.sampler=grid", "sweep.n_trials=4", "train.epochs=3", "sweep.pruner=none"]

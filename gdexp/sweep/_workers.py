@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 
-from gdexp import errors, stopping
+from gdexp import errors, stopping, store
 from gdexp.sweep._study import Sweep
 
 __all__ = ["Workers"]
@@ -44,7 +44,8 @@ class Workers:
         if n == 1:
             return
         import matplotlib.figure  # noqa: F401 -- imported here once, inherited by every worker
-        import mlflow.tracking  # noqa: F401
+
+        store.preload(cfg.tracking.uri)
 
         ctx = multiprocessing.get_context("fork")
         self.threads = max(1, (os.cpu_count() or 1) // n)
