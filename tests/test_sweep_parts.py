@@ -17,7 +17,7 @@ from gdexp.sweep import TrialRecord, tally
 from gdexp.sweep._claim import claim
 from gdexp.sweep._journal import open_journal
 from gdexp.sweep._liveness import gone, me
-from gdexp.sweep._record import Outcome, Owner, template, write
+from gdexp.sweep._record import Outcome, Owner, study_records, template, write
 from gdexp.sweep._storage import Storage
 
 
@@ -50,6 +50,23 @@ def test_a_trial_is_created_running_with_its_owner_in_one_write(study) -> None:
     lines = Path(storage.where).read_text().splitlines()
     created = [line for line in lines if '"op_code":4' in line]
     assert len(created) == 1 and '"owner"' in created[0], "the owner is in the record that creates the trial"
+
+
+def test_study_records_follow_a_running_trial_and_read_a_finished_one_once(study) -> None:
+    """A claim reads every trial's record: a finished trial's is parsed once and kept (its attributes can no longer
+    change), a running trial's is read anew each time."""
+    s, storage, study_id = study
+    got = claim(s, storage, study_id, total=2, grace=20, on_lost=lambda r, why: None)
+    assert study_records(s)[0].run_id is None
+    write(storage.optuna, got.trial_id, run_id="abc")
+    assert study_records(s)[0].run_id == "abc", "a running trial's record is not kept"
+    s.tell(got.trial, 0.5)
+    second = claim(s, storage, study_id, total=2, grace=20, on_lost=lambda r, why: None)
+    first, again = study_records(s), study_records(s)
+    assert first == records(s) and [r.state for r in first] == [TrialState.COMPLETE, TrialState.RUNNING]
+    assert first[0] is again[0] and first[1] is not again[1]
+    s.tell(second.trial, 0.25)
+    assert study_records(s) == records(s)
 
 
 def test_the_outcome_reads_back_as_written(study) -> None:

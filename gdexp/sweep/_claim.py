@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from gdexp.sweep._accounting import tally
 from gdexp.sweep._liveness import gone, me, ray_nodes_alive
-from gdexp.sweep._record import TrialRecord, template, write
+from gdexp.sweep._record import TrialRecord, study_records, template, write
 from gdexp.sweep._storage import Storage
 
 __all__ = ["Claim", "claim", "reap"]
@@ -60,14 +60,14 @@ def reap(study: optuna.Study, storage: Storage, records: list[TrialRecord], *, g
             continue  # it ended meanwhile: its owner was alive after all
         on_lost(TrialRecord.of(storage.optuna.get_trial(r.trial_id)), why)
         changed = True
-    return [TrialRecord.of(t) for t in study.get_trials(deepcopy=False)] if changed else records
+    return study_records(study) if changed else records
 
 
 def claim(study: optuna.Study, storage: Storage, study_id: int, *, total: int, grace: float, on_lost: LostHandler,
           ray_node: str | None = None) -> Claim:
     """Under the study's lock: reap, then claim the next trial by the rules of the module docstring."""
     with storage.lock():
-        records = reap(study, storage, [TrialRecord.of(t) for t in study.get_trials(deepcopy=False)], grace=grace,
+        records = reap(study, storage, study_records(study), grace=grace,
                        on_lost=on_lost)
         counts = tally(records)
         running = sum(r.state == TrialState.RUNNING for r in records)

@@ -16,7 +16,7 @@ from gdexp.sweep._accounting import tally
 from gdexp.sweep._labels import relabel
 from gdexp.sweep._plots import study_plots
 from gdexp.sweep._reconcile import reconcile
-from gdexp.sweep._record import TrialRecord
+from gdexp.sweep._record import study_records
 
 __all__ = ["PARENT_ATTR", "best_trial", "best_value", "finish_parent", "parent_run", "summary_table"]
 
@@ -47,7 +47,7 @@ def finish_parent(cfg: DictConfig, study: optuna.Study, run_id: str, status: str
     if store.down(uri):
         return
     try:
-        records = [TrialRecord.of(t) for t in study.get_trials(deepcopy=False)]
+        records = study_records(study)
         reconcile(uri, run_id, records)
         counts = tally(records)
         now = int(time.time() * 1000)
@@ -86,7 +86,7 @@ def summary_table(cfg: DictConfig, study: optuna.Study, where: str, ui: str) -> 
     from tabulate import tabulate
 
     trials = study.get_trials(deepcopy=False)
-    records = [TrialRecord.of(t) for t in trials]
+    records = study_records(study)
     counts = tally(records)
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     sign = 1.0 if cfg.sweep.direction == "minimize" else -1.0

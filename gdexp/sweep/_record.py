@@ -1,7 +1,7 @@
 """A trial's record in the study: the one reader and writer of the user attributes gdexp keeps on a trial.
 
-Every other module asks a `TrialRecord` (`TrialRecord.of(frozen_trial)`) and writes through `write`; no attribute
-name appears anywhere else. What the record holds, by the moment it is written:
+Every other module asks a `TrialRecord` (`TrialRecord.of(frozen_trial)`, or `study_records(study)` for them all) and
+writes through `write`; no attribute name appears anywhere else. What the record holds, by the moment it is written:
 
 - at creation, in the same storage write as the trial itself (`template`): its `owner` (the process that runs
   it: host, boot, PID namespace, PID and start time, the Ray node), `worker` (`host:pid`, for people) and, for a
@@ -16,6 +16,7 @@ name appears anywhere else. What the record holds, by the moment it is written:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gdexp import compat
 
-__all__ = ["Outcome", "Owner", "TrialRecord", "template", "write"]
+__all__ = ["Outcome", "Owner", "TrialRecord", "study_records", "template", "write"]
 
 # field -> user attribute; `write` and `TrialRecord.of` are the only code that reads this table
 KEYS = {"owner": "owner", "worker": "worker", "retry_of": "retry_of", "run_id": "mlflow_run_id", "beat": "beat",
@@ -160,6 +161,27 @@ class TrialRecord:
         if self.store_failed:
             return f"the tracking store failed ({self.store_failed})"
         return "its command stopped before it ended the run"
+
+
+_finished: weakref.WeakKeyDictionary[optuna.Study, dict[int, TrialRecord]] = weakref.WeakKeyDictionary()
+
+
+def study_records(study: optuna.Study) -> list[TrialRecord]:
+    """The records of the study's trials, as its storage holds them now. A finished trial's record is read once
+    per study object and kept: its attributes can no longer change (Optuna refuses the write), and reading every
+    trial anew at each claim and progress update made a trial's cost grow with the sweep's length (5 ms a trial
+    at 400 trials, all of it here)."""
+    kept = _finished.setdefault(study, {})
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        tid = compat.trial_id(t)
+        record = kept.get(tid)
+        if record is None:
+            record = TrialRecord.of(t)
+            if t.state.is_finished():
+                kept[tid] = record
+        out.append(record)
+    return out
 
 
 def _text(value: Any) -> str | None:

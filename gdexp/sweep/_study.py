@@ -22,7 +22,7 @@ from gdexp.sweep._accounting import trial_value
 from gdexp.sweep._claim import Claim, claim, reap
 from gdexp.sweep._liveness import Heartbeat
 from gdexp.sweep._reconcile import end_lost_run, unlabelled
-from gdexp.sweep._record import Outcome, TrialRecord, write
+from gdexp.sweep._record import Outcome, TrialRecord, study_records, write
 from gdexp.sweep._samplers import make_sampler
 from gdexp.sweep._space import TrialConfigs, first_report, make_pruner, suggest, validate_sweep
 from gdexp.sweep._storage import open_storage
@@ -61,7 +61,7 @@ class Sweep:
         return 2.0 * float(self.cfg.sweep.heartbeat_s)
 
     def records(self) -> list[TrialRecord]:
-        return [TrialRecord.of(t) for t in self.study.get_trials(deepcopy=False)]
+        return study_records(self.study)
 
     def _lost(self, record: TrialRecord, why: str) -> None:
         end_lost_run(self.cfg.tracking.uri, record, why)
