@@ -211,6 +211,18 @@ def test_diverging_learning_rates_are_recorded_and_the_best_is_sane(make_cfg, pr
     assert tags["5000.0"]["diverged"] == "true" and tags["5000.0"]["regime"] == "too_large"
 
 
+def test_the_progress_is_shown_the_records_each_claim_read(make_cfg, project: Path) -> None:
+    """The progress bar reads no trials of its own (a storage round trip a trial on PostgreSQL): it is shown the
+    records each claim read, the last of them with every trial of the study done."""
+    overrides = ["+sweep=lr", "sweep.n_trials=3", "train.epochs=1", "sweep.pruner=none"]
+    cfg = make_cfg(*overrides)
+    s = sweep.Sweep(cfg, overrides)
+    s.parent_run_id = parent_run(cfg, s.study)
+    shown: list[list[int]] = []
+    s.work(on_trial=lambda records: shown.append([r.number for r in records if r.counted]))
+    assert shown == [[], [0], [0, 1], [0, 1, 2]]
+
+
 def test_pruner_stops_a_hopeless_trial(make_cfg, project: Path) -> None:
     overrides = ["+sweep=lr", "sweep.n_trials=6", "train.epochs=8", "sweep.pruner=median"]
     cfg = make_cfg(*overrides)

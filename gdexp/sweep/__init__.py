@@ -68,8 +68,8 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
             workers.start(sweep.parent_run_id)
             bar = console.progress(n, f"sweep {cfg.sweep.name}", "trial", initial=tally(sweep.records())["done"])
 
-            def refresh(*_: Any) -> None:
-                bar.n = min(n, tally(sweep.records()).get("done", 0))
+            def refresh(records: Sequence[TrialRecord]) -> None:
+                bar.n = min(n, tally(records).get("done", 0))
                 best = best_trial(study)
                 if best is not None:
                     bar.set_postfix_str(f"best {cfg.sweep.metric}={best.value:.4g} (trial {best.number})",
@@ -79,7 +79,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
             workers.run(sweep, deadline, refresh)
             if sweep.store_error is not None:
                 raise sweep.store_error
-            refresh()
+            refresh(sweep.records())
             status = "FINISHED"
     finally:
         workers.stop(interrupt=status == "KILLED")

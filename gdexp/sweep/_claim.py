@@ -34,11 +34,13 @@ LostHandler = Callable[[TrialRecord, str], None]  # (the lost trial, why): end i
 
 @dataclass(frozen=True)
 class Claim:
-    """What a worker got: a trial to run, or none (`done`: the study holds its total; else: wait)."""
+    """What a worker got: a trial to run, or none (`done`: the study holds its total; else: wait), and the study's
+    records as the claim read them (before its own trial), for the progress shown."""
 
     trial: optuna.Trial | None = None
     trial_id: int = -1
     done: bool = False
+    records: tuple[TrialRecord, ...] = ()
 
 
 def reap(study: optuna.Study, storage: Storage, records: list[TrialRecord], *, grace: float,
@@ -72,9 +74,9 @@ def claim(study: optuna.Study, storage: Storage, study_id: int, *, total: int, g
         counts = tally(records)
         running = sum(r.state == TrialState.RUNNING for r in records)
         if counts["done"] >= total:
-            return Claim(done=True)
+            return Claim(done=True, records=tuple(records))
         if counts["done"] + running >= total:
-            return Claim()
+            return Claim(records=tuple(records))
         owner = me(ray_node)
         retried = {r.retry_of for r in records if r.retry_of is not None}
         owed = next((r for r in records if r.lost is not None and r.state == TrialState.FAIL and r.retry_of is None
@@ -87,4 +89,4 @@ def claim(study: optuna.Study, storage: Storage, study_id: int, *, total: int, g
         else:
             trial_id = storage.optuna.create_new_trial(study_id, template_trial=template(
                 owner, retry_of=owed.number if owed else None, params=owed.params if owed else None))
-        return Claim(optuna.Trial(study, trial_id), trial_id)
+        return Claim(optuna.Trial(study, trial_id), trial_id, records=tuple(records))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 
-from gdexp.sweep._study import Sweep
+from gdexp.sweep._study import Progress, Sweep
 
 __all__ = ["Launcher", "launcher"]
 
@@ -23,8 +23,9 @@ class Launcher(Protocol):
     def start(self, parent_run_id: str | None) -> None:
         """Let the workers run trials under this parent run (None: the study is complete, they end)."""
 
-    def run(self, sweep: Sweep, deadline: float | None, on_trial: Callable[[], None]) -> None:
-        """Until every worker has ended: run trials here too (local) or watch (Ray), calling `on_trial` as they end."""
+    def run(self, sweep: Sweep, deadline: float | None, on_trial: Progress) -> None:
+        """Until every worker has ended: run trials here too (local) or watch (Ray), showing `on_trial` the study's
+        records as trials end."""
 
     def stop(self, *, interrupt: bool) -> None:
         """End the workers (`interrupt`: each closes its trial's run KILLED first); a second call does nothing."""

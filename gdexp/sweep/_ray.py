@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +34,7 @@ from optuna.distributions import BaseDistribution
 
 from gdexp import compat, stopping, store
 from gdexp.config import CONFIG_DIR, ConfigError, mask_secrets, scheme
-from gdexp.sweep._study import POLL_S, Sweep
+from gdexp.sweep._study import POLL_S, Progress, Sweep
 
 RETRIES = 3  # times a worker task is started again after its process or node died (Ray's default for tasks)
 STOP_S = 10.0  # after a Ctrl-C, the time the workers get to end their trials' runs; then they are killed
@@ -70,7 +70,7 @@ class RayWorkers:
         args = (self.cfg, self.overrides, self.space, parent_run_id, self.deadline, os.getcwd(), max(1, int(cpus)))
         self.refs = [task.remote(i, *args) for i in range(self.cfg.sweep.n_workers)]
 
-    def run(self, sweep: Sweep, deadline: float | None, on_trial: Callable[[], None]) -> None:
+    def run(self, sweep: Sweep, deadline: float | None, on_trial: Progress) -> None:
         """Watch the workers until each has ended, refreshing the progress (`sweep` and `deadline` went to
         the tasks). A worker's own error is raised here, as itself (a `ConfigError` stays a one-line error);
         a worker Ray could not keep alive is said in one line, and the others go on."""
@@ -85,7 +85,7 @@ class RayWorkers:
                 except self.ray.exceptions.RayError as exc:
                     print(f"gdexp: a Ray worker was lost for good (after {RETRIES} restarts): "
                           f"{str(exc).splitlines()[0][:300]}", file=sys.stderr)
-            on_trial()
+            on_trial(sweep.records())
 
     def stop(self, *, interrupt: bool) -> None:
         """On an interruption, pass it to every worker (each ends its trial's run KILLED), kill those still

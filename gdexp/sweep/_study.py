@@ -28,9 +28,10 @@ from gdexp.sweep._space import TrialConfigs, first_report, make_pruner, suggest,
 from gdexp.sweep._storage import open_storage
 from gdexp.tracking import MlflowTracker
 
-__all__ = ["POLL_S", "Sweep"]
+__all__ = ["POLL_S", "Progress", "Sweep"]
 
 POLL_S = 0.5  # how often a worker with nothing to claim looks again
+Progress = Callable[[Sequence[TrialRecord]], None]  # shown the study's trial records as they are now
 
 
 class Sweep:
@@ -71,8 +72,9 @@ class Sweep:
         with self.storage.lock():
             reap(self.study, self.storage, self.records(), grace=self.grace, on_lost=self._lost)
 
-    def work(self, deadline: float | None = None, on_trial: Callable[[], None] | None = None) -> None:
-        """Claim and run trials until the study holds `sweep.n_trials` counted trials (or the deadline passes).
+    def work(self, deadline: float | None = None, on_trial: Progress | None = None) -> None:
+        """Claim and run trials until the study holds `sweep.n_trials` counted trials (or the deadline passes);
+        `on_trial` is given the study's records at each claim (those the claim read: no read of its own).
 
         A trial that found the tracking store unreachable is not counted and ends the loop (`store_error`)."""
         node = (self.placement or {}).get("worker", "").removeprefix("ray:") or None
@@ -82,6 +84,8 @@ class Sweep:
                 with stopping.shielded():
                     got = claim(self.study, self.storage, self.study_id, total=self.cfg.sweep.n_trials,
                                 grace=self.grace, on_lost=self._lost, ray_node=node)
+                if on_trial is not None:
+                    on_trial(got.records)
                 if got.done:
                     return
                 if got.trial is None:
@@ -93,8 +97,6 @@ class Sweep:
                     self._run(got)
                 finally:
                     heartbeat.follow(None)
-                if on_trial is not None:
-                    on_trial()
                 if self.store_error is not None:
                     return
         finally:

@@ -7,14 +7,14 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 
 from gdexp import errors, stopping, store
-from gdexp.sweep._study import Sweep
+from gdexp.sweep._study import Progress, Sweep
 
 __all__ = ["Workers"]
 
@@ -65,7 +65,7 @@ class Workers:
                 pipe.send(parent_run_id)
             pipe.close()
 
-    def run(self, sweep: Sweep, deadline: float | None, on_trial: Callable[[], None]) -> None:
+    def run(self, sweep: Sweep, deadline: float | None, on_trial: Progress) -> None:
         """This process is worker 0: it runs trials beside the forked ones."""
         from threadpoolctl import threadpool_limits
 
