@@ -170,7 +170,9 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
     batches = Batches(data.X_train, data.y_train, cfg.gd.batch_size, cfg.gd.shuffle, rng)
     n_updates = cfg.train.epochs * len(batches)
     history = History(np.full(n_updates, np.nan), np.full(n_updates, np.nan))
-    with np.errstate(all="ignore"):  # overflow is how divergence looks; the loop checks for it itself
+    threads = blas_threads(batches.size, model.sizes, cfg.train.threads)
+    # overflow is how divergence looks (the loop checks for it itself); the loop's thread count, for the same bits
+    with np.errstate(all="ignore"), blas_limit(threads):
         _evaluate(model, data.X_train, data.y_train, "train", history.initial)
         _evaluate(model, data.X_val, data.y_val, "val", history.initial)
     status: str = "KILLED"  # until the loop ends: what a SystemExit (neither an error nor a Ctrl-C) leaves
@@ -181,7 +183,7 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
             for callback in callbacks:
                 begun.append(callback)
                 callback.on_begin(cfg, data, model, optimizer, history)
-            _loop(cfg, model, optimizer, data, batches, history, callbacks, schedule)
+            _loop(cfg, model, optimizer, data, batches, history, callbacks, schedule, threads)
         status, error = (("KILLED", failure.interrupted) if failure.interrupted is not None
                          else ("FAILED", failure.error) if failure.error is not None else ("FINISHED", None))
     finally:
@@ -196,10 +198,9 @@ def run(cfg: DictConfig, callbacks: Sequence[Callback] = (), schedule: Schedule 
 
 
 def _loop(cfg: DictConfig, model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, history: History,
-          callbacks: Sequence[Callback], schedule: Schedule | None) -> None:
-    """The timed part of a run: every epoch, then the test split; BLAS threads as `train.threads` says."""
+          callbacks: Sequence[Callback], schedule: Schedule | None, threads: int | None) -> None:
+    """The timed part of a run: every epoch, then the test split, on `threads` BLAS threads (`blas_threads`)."""
     began = time.perf_counter()
-    threads = blas_threads(batches.size, model.sizes, cfg.train.threads)
     with (np.errstate(all="ignore"), stopping.interruptible(), blas_limit(threads)):
         history.blas = blas_in_use()
         fit(model, optimizer, data, batches, cfg.train.epochs, history,

@@ -99,6 +99,27 @@ def test_same_thread_count_same_bits_other_count_only_rounding(make_cfg) -> None
         np.testing.assert_allclose(w_two[key], w_one[key], rtol=0, atol=1e-5)
 
 
+def test_every_evaluation_of_a_run_is_on_the_thread_count_it_records(make_cfg, monkeypatch) -> None:
+    """The losses before the first update too: evaluated on the process's own thread count, a run's initial loss
+    would differ in its last bits between machines with more or fewer cores, whatever `train.threads` pins (and
+    OpenBLAS's idle threads spun on the second core through a whole single-worker sweep)."""
+    from threadpoolctl import threadpool_limits
+
+    seen: list[tuple[str, str]] = []
+    evaluate = train._evaluate
+
+    def spy(model, X, y, prefix, into) -> None:
+        seen.append((prefix, train.blas_in_use()["threads"]))
+        evaluate(model, X, y, prefix, into)
+
+    monkeypatch.setattr(train, "_evaluate", spy)
+    with threadpool_limits(2, user_api="blas"):  # the process's own count, as on a 2-core machine
+        history = train.run(make_cfg("train.epochs=2", "tracking.enabled=false", "train.threads=1"))
+    assert history.blas["threads"] == "1"
+    assert [p for p, _ in seen[:2]] == ["train", "val"] and seen[-1][0] == "test"
+    assert {threads for _, threads in seen} == {"1"}, seen
+
+
 def test_auto_threads_and_a_pinned_count_are_recorded(make_cfg, project: Path) -> None:
     cfg = make_cfg("train.epochs=1", "train.threads=1")
     tracker = MlflowTracker(cfg)
