@@ -43,13 +43,14 @@ __all__ = ["Sharpness", "measure_sharpness"]
 
 
 def measure_sharpness(model: MLP, X: np.ndarray, y: np.ndarray, optimizer: Optimizer, *, iters: int,
-                      rng: np.random.Generator, start: np.ndarray | None = None, tol: float = 0.0
-                      ) -> tuple[float, float, np.ndarray]:
+                      rng: np.random.Generator, start: np.ndarray | None = None, tol: float = 0.0,
+                      threads: int | str = "auto") -> tuple[float, float, np.ndarray]:
     """(sharpness, stability_ratio, eigenvector) at the model's weights on the rows X (m, inputs) and targets
     y, for the next step of `optimizer` (see the module's docstring). The vector (n_params,) is the warm start
     of the next measurement; `iters`, `rng`, `start` and `tol` go to `top_eigen`. Weights that are not finite
-    give NaN. Small products run on one BLAS thread, as in training (`gdexp.train.blas_threads`)."""
-    with np.errstate(all="ignore"), blas_limit(blas_threads(len(X), model.sizes)):
+    give NaN. BLAS threads as `train.threads` (`threads`) says for these products (`gdexp.train.blas_threads`):
+    a pinned count holds here too, so that a run's sharpness is the same bits on any machine."""
+    with np.errstate(all="ignore"), blas_limit(blas_threads(len(X), model.sizes, threads)):
         hessian = Hessian(model, X, y)
         if not np.all(np.isfinite(hessian.gradient)):
             return math.nan, math.nan, np.zeros(hessian.size)
@@ -98,12 +99,13 @@ class Sharpness(Callback):
         self.X = self.y = np.empty(0)
         self.vector: np.ndarray | None = None
         self.last = 0  # the run's last epoch
+        self.threads: int | str = "auto"  # train.threads
         self.seconds = 0.0  # spent measuring, on_begin included
 
     def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, optimizer: Optimizer, history: History) -> None:
         if not self.every:
             return
-        self.optimizer, self.model, self.last = optimizer, model, int(cfg.train.epochs)
+        self.optimizer, self.model, self.last, self.threads = optimizer, model, int(cfg.train.epochs), cfg.train.threads
         rows = np.arange(len(data.X_train))
         if len(rows) > self.probe_size:
             rows = np.sort(self.rng.choice(rows, self.probe_size, replace=False))
@@ -129,7 +131,7 @@ class Sharpness(Callback):
         began = time.perf_counter()
         sharpness, ratio, vector = measure_sharpness(self.model, self.X, self.y, self.optimizer,
                                                      iters=self.power_iters, rng=self.rng, start=self.vector,
-                                                     tol=self.tol)
+                                                     tol=self.tol, threads=self.threads)
         self.vector = vector if math.isfinite(sharpness) else None
         self.seconds += time.perf_counter() - began
         return sharpness, ratio

@@ -134,13 +134,14 @@ class Trajectory(Callback):
         self.shadow: MLP | None = None  # a float64 copy of the model's shape, its weights set for each evaluation
         self.X = self.y = np.empty(0)
         self.per_epoch = 1
+        self.threads: int | str = "auto"  # train.threads: a pinned count holds for the landscape's losses too
         self.points: list[np.ndarray] = []
         self.when: list[float] = []
         self.seconds = 0.0
 
     def on_begin(self, cfg: DictConfig, data: Dataset, model: MLP, optimizer: Optimizer, history: History) -> None:
         began = time.perf_counter()
-        self.model = model
+        self.model, self.threads = model, cfg.train.threads
         self.per_epoch = len(Batches(data.X_train, data.y_train, cfg.gd.batch_size, False, np.random.default_rng(0)))
         self.watched_updates = early_updates(self.per_epoch)
         self.shadow = build_model(cfg.model, data, np.random.default_rng(0), "float64")
@@ -168,7 +169,7 @@ class Trajectory(Callback):
         origin, axes, explained = plane(points)
         path = project(points, origin, axes)
         grid_x, grid_y = grid_axes(path)
-        with np.errstate(all="ignore"), blas_limit(blas_threads(len(self.X), self.shadow.sizes)):
+        with np.errstate(all="ignore"), blas_limit(blas_threads(len(self.X), self.shadow.sizes, self.threads)):
             loss = np.array([self._loss(p) for p in points])
             grid_loss = np.array([[self._loss(origin + a * axes[0] + b * axes[1]) for a in grid_x] for b in grid_y])
         history.artifacts["trajectory"] = {

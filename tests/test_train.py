@@ -99,24 +99,33 @@ def test_same_thread_count_same_bits_other_count_only_rounding(make_cfg) -> None
         np.testing.assert_allclose(w_two[key], w_one[key], rtol=0, atol=1e-5)
 
 
-def test_every_evaluation_of_a_run_is_on_the_thread_count_it_records(make_cfg, monkeypatch) -> None:
-    """The losses before the first update too: evaluated on the process's own thread count, a run's initial loss
-    would differ in its last bits between machines with more or fewer cores, whatever `train.threads` pins (and
-    OpenBLAS's idle threads spun on the second core through a whole single-worker sweep)."""
+def test_every_number_of_a_run_is_on_the_thread_count_it_pins(make_cfg, monkeypatch) -> None:
+    """The losses before the first update, the sharpness and the loss landscape too: on the process's own thread
+    count, they would differ in their last bits between machines with more or fewer cores, whatever
+    `train.threads` pins (and OpenBLAS's idle threads spun on the second core through a single-worker sweep)."""
     from threadpoolctl import threadpool_limits
 
+    from gdexp import diagnostics, trajectory
+
     seen: list[tuple[str, str]] = []
-    evaluate = train._evaluate
 
-    def spy(model, X, y, prefix, into) -> None:
-        seen.append((prefix, train.blas_in_use()["threads"]))
-        evaluate(model, X, y, prefix, into)
+    def watched(name: str, real):
+        def call(*args, **kwargs):
+            seen.append((name, train.blas_in_use()["threads"]))
+            return real(*args, **kwargs)
+        return call
 
-    monkeypatch.setattr(train, "_evaluate", spy)
+    monkeypatch.setattr(train, "_evaluate", watched("evaluate", train._evaluate))
+    monkeypatch.setattr(diagnostics, "Hessian", watched("hessian", diagnostics.Hessian))
+    monkeypatch.setattr(trajectory.Trajectory, "_loss", watched("landscape", trajectory.Trajectory._loss))
+    cfg = make_cfg("train.epochs=2", "tracking.enabled=false", "train.threads=1", "model.hidden_size=128",
+                   "diagnostics.sharpness_every=1", "diagnostics.trajectory=true")
+    assert train.blas_threads(len(load(cfg.data, cfg.train.dtype).X_train), [64, 128, 10]) is None, \
+        "on auto, the evaluations and the probe would take every thread the process has"
     with threadpool_limits(2, user_api="blas"):  # the process's own count, as on a 2-core machine
-        history = train.run(make_cfg("train.epochs=2", "tracking.enabled=false", "train.threads=1"))
+        history = train.run(cfg, callbacks_for(cfg))
     assert history.blas["threads"] == "1"
-    assert [p for p, _ in seen[:2]] == ["train", "val"] and seen[-1][0] == "test"
+    assert seen[0][0] == "evaluate" and {name for name, _ in seen} == {"evaluate", "hessian", "landscape"}
     assert {threads for _, threads in seen} == {"1"}, seen
 
 
