@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from gdexp.serving import command, free_port, wait_until_up
-from tests.conftest import child_env, counted, mlflow_client
+from tests.conftest import ROOT, child_env, counted, mlflow_client
 
 pytestmark = pytest.mark.slow
 
@@ -174,12 +174,17 @@ def test_a_port_in_use_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
 
 
 def _before_any_line_of_gdexp(err: str) -> bool:
-    """Is `err` the interpreter's own KeyboardInterrupt from its start, before a line of gdexp ran: a traceback
-    whose every frame is Python's frozen start-up code (`<frozen runpy>` looking for the module, `<frozen
-    importlib._bootstrap>`), none of a file of gdexp or of a library?"""
+    """Is `err` the interpreter's own KeyboardInterrupt from its start, before a line of gdexp ran? Either a
+    traceback whose every frame is Python's frozen start-up code (`<frozen runpy>` looking for the module,
+    `<frozen importlib._bootstrap>`), or Python's fatal start-up error (`Fatal Python error: init_import_site`
+    while its site module reads the environment's .pth files -- setuptools' finder of the editable install and
+    the standard library in its frames -- or `init_sys_streams`); none of a file of gdexp's."""
     frames = re.findall(r'^\s*File "([^"]+)"', err, re.MULTILINE)
-    return bool(frames) and all(f.startswith("<frozen ") for f in frames) and \
-        err.rstrip().endswith("KeyboardInterrupt")
+    if not frames or not err.rstrip().endswith("KeyboardInterrupt"):
+        return False
+    if err.lstrip().startswith("Fatal Python error: init_"):
+        return not any(Path(f).is_relative_to(ROOT / "gdexp") for f in frames)
+    return all(f.startswith("<frozen ") for f in frames)
 
 
 @pytest.mark.parametrize("delay", [0.05, 0.3, 0.6, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0])
@@ -198,8 +203,10 @@ def test_ctrl_c_at_any_moment_of_a_sweeps_start_prints_no_traceback(project: Pat
     assert ("Traceback" not in err and "Error" not in err) or _before_any_line_of_gdexp(err), err
     # 0: the sweep had already ended; -SIGINT: the signal came while the interpreter was shutting down (or still
     # starting), when Python's own handler is not in place -- the shell says 130 for it too (seen once, at 3.0 s
-    # with a CPU hog, after both trials and the summary)
-    assert proc.returncode in (130, 0, -signal.SIGINT), (proc.returncode, err)
+    # with a CPU hog, after both trials and the summary); 1: Python's fatal start-up error (seen once at 0.05 s,
+    # in CI on a loaded machine)
+    assert proc.returncode in (130, 0, -signal.SIGINT) or (proc.returncode == 1 and _before_any_line_of_gdexp(err)), \
+        (proc.returncode, err)
     assert proc.returncode != 130 or "interrupted" in err, err
 
 

@@ -69,8 +69,7 @@ def claim(study: optuna.Study, storage: Storage, study_id: int, *, total: int, g
           ray_node: str | None = None) -> Claim:
     """Under the study's lock: reap, then claim the next trial by the rules of the module docstring."""
     with storage.lock():
-        records = reap(study, storage, study_records(study), grace=grace,
-                       on_lost=on_lost)
+        records = reap(study, storage, study_records(study), grace=grace, on_lost=on_lost)
         counts = tally(records)
         running = sum(r.state == TrialState.RUNNING for r in records)
         if counts["done"] >= total:
