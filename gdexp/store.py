@@ -99,11 +99,12 @@ def preload(uri: str) -> None:
     imports and only open their own connection. A SQL store's modules (MLflow's ORM, SQLAlchemy's dialect and the
     driver) are 0.6 s of import that each forked worker would otherwise repeat in its first trial."""
     import mlflow.tracking
-    from mlflow.store.db.db_types import DATABASE_ENGINES
 
-    if uri.startswith(("http://", "https://")):
+    from gdexp.config import DATABASES, scheme
+
+    if scheme(uri) in ("http", "https"):
         import mlflow.store.tracking.rest_store
-    elif uri.partition(":")[0].partition("+")[0] in DATABASE_ENGINES:
+    elif scheme(uri) in DATABASES:
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError

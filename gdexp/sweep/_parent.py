@@ -85,15 +85,13 @@ def summary_table(cfg: DictConfig, study: optuna.Study, where: str, ui: str) -> 
     """The console's closing table: best trial, top five, counts by state, where things live, the UI's address."""
     from tabulate import tabulate
 
-    trials = study.get_trials(deepcopy=False)
     records = study_records(study)
     counts = tally(records)
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    done = [r for r in records if r.state == TrialState.COMPLETE and r.value is not None]
     sign = 1.0 if cfg.sweep.direction == "minimize" else -1.0
-    done.sort(key=lambda t: sign * float(t.value or 0.0))
-    diverged = {r.number for r in records if r.outcome is not None and r.outcome.diverged}
-    rows = [[t.number, f"{t.value:.4g}", "yes" if t.number in diverged else "",
-             *(f"{v:.3g}" if isinstance(v, float) else v for v in t.params.values())] for t in done[:5]]
+    done.sort(key=lambda r: sign * float(r.value or 0.0))
+    rows = [[r.number, f"{r.value:.4g}", "yes" if r.outcome is not None and r.outcome.diverged else "",
+             *(f"{v:.3g}" if isinstance(v, float) else v for v in r.params.values())] for r in done[:5]]
     keys = list(done[0].params) if done else []
     lines = [f"Study {cfg.sweep.name!r}: {counts['done']} of {cfg.sweep.n_trials} trials "
              f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed, "
