@@ -40,8 +40,8 @@ def single(cfg: DictConfig) -> float:
     one UI hint (`console.MultirunSummary`)."""
     from gdexp import console, train
     from gdexp.callbacks import callbacks_for
-    from gdexp.store import ui_command
     from gdexp.tracking import MlflowTracker
+    from gdexp.ui import run_hint
 
     tracker = MlflowTracker(cfg) if cfg.tracking.enabled else None
     history = train.run(cfg, callbacks_for(cfg, tracker=tracker))
@@ -54,15 +54,15 @@ def single(cfg: DictConfig) -> float:
     for key in shown:
         print(f"  {key:<{width}}  {result[key]:.4f}")
     print(f"Regime: {history.regime} -- {history.regime_reason}")
-    ui = ui_command(cfg.tracking.uri)
+    uri, experiment = cfg.tracking.uri, cfg.tracking.experiment
     if tracker is not None:
-        print(f"MLflow run {tracker.run_id} in {mask_secrets(cfg.tracking.uri)} (experiment {cfg.tracking.experiment})")
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        print(f"MLflow run {tracker.run_id} in {mask_secrets(uri)} (experiment {experiment})")
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # one hint after the jobs: the runs table
         loss = f"val_loss {result['val_loss']:.4g}, " if "val_loss" in result else ""
         console.record_job(" ".join(task_overrides()), f"{loss}{history.regime}",
-                           ui if tracker is not None else "")
+                           run_hint(uri, experiment) if tracker is not None else "")
     elif tracker is not None:
-        print(f"Open the UI: {ui}")
+        print(f"Open the UI: {run_hint(uri, experiment, tracker.run_id)}")
     return float(result.get("val_loss", math.nan))
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "digits_file",
     "fixed_params",
     "hydra_override_error",
+    "hydra_removal",
     "hydra_schema_error",
     "hydra_unknown_override",
     "import_optuna_importance",
@@ -241,6 +242,16 @@ def hydra_unknown_override(exc: BaseException) -> str | None:
     return text.split("'")[1] if text.startswith("Could not override '") else None
 
 
+def hydra_removal(exc: BaseException) -> str | None:
+    """The key of Hydra's composition error for `~key`: "Error merging override ~key" (a key the schema has, the
+    structured config refusing to lose it, as its cause) or "Could not delete from config. 'key' does not exist."
+    (no such key); None for any other error."""
+    text = str(exc)
+    if text.startswith("Error merging override ~"):
+        return text.removeprefix("Error merging override ~").split("=")[0]
+    return text.split("'")[1] if text.startswith("Could not delete from config. '") else None
+
+
 # MLflow's web UI (3.17, `mlflow/server/js/build`): its runs page restores a view saved as the experiment tag
 # `mlflow.sharedViewState.<key>` when its address carries `?viewStateShareKey=<key>` (inside the hash). The value
 # is the envelope the UI's own "Save view" writes: {"name", "createdAt", "updatedAt", "state"}, the state being
@@ -281,6 +292,12 @@ def shared_view_address(experiment_id: str, key: str) -> str:
     """The runs page's address (after the server's root) that opens the view saved under `key`; `workflowType`
     puts the UI's sidebar on model training (MLflow 3.17 follows that switch, not the experiment's kind tag)."""
     return f"#/experiments/{experiment_id}/runs?{SHARED_VIEW_PARAM}={key}&workflowType=machine_learning"
+
+
+def runs_address(experiment_id: str, run_id: str | None = None) -> str:
+    """The address (after the server's root) of the experiment's runs table, or of one run's page, with the UI's
+    sidebar on model training (as `shared_view_address`)."""
+    return f"#/experiments/{experiment_id}/runs{'/' + run_id if run_id else ''}?workflowType=machine_learning"
 
 
 # MLflow's SQLite store: a new one runs every schema migration MLflow ever made (several seconds; most of a short

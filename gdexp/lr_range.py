@@ -23,7 +23,6 @@ from gdexp import plots, store, train
 from gdexp.callbacks import callbacks_for
 from gdexp.history import Callback, History
 from gdexp.nn import MLP
-from gdexp.store import ui_command
 from gdexp.tracking import MlflowTracker
 
 __all__ = ["exponential", "run", "suggest"]
@@ -96,5 +95,8 @@ def run(cfg: DictConfig) -> float:
     print(f"just-right window: {res['window_low']:.3g} .. {res['window_high']:.3g}; "
           f"suggested lr {res['suggested_lr']:.3g}")
     if tracker:
-        print(f"MLflow run {tracker.run_id}; open the UI: {ui_command(cfg.tracking.uri)}")
+        from gdexp.ui import run_hint
+
+        print(f"MLflow run {tracker.run_id}; open the UI: "
+              f"{run_hint(cfg.tracking.uri, cfg.tracking.experiment, tracker.run_id)}")
     return float(res["suggested_lr"])

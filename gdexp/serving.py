@@ -106,6 +106,8 @@ def command(backend: str, *, host: str = "127.0.0.1", port: int = 5000, artifact
     variables = {"MLFLOW_BACKEND_STORE_URI": backend, **(env or {})}
     if JOBS not in os.environ:  # gdexp's runs use none of them; a user who wants them sets the variable
         variables[JOBS] = "false"
+    if "PYTHONWARNINGS" not in os.environ:  # MLflow 3.17's server warns of its own use of Starlette at every start
+        variables["PYTHONWARNINGS"] = "ignore:starlette.middleware.wsgi is deprecated"
     if artifacts:
         argv.append("--serve-artifacts")
         variables["MLFLOW_ARTIFACTS_DESTINATION"] = artifacts

@@ -54,7 +54,6 @@ __all__ = [
     "set_experiment_tag",
     "set_tags",
     "sqlite_path",
-    "ui_command",
     "unreachable",
 ]
 
@@ -189,16 +188,6 @@ def metric(key: str, value: float, step: int, timestamp: int) -> Point:
     return Point(key, float(value), int(step), int(timestamp))
 
 
-def ui_command(uri: str) -> str:
-    """The command that opens the MLflow UI on this store."""
-    from gdexp.config import mask_secrets
-
-    if uri.startswith(("http://", "https://")):
-        return f"open {mask_secrets(uri)} in a browser"
-    return f"mlflow ui --backend-store-uri {mask_secrets(uri)} --host 127.0.0.1 --port 5000   (or: python -m gdexp.ui)"
-
-
-# ------------------------------------------------------------------------------------ experiments
 def _artifact_location(uri: str, experiment: str) -> str | None:
     """Beside a SQLite store (`mlruns/artifacts/<experiment>`); a server decides for itself. The folder's name is
     the experiment's with every character but letters, digits, `.`, `_` and `-` replaced: a name such as `../x`
@@ -345,6 +334,12 @@ def search_runs(uri: str, experiment_id: str, query: str, order: Sequence[str] =
         token = page.token
         if not token:
             return runs
+
+
+def sweep_names(uri: str, experiment_id: str) -> list[str]:
+    """The sweeps the experiment holds: the `gdexp.sweep` tags of its parent runs, sorted."""
+    runs = search_runs(uri, experiment_id, "tags.`gdexp.role` = 'sweep'")
+    return sorted({r.data.tags.get("gdexp.sweep", "") for r in runs} - {""})
 
 
 def _bulk_reader(uri: str) -> Any:

@@ -22,7 +22,7 @@ from gdexp.config import UsageError, mask_secrets
 from gdexp.serving import command, free_port, loopback, serve
 from gdexp.store import DEFAULT_URI, local_store_missing
 
-__all__ = ["comparison", "hint", "main"]
+__all__ = ["comparison", "hint", "main", "run_hint"]
 
 
 VIEW_COLUMNS = ["params.`optim.lr`", "params.`model.hidden_size`", "params.`gd.variant`", "metrics.`val_loss`",
@@ -40,8 +40,9 @@ def comparison(uri: str, experiment: str, sweep: str | None = None) -> str | Non
     experiment_id = store.find_experiment(uri, experiment)
     if experiment_id is None:
         return None
-    key = f"gdexp-{sweep}" if sweep else "gdexp-regimes"
-    search = f"tags.`gdexp.sweep` = '{sweep}'" if sweep else "tags.`gdexp.sweep` != ''"
+    key = f"gdexp-{sweep}" if sweep else "gdexp:all-sweeps"  # no sweep's name has a ':' (sweep.name's check)
+    trials = "tags.`optuna.trial` != ''"  # the trials' runs, not their sweep's parent run (no regime: a group alone)
+    search = f"tags.`gdexp.sweep` = '{sweep}' and {trials}" if sweep else trials
     value = compat.shared_view(f"gdexp: {'sweep ' + sweep if sweep else 'trials'} by regime", columns=VIEW_COLUMNS,
                                group_by_tag="regime", search_filter=search, order_by="params.`optim.lr`",
                                widths={"tags.`regime_reason`": 700, "tags.`sibling_group`": 110})
@@ -52,9 +53,17 @@ def comparison(uri: str, experiment: str, sweep: str | None = None) -> str | Non
 def hint(uri: str, experiment: str, sweep: str | None = None) -> str:
     """Where to look at a sweep's regimes in the UI: the comparison's address on a tracking server; on a local
     store, the command that starts the UI and the address it will serve it at."""
-    from gdexp.config import mask_secrets
+    return _opening(uri, comparison(uri, experiment, sweep))
 
-    fragment = comparison(uri, experiment, sweep)
+
+def run_hint(uri: str, experiment: str, run_id: str | None = None) -> str:
+    """Where to look at one run in the UI (its page), or without `run_id` at the experiment's runs table (a
+    multirun's jobs), said as `hint` says a sweep's."""
+    experiment_id = store.find_experiment(uri, experiment)
+    return _opening(uri, None if experiment_id is None else compat.runs_address(experiment_id, run_id))
+
+
+def _opening(uri: str, fragment: str | None) -> str:
     if uri.startswith(("http://", "https://")):
         return f"{mask_secrets(uri).rstrip('/')}/{fragment or ''}"
     address = f"http://127.0.0.1:5000/{fragment}" if fragment else "its runs table"
@@ -95,10 +104,24 @@ def _ui(argv: Sequence[str] | None) -> int:
     problem = reach.tracking_store(args.uri, read=True)
     if problem is not None:
         raise UsageError(f"--uri={mask_secrets(args.uri)} cannot be read: {mask_secrets(problem)}")
+    _check_sweep(args.uri, args.experiment, args.sweep)
     launch = command(args.uri, host=args.host, port=args.port or free_port(args.host))
     view = comparison(args.uri, args.experiment, args.sweep)
     return serve(launch, f"MLflow UI on {mask_secrets(args.uri)}", prog="gdexp.ui",
                  lines=[f"The trials by regime: {launch.url}/{view}"] if view else [])
+
+
+def _check_sweep(uri: str, experiment: str, sweep: str | None) -> None:
+    """`--sweep` names a sweep of the experiment (a view of no trials, saved on the experiment, would stay there)."""
+    if sweep is None:
+        return
+    experiment_id = store.find_experiment(uri, experiment)
+    if experiment_id is None:
+        raise UsageError(f"--sweep {sweep}: the store holds no experiment {experiment!r} yet (--experiment)")
+    held = store.sweep_names(uri, experiment_id)
+    if sweep not in held:
+        raise UsageError(f"--sweep {sweep}: no sweep of that name in experiment {experiment!r}; its sweeps: "
+                         f"{', '.join(held) or 'none yet'}")
 
 
 def _on_server(uri: str, experiment: str, sweep: str | None) -> int:
@@ -107,6 +130,7 @@ def _on_server(uri: str, experiment: str, sweep: str | None) -> int:
     problem = reach.tracking_store(uri, experiment=experiment)
     if problem is not None:
         raise UsageError(f"--uri={mask_secrets(uri)} cannot be used: {mask_secrets(problem)}")
+    _check_sweep(uri, experiment, sweep)
     root = mask_secrets(uri).rstrip("/")
     print(f"MLflow UI at {root}  (a tracking server: nothing to start)")
     read_only = reach.tracking_store(uri, experiment=experiment, edit=True)

@@ -95,15 +95,16 @@ def test_scikit_learn_ships_the_digits_file_where_gdexp_reads_it() -> None:
 
 
 @pytest.mark.parametrize(("overrides", "kind"), [(["optim=-1"], "group"), (["optim.lr=abc"], "schema"),
-                                                  (["optim.foo=1"], "unknown")])
+                                                  (["optim.foo=1"], "unknown"), (["~optim.lr"], "removal"),
+                                                  (["~optim.foo"], "removal")])
 def test_hydra_says_its_composition_errors_in_the_words_gdexp_reads(overrides: list[str], kind: str) -> None:
     with initialize_config_dir(str(CONFIG_DIR), version_base=None), pytest.raises(Exception) as caught:
         compose("config", overrides=overrides)
     found = {"group": compat.hydra_override_error, "schema": compat.hydra_schema_error,
-             "unknown": compat.hydra_unknown_override}[kind](caught.value)
+             "unknown": compat.hydra_unknown_override, "removal": compat.hydra_removal}[kind](caught.value)
     assert found, f"{type(caught.value).__name__}: {caught.value}"
-    if kind == "schema":
-        assert found == ("optim.lr", "abc")
+    if kind in ("schema", "removal"):
+        assert found == {"schema": ("optim.lr", "abc"), "removal": overrides[0][1:]}[kind]
 
 
 def test_mlflows_ui_still_restores_shared_views_in_the_format_gdexp_writes() -> None:

@@ -163,6 +163,10 @@ def test_report_files_pivot_and_numbers(swept: Path, reported: Path) -> None:
     assert (pivot["hidden size"] == 64).all()
     runs = pd.read_csv(reported / "runs.csv")
     assert len(runs) == 18 and runs["run_id"].is_unique
+    written = (reported / "runs.csv").read_text().splitlines()[1].split(",")
+    counts = [written[list(runs.columns).index(key)] for key in ("trial", "hidden_size", "hidden_layers", "n_params",
+                                                                 "epochs_run")]
+    assert all(value.isdigit() for value in counts), counts  # 64, not 64.0
     stored = {r.info.run_id: r for r in children(swept)}
     for row in runs.itertuples():
         run = stored[row.run_id]
@@ -296,7 +300,7 @@ def test_ui_opens_on_the_regime_comparison_in_a_real_browser(swept: Path, tmp_pa
         while not line.startswith("The trials by regime"):
             line = printed.get(timeout=90)  # a bound on a wait, not a timing assertion
         address = line.split(": ", 1)[1].strip()
-        assert address.startswith(f"{url}/#/experiments/") and "viewStateShareKey=gdexp-regimes" in address
+        assert address.startswith(f"{url}/#/experiments/") and "viewStateShareKey=gdexp:all-sweeps" in address
         browse = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=2400,1300", "--virtual-time-budget=15000"]

@@ -197,7 +197,8 @@ workers.stop(interrupt=False)
 
 
 
-def test_diverging_learning_rates_are_recorded_and_the_best_is_sane(make_cfg, project: Path) -> None:
+def test_diverging_learning_rates_are_recorded_and_the_best_is_sane(make_cfg, project: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     overrides = ["+sweep=lr", "sweep.sampler=grid", "sweep.n_trials=4", "train.epochs=3", "sweep.pruner=none"]
     cfg = make_cfg(*overrides)
     cfg.sweep.params = {"optim.lr": "choice(0.1, 0.3, 100.0, 5000.0)"}
@@ -209,6 +210,10 @@ def test_diverging_learning_rates_are_recorded_and_the_best_is_sane(make_cfg, pr
     assert study(project).best_trial.params["optim.lr"] in (0.1, 0.3) and best is not None and best < 1.0
     tags = {r.data.params["optim.lr"]: r.data.tags for r in children(project)}
     assert tags["5000.0"]["diverged"] == "true" and tags["5000.0"]["regime"] == "too_large"
+    table = capsys.readouterr().out.split("Best: ")[1].splitlines()[2:8]  # the closing table: header, rule, rows
+    assert table[0].split() == ["trial", "val_loss", "diverged", "optim.lr"], table
+    assert {row.split()[-1]: "yes" in row.split() for row in table[2:]} == {
+        "0.3": False, "0.1": False, "100": True, "5000": True}, table
 
 
 def test_the_progress_is_shown_the_records_each_claim_read(make_cfg, project: Path) -> None:
@@ -292,6 +297,7 @@ def test_hydra_multirun_logs_one_run_per_job(project: Path) -> None:
         ("0.01", "batch"), ("0.01", "minibatch"), ("0.1", "batch"), ("0.1", "minibatch")]
     assert (project / "sweeps" / "hydra" / "multirun").is_dir()
     assert result.stdout.count("Open the UI") == 1 and "4 runs:" in result.stdout, result.stdout
+    assert "Open the UI: python -m gdexp.ui, then http://127.0.0.1:5000/#/experiments/1/runs?" in result.stdout
     summary = result.stdout.split("4 runs:")[1]
     assert "optim.lr=0.1 gd=minibatch" in summary and summary.count("val_loss") == 4
 

@@ -34,3 +34,38 @@ def test_bad_flags_are_one_line_and_leave_nothing(args: list[str], words: str, t
     assert "s3cr3t" not in lines[0] and list(tmp_path.iterdir()) == []
 
 
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--sweep", "nosuch"], "--sweep nosuch: no sweep of that name in experiment 'gdexp'; its sweeps: lr"),
+    (["--sweep", "lr", "--experiment", "other"], "--sweep lr: the store holds no experiment 'other' yet"),
+])
+def test_a_sweep_the_experiment_does_not_hold_is_refused_and_no_view_is_saved(
+        args: list[str], words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from gdexp import compat, store
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    experiment_id = store.ensure_experiment(store.DEFAULT_URI, "gdexp")
+    store.create_run(store.DEFAULT_URI, experiment_id, "sweep-lr", {"gdexp.role": "sweep", "gdexp.sweep": "lr"})
+    assert ui.main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gdexp.ui: ") and words in lines[0], lines
+    tags = store._client(store.DEFAULT_URI).get_experiment(experiment_id).tags
+    assert not [key for key in tags if key.startswith(compat.SHARED_VIEW_PREFIX)], tags
+
+
+def test_a_run_is_pointed_at_by_its_page_as_a_sweep_by_its_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """The single run, the range test and a multirun say where to look as a sweep does: `python -m gdexp.ui`
+    (plain `mlflow ui` opens a GenAI overview), then the address."""
+    from gdexp import store
+
+    monkeypatch.chdir(tmp_path)
+    experiment_id = store.ensure_experiment(store.DEFAULT_URI, "gdexp")
+    run_id = store.create_run(store.DEFAULT_URI, experiment_id, "lr0.1-h64-minibatch32-sgd", {})
+    local = f"python -m gdexp.ui, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs"
+    assert ui.run_hint(store.DEFAULT_URI, "gdexp", run_id) == f"{local}/{run_id}?workflowType=machine_learning"
+    assert ui.run_hint(store.DEFAULT_URI, "gdexp") == f"{local}?workflowType=machine_learning"
+    assert ui.run_hint(store.DEFAULT_URI, "none yet") == "python -m gdexp.ui, then its runs table"

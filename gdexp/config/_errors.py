@@ -21,6 +21,8 @@ from gdexp.config._schema import GROUPS, field_checks
 __all__ = ["explain"]
 
 OVERLAYS = ("sweep", "lr_range")  # packages that only the `+sweep=...` overlays add
+CONVERTED = {"Integer": "it must be a whole number", "Float": "it must be a number",  # OmegaConf's type names
+             "Boolean": "it must be true or false"}
 
 
 def _keys(group: str) -> dict[str, Any]:
@@ -50,20 +52,29 @@ def _needs_overlay(written: str, config_dir: Path) -> ConfigError:
                        f"then any {written.split('.')[0]}.* key")
 
 
-def _unknown_key(full_key: str) -> ConfigError:
+def _unknown_key(full_key: str, schema: Any = None) -> ConfigError:
+    """`full_key` is in no schema where it was given: its node's keys listed. `schema` is the node's, when Hydra's
+    error names it (the option in use: `optim=adam` has no `momentum`, though `optim=sgd` has)."""
     group, _, key = full_key.partition(".")
     if group not in GROUPS or not key:
         return ConfigError(f"{full_key} is not a key of gdexp's config: its keys are {', '.join(GROUPS)}"
                            f"{close_match(group, GROUPS)}")
-    keys = _keys(group)
-    node, _, leaf = key.rpartition(".")
-    if node in _nested(group):  # a key inside a node of the group (sweep.ray.adress)
-        group, key, keys = f"{group}.{node}", leaf, field_checks(_nested(group)[node])
-    if key in keys:  # a key of the schema that an override tried to remove (~sweep.params)
-        return ConfigError(f"{full_key} cannot be removed: gdexp needs it; set it instead ({full_key}=...)")
-    near = close_match(key, keys)
-    return ConfigError(f"{full_key} is not a key of {group}: its keys are {', '.join(sorted(keys))}"
-                       + (near.replace("mean ", f"mean {group}.") if near else ""))
+    node, _, leaf = full_key.rpartition(".")
+    if schema is dict:  # a free-form node (sweep.params): Hydra adds a key to it with a +
+        return ConfigError(f"{full_key} is not in the config yet: add it with a + (+{full_key}=...)")
+    label = node
+    if is_dataclass(schema):
+        keys = field_checks(schema)  # type: ignore[arg-type]
+        named = [option for option, s in GROUPS[group].items() if s is schema]
+        if node == group and len(named) == 1 and len(set(GROUPS[group].values())) > 1:
+            label = f"{group}={named[0]}"
+    elif node.partition(".")[2] in _nested(group):  # a key inside a node of the group (sweep.ray.adress)
+        keys = field_checks(_nested(group)[node.partition(".")[2]])
+    else:
+        node, label, leaf, keys = group, group, key, _keys(group)
+    near = close_match(leaf, keys)
+    return ConfigError(f"{full_key} is not a key of {label}: its keys are {', '.join(sorted(keys))}"
+                       + (near.replace("mean ", f"mean {node}.") if near else ""))
 
 
 def _bad_value(full_key: str, value: Any, reason: str) -> ConfigError:
@@ -74,7 +85,8 @@ def _bad_value(full_key: str, value: Any, reason: str) -> ConfigError:
             check_value(full_key, check, value)
         except ConfigError as exc:
             return exc
-    return ConfigError(f"{full_key}={value!r} is not allowed: {reason}")
+    kind = reason.rpartition("could not be converted to ")[2]  # OmegaConf's words for a key of no check of ours
+    return ConfigError(f"{full_key}={value!r} is not allowed: {CONVERTED.get(kind, reason)}")
 
 
 def explain(exc: BaseException, config_dir: Path) -> ConfigError | None:
@@ -99,11 +111,16 @@ def explain(exc: BaseException, config_dir: Path) -> ConfigError | None:
         if bad is not None:
             full_key, value = bad
             return _bad_value(full_key, _parsed(value), str(exc.__cause__).splitlines()[0])
-        cause, written = getattr(exc.__cause__, "full_key", None), compat.hydra_unknown_override(exc)
-        if cause in OVERLAYS or (cause is None and written in OVERLAYS):  # the package itself is missing
+        cause, removed = getattr(exc.__cause__, "full_key", None), compat.hydra_removal(exc)
+        written = compat.hydra_unknown_override(exc) or removed
+        if cause in OVERLAYS or (cause is None and str(written).partition(".")[0] in OVERLAYS):  # no +sweep=...
             return _needs_overlay(written or str(cause), config_dir)
+        if removed is not None and cause is None:  # optim=adam ~optim.momentum
+            return ConfigError(f"~{removed} removes nothing: {removed} is not in the config")
+        if removed is not None:  # ~optim.lr: a key of the schema, which an override cannot take away
+            return ConfigError(f"{removed} cannot be removed: gdexp needs it; set it instead ({removed}=...)")
         if cause or written:
-            return _unknown_key(str(cause or written))
+            return _unknown_key(str(cause or written), getattr(exc.__cause__, "object_type", None))
         return ConfigError(str(exc).splitlines()[0])
     return None
 

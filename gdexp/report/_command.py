@@ -36,7 +36,7 @@ def write(report: Report, out: Path, formats: Sequence[str] = FORMATS) -> list[P
     t = tables(report)
     written = []
     if "csv" in formats:
-        report.runs.to_csv(out / "runs.csv", index=False)
+        _runs_csv(report, out / "runs.csv")
         t.regimes.to_csv(out / "regimes.csv")
         written += [out / "runs.csv", out / "regimes.csv"]
     text = {"md": markdown, "tex": latex, "html": html_page, "json": as_json}
@@ -60,6 +60,14 @@ def _seen(report: Report, out: Path) -> tuple[Path | None, Path | None, Path | N
             plot_cost(report, out / "cost.png"))
 
 
+COUNTS = ("trial", "hidden_size", "hidden_layers", "n_params", "epochs_run")  # whole numbers; empty where none
+
+
+def _runs_csv(report: Report, path: Path) -> None:
+    """runs.csv, its counts written as whole numbers (59, not 59.0: pandas holds them as floats, for the gaps)."""
+    report.runs.astype({key: "Int64" for key in COUNTS}).to_csv(path, index=False)
+
+
 def _write_run(report: Report, out: Path, formats: Sequence[str]) -> list[Path]:
     """One run: runs.csv (its row) and the figures of its own steps and cost."""
     if report.parent_id not in report.trajectories and report.parent_id not in report.costs:
@@ -68,7 +76,7 @@ def _write_run(report: Report, out: Path, formats: Sequence[str]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if "csv" in formats:
-        report.runs.to_csv(out / "runs.csv", index=False)
+        _runs_csv(report, out / "runs.csv")
         written.append(out / "runs.csv")
     if "png" in formats:
         written += [path for path in _seen(report, out) if path is not None]

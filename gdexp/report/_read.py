@@ -78,10 +78,8 @@ def _find_parent(uri: str, experiment_id: str, name: str) -> Any:
                               ["attributes.start_time DESC"])
     if found:
         return found[0]
-    sweeps = sorted({r.data.tags.get("gdexp.sweep", "") for r in
-                     store.search_runs(uri, experiment_id, "tags.`gdexp.role` = 'sweep'")} - {""})
-    known = f"sweeps in this experiment: {', '.join(sweeps)}" if sweeps else "this experiment holds no sweep yet"
-    raise ReportError(f"no sweep named {name!r} (nor a run with that id): {known}")
+    held = ", ".join(store.sweep_names(uri, experiment_id)) or "none yet"
+    raise ReportError(f"no sweep named {name!r} (nor a run with that id): the experiment's sweeps: {held}")
 
 
 def _number(value: Any) -> float:

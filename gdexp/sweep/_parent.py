@@ -90,15 +90,19 @@ def summary_table(cfg: DictConfig, study: optuna.Study, where: str, ui: str) -> 
     done = [r for r in records if r.state == TrialState.COMPLETE and r.value is not None]
     sign = 1.0 if cfg.sweep.direction == "minimize" else -1.0
     done.sort(key=lambda r: sign * float(r.value or 0.0))
-    rows = [[r.number, f"{r.value:.4g}", "yes" if r.outcome is not None and r.outcome.diverged else "",
-             *(f"{v:.3g}" if isinstance(v, float) else v for v in r.params.values())] for r in done[:5]]
-    keys = list(done[0].params) if done else []
+    top = done[:5]
+    diverged = ["yes" if r.outcome is not None and r.outcome.diverged else "" for r in top]
+    shown = any(diverged)  # a diverged column only when one of the rows diverged
+    rows = [[r.number, f"{r.value:.4g}", *([mark] if shown else []),
+             *(f"{v:.3g}" if isinstance(v, float) else v for v in r.params.values())]
+            for r, mark in zip(top, diverged, strict=True)]
+    keys = (["diverged"] if shown else []) + (list(top[0].params) if top else [])
     lines = [f"Study {cfg.sweep.name!r}: {counts['done']} of {cfg.sweep.n_trials} trials "
              f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed, "
              f"{counts['diverged']} diverged; {counts['not counted']} interrupted or lost, not counted)"]
     if done:
         lines += [f"Best: trial {done[0].number}, {cfg.sweep.metric} = {done[0].value:.4g}", "",
-                  tabulate(rows, headers=["trial", cfg.sweep.metric, "diverged", *keys], tablefmt="simple"), ""]
+                  tabulate(rows, headers=["trial", cfg.sweep.metric, *keys], tablefmt="simple"), ""]
     lines += [f"Study storage: {where}",
               f"MLflow: experiment {cfg.tracking.experiment!r} in {mask_secrets(cfg.tracking.uri)}",
               f"Open the UI: {ui}"]
