@@ -10,7 +10,13 @@ with exit code 130, SIGTERM with 143, after the runs are closed.
 
 from __future__ import annotations
 
-from gdexp import stopping
+try:
+    from gdexp import stopping
+except KeyboardInterrupt:  # Ctrl-C while this first import runs, before exit_at_once can take it: as it would end
+    import sys
+
+    sys.stderr.write("gdexp: interrupted while starting; nothing was done\n")
+    raise SystemExit(130) from None
 
 stopping.exit_at_once()  # Ctrl-C during the imports below: nothing is open yet, so end at once, quietly
 

@@ -210,6 +210,25 @@ def test_ctrl_c_at_any_moment_of_a_sweeps_start_prints_no_traceback(project: Pat
     assert proc.returncode != 130 or "interrupted" in err, err
 
 
+def test_ctrl_c_inside_the_commands_first_import_is_one_line(tmp_path: Path) -> None:
+    """The narrowest window of the start: a KeyboardInterrupt raised inside `from gdexp import stopping`, the
+    first line of `python -m gdexp`, before any handler of gdexp's is in place (seen once in the test above, at
+    0.05 s on a loaded machine); made certain here by an import that raises it."""
+    cut = ("import builtins, runpy\n"
+           "real = builtins.__import__\n"
+           "def cut(name, *args, **kwargs):\n"
+           "    if name == 'gdexp' and 'stopping' in (args[2] if len(args) > 2 else kwargs.get('fromlist') or ()):\n"
+           "        raise KeyboardInterrupt\n"
+           "    return real(name, *args, **kwargs)\n"
+           "builtins.__import__ = cut\n"
+           "runpy.run_module('gdexp', run_name='__main__', alter_sys=True)\n")
+    result = subprocess.run([sys.executable, "-c", cut, "+sweep=lr"], cwd=tmp_path, env=child_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130 and result.stderr == "gdexp: interrupted while starting; nothing was done\n", \
+        (result.returncode, result.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_full_disk_is_one_line_naming_the_store(tmp_path: Path, empty_store: Path) -> None:
     """The store's disk fills up (a 1.5 MB tmpfs, mounted in a mount namespace of the command's own, filled to the
     last few kB): one line that says what the database said, exit code 1; MLflow's own 90-line log of it is

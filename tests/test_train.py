@@ -377,8 +377,10 @@ def test_sigterm_ends_the_run_killed_with_its_metrics(project: Path) -> None:
 def test_default_command_reaches_95_percent_and_records_everything(project: Path) -> None:
     result = gdexp(cwd=project)
     assert result.returncode == 0, result.stderr
-    assert "MLflow run" in result.stdout and "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db" in result.stdout
     (run,) = all_runs(project)
+    assert f"MLflow run {run.info.run_id}" in result.stdout and ("Open the UI: python -m gdexp.ui, then http://127.0.0.1"
+                                                                 f":5000/#/experiments/1/runs/{run.info.run_id}?") \
+        in result.stdout
     assert run.info.status == "FINISHED" and run.data.metrics["test_accuracy"] >= 0.95
     assert f"Regime: {run.data.tags['regime']} -- {run.data.tags['regime_reason']}" in result.stdout
     progress = [line for line in result.stderr.splitlines() if line.startswith("train: ")]
