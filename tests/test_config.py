@@ -26,12 +26,17 @@ def test_every_yaml_option_sets_exactly_the_keys_of_its_schema(make_cfg, group: 
     assert missing == (["path"] if option == "file" else [])
 
 
-@pytest.mark.parametrize("overlay", ["lr", "regimes", "lr_range"])
+@pytest.mark.parametrize("overlay", sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml")))
 def test_the_sweep_overlays_are_typed_by_their_schema(make_cfg, overlay: str) -> None:
+    """Every overlay is typed; every sweep among them starts from what all sweeps share (conf/sweep_defaults.yaml:
+    no loss_curve.png per trial, one progress bar), rather than a copy of it."""
     cfg = make_cfg(f"+sweep={overlay}")
     validate(cfg)
     package = "lr_range" if overlay == "lr_range" else "sweep"
     assert OmegaConf.get_type(cfg, package) is GROUPS[package]["default"]
+    if package == "sweep":
+        assert "sweep_defaults" in (CONFIG_DIR / "sweep" / f"{overlay}.yaml").read_text()
+        assert not cfg.tracking.loss_curve and not cfg.train.progress
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -238,13 +238,21 @@ def test_json_holds_numbers_and_tex_is_pure_ascii_latex(tmp_path: Path) -> None:
     assert isinstance(first["lr"], float) and isinstance(first["final_val_loss"], float)
     assert isinstance(first["diverged"], bool) and isinstance(doc["bands"][0]["band low"], float)
     assert all(isinstance(r["recommended lr"], float | None) for r in doc["recommended"])
+    counts = [first[key] for key in ("trial", "batch_size", "hidden_size", "epochs_run")]
+    assert all(type(n) is int for n in counts), counts  # whole numbers: 64, not 64.0 nor "64"
+    runs = {r["run_id"] for r in doc["runs"]}
+    assert doc["best"] and all(b["run_id"] in runs for b in doc["best"]), doc["best"]
+    batch = json.loads(as_json(make([row(0, 0.1, "just_right", variant="batch") | {"batch_size": "None"}]), t))
+    assert batch["runs"][0]["batch_size"] is None  # the whole set: no batch size
     tex = latex(toy, t)
     assert tex.isascii() and "\\begin{table}" in tex and "\\toprule" in tex
+    assert tex.startswith("% needs \\usepackage{") and "\\resizebox{\\ifdim\\width>\\linewidth" in tex
     assert tex_text("η·λmax start → end — 2/λ") == "$\\eta\\cdot\\lambda$max start $\\to$ end --- 2/$\\lambda$"
     if shutil.which("pdflatex") is None:
         return
-    (tmp_path / "doc.tex").write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n"
-                                      + tex + "\n\\end{document}\n")
+    needs = tex.splitlines()[0].removeprefix("% needs ")  # the packages the file says it needs, and no more
+    (tmp_path / "doc.tex").write_text(f"\\documentclass{{article}}{needs}\\begin{{document}}\n" + tex
+                                      + "\n\\end{document}\n")
     made = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, check=False)
     assert made.returncode == 0, made.stdout[-2000:]

@@ -33,7 +33,11 @@ __all__ = ["classify", "overshoot", "pct", "slowness"]
 
 
 def pct(x: float) -> str:
-    return f"{100 * x:.3g} %"
+    """`73.5 %`; a share just short of the whole keeps the digits that tell it from 100 % (`99.98 %`)."""
+    digits = 3
+    while digits < 6 and x < 1 and f"{100 * x:.{digits}g}" == "100":
+        digits += 1
+    return f"{100 * x:.{digits}g} %"
 
 
 def _rises(initial: float, curve: np.ndarray, rules: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -71,7 +75,8 @@ def overshoot(initial: float, losses: Sequence[float] | np.ndarray, *, diverged:
         return (f"the loss jumped from {lowest:.4g} (epoch {at}) to {full[k + 1]:.4g} in epoch {k + 1}, giving back "
                 f"{pct(rise[k] / (initial - lowest))} of the ground it had gained: a step overshot the valley")
     if n >= 4 and rises / n > rules["oscillation"]:
-        return f"the loss rose in {rises} of {n} epochs: the steps overshoot and oscillate"
+        return (f"the loss rose by more than {pct(rules['rise_tolerance'])} of the ground gained in {rises} of {n} "
+                "epochs: the steps overshoot and oscillate")
     return None
 
 
@@ -121,7 +126,8 @@ def classify(initial: float, losses: Sequence[float] | np.ndarray, *, diverged: 
     else:
         end = f"levelled off: no steady descent left over its last {tail} epochs"
     _rise, shares, rises = _rises(initial, curve, rules)
-    bumps = (f"; it rose in {rises} of {n} epochs, the largest rise giving back {pct(float(shares.max()))} of the "
+    bumps = (f"; it rose by more than {pct(rules['rise_tolerance'])} of the ground gained in {rises} of {n} "
+             f"epochs, the largest rise giving back {pct(float(shares.max()))} of the "
              f"ground gained (an overshoot gives back over {pct(rules['spike'])}, or rises in over "
              f"{pct(rules['oscillation'])} of the epochs)") if rises else ", with no overshoot"
     return "just_right", f"the loss fell {pct(progress)} in {n} epochs and {end}{bumps}"

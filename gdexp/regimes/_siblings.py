@@ -168,7 +168,11 @@ def _fastest(r: Sibling, runs: Sequence[Sibling]) -> tuple[str, str]:
     step close above it overshot: at most 2 x `MARGIN` times its rate, so the edge lies within that factor and the
     best step theory allows (edge / `MARGIN`, as 1/L against 2/L on a quadratic) is at most 2x this one; it is
     just right for the epochs given. A step that overshot far above leaves the rates in between untried."""
-    said = f"{r.reason}; its final training loss, {r.final:.4g}, is the lowest of the {len(runs)} runs of its group"
+    stable = sum(not s.overshot for s in runs)  # the pivot is chosen among these: an overshooting run may end lower
+    among = (f"{len(runs)} runs of its group" if stable == len(runs) else
+             f"{stable} runs of its group that did not overshoot ({len(runs)} in all)" if stable > 1 else
+             f"runs of its group that did not overshoot: the only one ({len(runs)} runs in all)")
+    said = f"{r.reason}; its final training loss, {r.final:.4g}, is the lowest of the {among}"
     over = min((s.lr for s in runs if s.overshot and s.lr > r.lr), default=None)
     if r.regime != "too_small" or over is None:
         return r.regime, said

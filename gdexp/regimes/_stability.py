@@ -25,7 +25,8 @@ def stability(initial: float, epochs: Sequence[int], ratios: Sequence[float]) ->
     edge of stability (None when nothing was measured).
 
     At the edge: the median of the last quarter of the measurements (at least three) is within
-    2 ± `EDGE_BAND`; the sentence gives the spread from the first epoch where the ratio reached 1.9."""
+    2 ± `EDGE_BAND`; the sentence gives the mean and range from the first epoch where the ratio reached 1.9 (what
+    the sharpness plot shows from there: the ratio may still be climbing through 2)."""
     pairs = [(e, r) for e, r in zip(epochs, ratios, strict=True) if math.isfinite(r)]
     if not pairs and not math.isfinite(initial):
         return "", None
@@ -36,8 +37,9 @@ def stability(initial: float, epochs: Sequence[int], ratios: Sequence[float]) ->
         if abs(float(np.median(last)) - EDGE) <= EDGE_BAND:
             first = next(e for e, r in pairs if r >= EDGE - EDGE_BAND)
             settled = values[[i for i, (e, _) in enumerate(pairs) if e >= first]]
-            return (f"η·λmax rose from {start} and stayed at {settled.mean():.2f} ± {settled.std():.2f} from epoch "
-                    f"{first}: the run trains at the edge of stability"), True
+            return (f"η·λmax rose from {start}, reached {EDGE - EDGE_BAND:g} at epoch {first} and from then on "
+                    f"averaged {settled.mean():.2f} (from {settled.min():.2f} to {settled.max():.2f}): the run trains "
+                    "at the edge of stability"), True
     top = max([initial, *values.tolist()]) if math.isfinite(initial) else float(values.max())
     if math.isfinite(initial) and initial > EDGE:
         return f"η·λmax = {initial:.2g} at the start: steps overshoot the sharpest direction (stable below 2)", False

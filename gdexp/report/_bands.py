@@ -17,6 +17,7 @@ import pandas as pd
 
 from gdexp import regimes
 from gdexp.report._read import Report, several_datasets, variant_panels
+from gdexp.report._tables import fmt_count
 
 __all__ = ["bands", "recommend"]
 
@@ -74,7 +75,7 @@ def recommend(report: Report, *, every_data_set: bool = False) -> pd.DataFrame:
         pick = mine.assign(_best=mine["sibling group"] == best).sort_values(
             ["just-right runs", "_best"], ascending=False, kind="stable").iloc[0]
         why = (f"{pick['reason']}; the band of {pick['sibling group']}: {pick['band low']:.3g} to "
-               f"{pick['band high']:.3g} ({pick['just-right runs']} just-right runs)")
+               f"{pick['band high']:.3g} ({fmt_count(int(pick['just-right runs']), 'just-right run')})")
         if math.isfinite(edge):
             why += f"; {pick['recommended lr'] / edge:.2g} x the edge 2/λmax(0) = {edge:.3g}"
         rows.append((dataset, variant, float(pick["recommended lr"]), pick["sibling group"], rt_lr, edge, why))

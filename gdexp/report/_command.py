@@ -11,7 +11,7 @@ from gdexp.regimes import REGIMES
 from gdexp.report._bands import recommend
 from gdexp.report._figures import plot_final_loss_vs_lr, plot_loss_curves, plot_lr_hidden_heatmap
 from gdexp.report._landscape import animate_steps, plot_cost, plot_landscape
-from gdexp.report._read import Report, ReportError, build
+from gdexp.report._read import Report, ReportError, build, with_counts
 from gdexp.report._render import as_json, html_page, latex, markdown, tables
 from gdexp.report._stability import plot_sharpness
 from gdexp.report._tables import caption, fmt_lr, order_problems
@@ -60,12 +60,8 @@ def _seen(report: Report, out: Path) -> tuple[Path | None, Path | None, Path | N
             plot_cost(report, out / "cost.png"))
 
 
-COUNTS = ("trial", "hidden_size", "hidden_layers", "n_params", "epochs_run")  # whole numbers; empty where none
-
-
 def _runs_csv(report: Report, path: Path) -> None:
-    """runs.csv, its counts written as whole numbers (59, not 59.0: pandas holds them as floats, for the gaps)."""
-    report.runs.astype({key: "Int64" for key in COUNTS}).to_csv(path, index=False)
+    with_counts(report.runs).to_csv(path, index=False)
 
 
 def _write_run(report: Report, out: Path, formats: Sequence[str]) -> list[Path]:

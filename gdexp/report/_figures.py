@@ -15,7 +15,7 @@ from gdexp import plots
 from gdexp.regimes import REGIMES
 from gdexp.report._bands import bands, recommend
 from gdexp.report._read import Report, several_datasets, variant_order, variant_panels
-from gdexp.report._tables import representatives
+from gdexp.report._tables import fmt_count, representatives
 
 __all__ = ["lr_colours", "panels", "plot_final_loss_vs_lr", "plot_loss_curves", "plot_lr_hidden_heatmap",
            "uniform_bins"]
@@ -97,12 +97,13 @@ def plot_loss_curves(report: Report, path: Path) -> Path:
             for ax, regime in zip(row, REGIMES, strict=True):
                 runs = reps[(reps["dataset"] == dataset) & (reps["gd_variant"] == variant)
                             & (reps["regime"] == regime)].sort_values("lr")
-                _curves_panel(ax, runs, curves, cmap(norm(runs["lr"].to_numpy())), scale.cap)
+                _curves_panel(ax, runs, curves, cmap(norm(runs["lr"].to_numpy())), scale.cap, regime)
                 pruned = int((runs["state"] == "PRUNED").sum())
-                ax.set_title(f"{label}: {regime} ({len(runs)} runs" + (f", {pruned} pruned)" if pruned else ")"),
-                             color=plots.REGIME_COLORS[regime], fontsize="medium")
+                counted = fmt_count(len(runs), "run") + (f", {pruned} pruned" if pruned else "")
+                ax.set_title(f"{label}: {regime} ({counted})", color=plots.REGIME_COLORS[regime], fontsize="medium")
                 ax.set(xlabel="epoch")
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                if not runs.empty:
+                    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.tick_params(labelleft=True)
                 ax.grid(True, alpha=0.3)
             row[0].set_ylabel("training loss")
@@ -144,12 +145,18 @@ def _scale(curves: list[np.ndarray]) -> _Scale:
     return _Scale(float(values.min()), cap, bool((values > cap).any()))
 
 
-def _curves_panel(ax: Any, runs: pd.DataFrame, curves: dict[str, np.ndarray], colours: Any, cap: float) -> None:
-    """One panel's lines, the triangles of values past `cap` and the circles where pruned runs stopped."""
+def _curves_panel(ax: Any, runs: pd.DataFrame, curves: dict[str, np.ndarray], colours: Any, cap: float,
+                  regime: str) -> None:
+    """One regime's panel: its lines (in the regime's line style: the colour is the learning rate's), the
+    triangles of values past `cap` and the circles where pruned runs stopped; "no run" where it has none."""
     from matplotlib.collections import LineCollection
 
+    if runs.empty:
+        ax.text(0.5, 0.5, "no run", transform=ax.transAxes, ha="center", va="center", color="0.45")
+        ax.set_xticks([])
+        return
     lines = [np.column_stack([np.arange(len(c)), np.minimum(c, cap)]) for c in (curves[r] for r in runs["run_id"])]
-    ax.add_collection(LineCollection(lines, colors=colours, lw=1.6))
+    ax.add_collection(LineCollection(lines, colors=colours, lw=1.6, linestyles=plots.REGIME_LINES[regime]))
     over = [(int(e), c) for run_id, c in zip(runs["run_id"], colours, strict=True)
             for e in np.nonzero(curves[run_id] > cap)[0]]
     if over:
@@ -166,7 +173,7 @@ def _strip_and_main(fig: Any, spec: Any) -> tuple[Any, Any]:
     strip = fig.add_subplot(inner[0], sharex=main)
     strip.set_yticks([0, 1], ["diverged", "pruned"])
     strip.set_ylim(-0.6, 1.6)
-    strip.tick_params(labelbottom=False)
+    strip.tick_params(which="both", labelbottom=False)  # minor too: a narrow log range labels its minor ticks
     strip.grid(True, axis="x", alpha=0.3)
     return strip, main
 
@@ -217,12 +224,14 @@ def plot_final_loss_vs_lr(report: Report, path: Path) -> Path:
                         band = bands_of.get((dataset, variant, pick["sibling group"]))
                         if band is not None:  # a variant without a band has no recommendation either
                             ax.axvline(pick["recommended lr"], color="0.25", ls=":", lw=1.4)
+                            if band[0] == band[1]:  # a band of one rate: a short bar centred on it, not nothing
+                                band = (band[0] / 1.08, band[1] * 1.08)
                             ax.plot(band, [0.04, 0.04], transform=ax.get_xaxis_transform(), lw=5,
                                     solid_capstyle="butt", color=plots.REGIME_COLORS["just_right"], alpha=0.7,
                                     zorder=2)
                     legend_variants[variant] = Line2D([], [], ls="", marker=marker, ms=8, mfc="white", mec="0.15",
                                                       label=variant)
-                ax.set_xscale("log")
+                plots.log_x(ax)
                 if plots.positive(here[column][finished[here.index]]):
                     plots.log_y(ax)
                 ax.set(xlabel="learning rate", ylabel=what)

@@ -166,6 +166,17 @@ def _row(run: Any, curve: np.ndarray, fraction: float, train: np.ndarray, ratios
     }
 
 
+COUNTS = ("trial", "batch_size", "hidden_size", "hidden_layers", "n_params", "epochs_run")  # whole numbers
+
+
+def with_counts(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with its counts as whole numbers, empty where a run has none (batch GD's batch size, a linear
+    model's hidden size): as runs.csv and regimes.json give them. The frame itself keeps floats, NaN for none,
+    which its figures and tables compute with."""
+    return runs.assign(**{key: pd.to_numeric(runs[key], errors="coerce").astype("Int64")
+                          for key in COUNTS if key in runs})
+
+
 def build(name: str, *, uri: str = DEFAULT_URI, experiment: str = "gdexp", fraction: float = 0.9,
           threads: int = 8) -> Report:
     """Read a sweep's parent and children from MLflow into a `Report`; given the id of a run that is no sweep's

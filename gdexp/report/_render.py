@@ -7,6 +7,7 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from gdexp.report._bands import bands, recommend
-from gdexp.report._read import Report
+from gdexp.report._read import Report, with_counts
 from gdexp.report._tables import best_per_variant, caption, fmt_lr, pivot, representatives
 
 __all__ = ["Tables", "as_json", "html_page", "latex", "markdown", "tables"]
@@ -72,6 +73,7 @@ def tex_text(text: str) -> str:
     for char, macro in LATEX.items():
         text = text.replace(char, macro)
     text = text.replace("$$", "")  # two symbols in a row: one formula
+    text = re.sub(r"(?<![\w\\])'([^'\n]+)'", r"`\1'", text)  # 'regimes' in TeX's quotes; sweep's stays
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
 
 
@@ -81,17 +83,26 @@ def latex(report: Report, t: Tables) -> str:
     def esc(text: str) -> str:
         return tabulate([[text]], tablefmt="latex").splitlines()[2].removesuffix("\\\\").strip()
 
-    def environment(frame: pd.DataFrame, text: str, kind: str, showindex: str | bool = False) -> list[str]:
-        """One booktabs table in a floating `table` with its caption and the label tab:<kind>-<sweep>."""
+    def environment(frame: pd.DataFrame, text: str, kind: str, showindex: str | bool = False,
+                    wrap: Sequence[str] = ()) -> list[str]:
+        """One booktabs table in a floating `table` with its caption and the label tab:<kind>-<sweep>. The columns
+        `wrap` names break their text over lines (a regime cell is a sentence); a table still wider than the page
+        shrinks to its width (graphicx's `\\resizebox`, only when wider: `\\width` is the table's own)."""
         label = re.sub(r"[^A-Za-z0-9]+", "-", report.name)
+        body = tabulate(frame, headers="keys", tablefmt="latex_booktabs", showindex=showindex, disable_numparse=True)
+        if wrap:
+            names = [*([frame.index.name] if showindex else []), *frame.columns]
+            spec = "".join(">{\\raggedright\\arraybackslash}p{2.6cm}" if n in wrap else "l" for n in names)
+            body = re.sub(r"\\begin\{tabular\}\{l+\}", lambda _: f"\\begin{{tabular}}{{{spec}}}", body, count=1)
         return ["\\begin{table}[htbp]", "\\centering", "\\small",
-                tabulate(frame, headers="keys", tablefmt="latex_booktabs", showindex=showindex, disable_numparse=True),
+                "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%", body, "}",
                 f"\\caption{{{text}}}", f"\\label{{tab:{kind}-{label}}}", "\\end{table}", ""]
 
     reasons = " ".join(f"{v}: {r}." for v, r in zip(t.recommended["GD variant"], t.recommended["reason"], strict=True))
     return tex_text("\n".join([
-        "% needs \\usepackage{booktabs}",
-        *environment(t.regimes, " ".join(esc(line) for line in t.caption), "regimes", showindex="default"),
+        "% needs \\usepackage{array,booktabs,graphicx}",
+        *environment(t.regimes, " ".join(esc(line) for line in t.caption), "regimes", showindex="default",
+                     wrap=[c for c in t.regimes.columns if c in set(report.runs["gd_variant"])]),
         *environment(_shown(t.bands.drop(columns="reason")), f"Just-right bands, sweep {esc(report.name)}.", "bands"),
         *environment(_shown(t.recommended.drop(columns="reason")),
                      f"Recommended learning rate per GD variant, sweep {esc(report.name)}: {esc(reasons)}",
@@ -126,6 +137,8 @@ def html_page(report: Report, t: Tables) -> str:
 
 def _plain(value: Any) -> Any:
     """A JSON value: NumPy numbers as Python numbers, NaN and infinities as null."""
+    if value is pd.NA:
+        return None
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -144,9 +157,10 @@ RUN_FIELDS = ["run_id", "trial", "state", "gd_variant", "batch_size", "optimizer
 
 def as_json(report: Report, t: Tables) -> str:
     """The report as data: every labelled run (numbers as numbers), the bands, the recommendations, the range test."""
-    shown = representatives(report.runs)[RUN_FIELDS]
+    shown = with_counts(representatives(report.runs)[RUN_FIELDS])
+    best = [{"gd_variant": v, "run_id": r} for v, r in zip(t.best["GD variant"], t.best["run"], strict=True)]
     return json.dumps({
         "sweep": report.name, "parent_run_id": report.parent_id, "caption": t.caption,
-        "runs": _records(shown), "bands": _records(t.bands), "recommended": _records(t.recommended),
+        "runs": _records(shown), "best": best, "bands": _records(t.bands), "recommended": _records(t.recommended),
         "range_test": {k: _plain(v) for k, v in report.range_test.items()} if report.range_test else None,
     }, indent=2, ensure_ascii=False, allow_nan=False)

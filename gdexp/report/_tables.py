@@ -13,6 +13,11 @@ from gdexp.regimes import REGIMES
 from gdexp.report._read import Report, several_datasets, variant_order
 
 
+def fmt_count(n: int, noun: str) -> str:
+    """`1 run`, `3 runs`."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def fmt_lr(x: float) -> str:
     return f"{x:.2e}" if math.isfinite(x) else "—"
 

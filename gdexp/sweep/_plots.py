@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
 from omegaconf import DictConfig
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from gdexp import compat, plots
+from gdexp.sweep._record import TrialRecord
 
 
 def study_plots(cfg: DictConfig, study: optuna.Study, folder: Path) -> None:
     """optimization_history.png, param_importances.png, and the metric over learning rate x hidden size."""
+    from matplotlib.ticker import MaxNLocator
+
     metric = cfg.sweep.metric
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     if not done:
@@ -23,6 +28,7 @@ def study_plots(cfg: DictConfig, study: optuna.Study, folder: Path) -> None:
     values = np.array([t.value for t in done], dtype=float)
     best = np.minimum.accumulate(values) if cfg.sweep.direction == "minimize" else np.maximum.accumulate(values)
     fig, ax = plots.axes()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered: no tick at trial 2.5
     ax.scatter(numbers, values, s=14, label=metric)
     ax.plot(numbers, best, color="C1", label="best so far")
     if plots.positive(values):
@@ -39,16 +45,50 @@ def study_plots(cfg: DictConfig, study: optuna.Study, folder: Path) -> None:
         ax.set(xlabel="importance (PED-ANOVA)", title=f"{cfg.sweep.name}: parameter importances")
         plots.save(fig, folder / "param_importances.png")
 
-    lrs = np.array([t.params.get("optim.lr", cfg.optim.lr) for t in done], dtype=float)
-    hidden = np.array([t.params.get("model.hidden_size", cfg.model.hidden_size) for t in done], dtype=float)
+    _over_lr_and_hidden(cfg, done, values, folder)
+
+
+def _over_lr_and_hidden(cfg: DictConfig, done: list[FrozenTrial], values: np.ndarray, folder: Path) -> None:
+    """The metric over the learning rate, coloured by hidden size where it varies, a marker per GD variant where
+    the sweep searched it, hollow grey for a linear model: what each trial trained (its record), searched or not."""
+    from matplotlib.lines import Line2D
+
+    metric = cfg.sweep.metric
+    outcomes = [TrialRecord.of(t).outcome for t in done]
+    lrs = np.array([math.nan if o is None else o.lr for o in outcomes], dtype=float)
+    hidden = np.array([math.nan if o is None else o.hidden_size for o in outcomes], dtype=float)
+    variants = np.array([t.params.get("gd", t.params.get("gd.variant", cfg.gd.variant)) for t in done])
+    several = np.unique(variants).size > 1  # the sweep searched the GD variant: a marker for each
+    sizes = np.unique(hidden[hidden > 0])
+    shade: dict[str, Any] = ({"cmap": "viridis", "vmin": np.log2(sizes.min()), "vmax": np.log2(sizes.max())}
+                             if sizes.size > 1 else {"color": "C0"})  # colours by hidden size where it varies
     fig, ax = plots.axes(left=0.14)
-    points = ax.scatter(lrs, values, c=np.log2(hidden), cmap="viridis", s=22)
-    fig.colorbar(points, label="log2 hidden size")
+    points, handles = None, []
+    for variant in np.unique(variants):
+        marker = MARKERS.get(variant, "o") if several else "o"
+        nets, linear = (variants == variant) & (hidden > 0), (variants == variant) & (hidden == 0)
+        if nets.any():
+            colour = {"c": np.log2(hidden[nets])} if sizes.size > 1 else {}
+            points = ax.scatter(lrs[nets], values[nets], s=24, marker=marker, **colour, **shade)
+        if linear.any():
+            ax.scatter(lrs[linear], values[linear], s=26, marker=marker, facecolors="none", edgecolors="0.35")
+        if several:  # legend entries in grey: the colours are the hidden sizes'
+            handles.append(Line2D([], [], ls="", marker=marker, color="0.35", label=f"{variant} GD"))
+    if (hidden == 0).any():
+        handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec="0.35", label="linear (no hidden layer)"))
+    if points is not None and sizes.size > 1:
+        fig.colorbar(points, label="log2 hidden size")
+    if handles:
+        ax.legend(handles=handles, fontsize="small")
     ax.set_xscale("log")
     if plots.positive(values):
         plots.log_y(ax)
-    ax.set(xlabel="learning rate", ylabel=metric, title=f"{cfg.sweep.name}: {metric} over lr and hidden size")
+    over = "lr and hidden size" if sizes.size > 1 else f"lr (hidden size {sizes[0]:g})" if sizes.size else "lr"
+    ax.set(xlabel="learning rate", ylabel=metric, title=f"{cfg.sweep.name}: {metric} over {over}")
     plots.save(fig, folder / f"{metric}_vs_lr_hidden.png")
+
+MARKERS = {"batch": "o", "minibatch": "s", "stochastic": "^"}  # the GD variants in the parent run's scatter
+
 
 def param_importances(study: optuna.Study) -> dict[str, float]:
     """Optuna's PED-ANOVA importances of the searched parameters ({} when they cannot be computed): computed

@@ -68,7 +68,7 @@ class Outcome:
     """What a finished or pruned trial's run measured, as the labels, the console and the report need it."""
 
     lr: float
-    hidden_size: float
+    hidden_size: float  # 0 for a linear model (no hidden layer)
     group: str  # its sibling group (`regimes.sibling_group`)
     initial: float  # training loss before the first update
     losses: tuple[float, ...]  # training loss after each epoch, to where it stopped

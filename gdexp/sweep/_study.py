@@ -156,7 +156,8 @@ class Sweep:
         val = history.curve("val_loss")
         searched = {**trial.params, "model.hidden_size": cfg.model.hidden_size,
                     "model.hidden_layers": cfg.model.hidden_layers}
-        return Outcome(float(cfg.optim.lr), float(cfg.model.hidden_size), regimes.sibling_group(searched, self.space),
+        hidden = float(cfg.model.hidden_size) if cfg.model.hidden_layers else 0.0  # a linear model has no hidden unit
+        return Outcome(float(cfg.optim.lr), hidden, regimes.sibling_group(searched, self.space),
                        history.initial.get("train_loss", math.nan), tuple(history.curve("train_loss").tolist()),
                        history.regime, history.regime_reason, history.diverged,
                        float(val[-1]) if len(val) else math.nan)
