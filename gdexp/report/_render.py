@@ -53,7 +53,8 @@ def markdown(report: Report, t: Tables) -> str:
         return tabulate(frame, headers="keys", tablefmt="pipe", showindex=index, disable_numparse=True)
 
     return "\n".join([
-        f"## Learning-rate regimes: sweep `{report.name}`", "", *(f"> {line}" for line in t.caption), "",
+        f"## Learning-rate regimes: sweep `{report.name}`", "",
+        "\n>\n".join(f"> {line}" for line in t.caption), "",  # a paragraph each: rendered, lines of one would merge
         table(t.regimes, index=True), "",
         "### Just-right band per GD variant and sibling group", "", table(_shown(t.bands)), "",
         "### Recommended learning rate per GD variant", "", table(_shown(t.recommended)), "",
