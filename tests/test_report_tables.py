@@ -166,7 +166,8 @@ def test_final_loss_vs_lr_colours_each_point_by_its_own_regime_and_keeps_pruned_
     pruned = points(strips[0])
     assert len(pruned) == 1 and next(iter(pruned)) [0] == 3.0, "the pruned run sits in the strip, not on the axes"
     labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
-    assert {"too_small", "just_right", "too_large", "batch", "minibatch", "stochastic", "recommended lr"} <= set(labels)
+    assert {"too_small", "just_right", "too_large", "batch", "minibatch", "stochastic",
+            "recommended lr\n(one per GD variant)"} <= set(labels)
 
 
 def test_loss_curves_show_the_training_curve_of_each_regime(drawn: tuple[dict[str, Any], Path]) -> None:

@@ -57,19 +57,30 @@ def _stop(curve: np.ndarray) -> int:
     return int(finite[-1]) if finite.size else 0
 
 
+PILE = 1.35  # pruned runs that stopped at one epoch within this factor of each other's loss share a circle
+
+
 def _pruned_ends(ax: Any, ends: list[tuple[int, float, Any]]) -> None:
-    """Open circles where pruned runs stopped; runs that stopped at the same epoch and nearly the same loss share
-    one circle with their count beside it, so that a pile of them reads as a number, not a blot."""
-    piles: dict[tuple[int, int], list[Any]] = defaultdict(list)
+    """Open circles where pruned runs stopped; runs that stopped at the same epoch and nearly the same loss (within
+    `PILE` of the lowest of them) share one circle with their count beside it, so that a pile of them reads as a
+    number, not a blot, and no two counts are drawn over each other."""
+    at: dict[int, list[tuple[float, Any]]] = defaultdict(list)
     for epoch, y, colour in ends:
-        piles[(epoch, round(math.log10(y) / 0.04) if y > 0 else 0)].append((y, colour))
-    for (epoch, _), members in piles.items():
-        y = float(np.median([m[0] for m in members]))
-        ax.scatter([epoch], [y], marker="o", s=38, facecolors="white", edgecolors=[members[0][1]], linewidths=1.6,
-                   zorder=4)
-        if len(members) > 1:
-            ax.annotate(f"{len(members)}", (epoch, y), xytext=(5, 3), textcoords="offset points", fontsize="x-small",
-                        color="0.2", zorder=5)
+        at[epoch].append((y, colour))
+    for epoch, stopped in at.items():
+        piles: list[list[tuple[float, Any]]] = []
+        for y, colour in sorted(stopped, key=lambda m: m[0]):
+            if piles and y <= piles[-1][0][0] * PILE:
+                piles[-1].append((y, colour))
+            else:
+                piles.append([(y, colour)])
+        for members in piles:
+            y = float(np.median([m[0] for m in members]))
+            ax.scatter([epoch], [y], marker="o", s=38, facecolors="white", edgecolors=[members[0][1]],
+                       linewidths=1.6, zorder=4)
+            if len(members) > 1:
+                ax.annotate(f"{len(members)}", (epoch, y), xytext=(5, 3), textcoords="offset points",
+                            fontsize="x-small", color="0.2", zorder=5)
 
 
 def plot_loss_curves(report: Report, path: Path) -> Path:
@@ -244,7 +255,8 @@ def plot_final_loss_vs_lr(report: Report, path: Path) -> Path:
                    bbox_to_anchor=(0.77, top), frameon=False)
         extra = [Line2D([], [], ls="", marker="o", ms=8, mfc="white", mec="0.3", mew=1.8,
                         label="pruned: stopped early,\nno final loss (strip)"),
-                 Line2D([], [], color="0.25", ls=":", lw=1.4, label="recommended lr"),
+                 Line2D([], [], color="0.25", ls=":", lw=1.4, label="recommended lr\n(one per GD variant)"
+                        if reps["gd_variant"].nunique() > 1 else "recommended lr"),
                  Line2D([], [], color=plots.REGIME_COLORS["just_right"], lw=5, alpha=0.7,
                         label="its just-right band\n(the group it is read from)")]
         fig.legend(handles=plots.regime_handles(shown) + extra, title="regime (colour)", loc="upper left",
