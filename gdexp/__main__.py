@@ -112,7 +112,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     """The Hydra task: nothing escapes it (Hydra would print its own line, with the overrides unmasked)."""
     result: list[float | None] = []
     swept = cfg.get("sweep") is not None
-    again = " ".join(shlex.quote(str(mask_secrets(a))) for a in ["python", "-m", "gdexp", *sys.argv[1:]])
+    again = " ".join(shlex.quote(str(mask_secrets(a))) for a in [errors.interpreter(), "-m", "gdexp", *sys.argv[1:]])
     code = errors.command(
         "gdexp", lambda: result.append(job(cfg)), what="config",
         uri=mask_secrets(str(cfg.tracking.uri)), cleanup=_drop_output_dir,

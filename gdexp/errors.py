@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import os
+import shutil
 import socket
 import sqlite3
 import sys
@@ -34,7 +36,8 @@ from typing import NoReturn
 from gdexp import stopping
 from gdexp.config import CONFIG_DIR, UsageError, mask_secrets
 
-__all__ = ["Failure", "Parser", "captured", "command", "host", "port", "say", "say_once", "store_unreachable"]
+__all__ = ["Failure", "Parser", "captured", "command", "host", "interpreter", "port", "say", "say_once",
+           "store_unreachable"]
 
 INPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR,
                 errno.ENOENT, errno.EEXIST}  # a path the user gave (or the folder they run in) cannot be used
@@ -75,6 +78,18 @@ def host(text: str) -> str:
             raise argparse.ArgumentTypeError(f"{text!r} is not an address of this machine ({exc.strerror}): give "
                                              "127.0.0.1 or one of its own") from None
     return text
+
+
+def interpreter() -> str:
+    """This Python as the user would type it in a command gdexp prints for them to run: `python` where that name
+    finds this interpreter (an activated venv), else its path, relative to the working folder when inside it
+    (`.venv/bin/python`, as README's commands write it): a bare `python` outside the venv would find no gdexp."""
+    here = os.path.abspath(sys.executable)
+    found = shutil.which("python")
+    if found is not None and os.path.abspath(found) == here:
+        return "python"
+    relative = os.path.relpath(here)
+    return here if relative.startswith("..") else relative
 
 
 def say(line: str) -> None:

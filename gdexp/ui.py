@@ -67,7 +67,7 @@ def _opening(uri: str, fragment: str | None) -> str:
     if uri.startswith(("http://", "https://")):
         return f"{mask_secrets(uri).rstrip('/')}/{fragment or ''}"
     address = f"http://127.0.0.1:5000/{fragment}" if fragment else "its runs table"
-    return f"python -m gdexp.ui, then {address}"
+    return f"{errors.interpreter()} -m gdexp.ui, then {address}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -98,8 +98,10 @@ def gdexp(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | Non
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a `python -m gdexp...` child: this checkout importable, no GUI backend."""
-    return dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT), **(extra or {}))
+    """The environment of a `python -m gdexp...` child: this checkout importable, no GUI backend, and the venv's
+    `bin` first on PATH, as a user's activated venv has it (so the commands it prints to run read `python -m`)."""
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT), **{"PATH": path, **(extra or {})})
 
 
 def default_sigint() -> None:

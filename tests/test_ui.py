@@ -4,6 +4,8 @@ serving a real sweep is tested with that sweep (`tests/test_report.py`), on a tr
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,9 +65,26 @@ def test_a_run_is_pointed_at_by_its_page_as_a_sweep_by_its_view(tmp_path: Path, 
     from gdexp import store
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
     experiment_id = store.ensure_experiment(store.DEFAULT_URI, "gdexp")
     run_id = store.create_run(store.DEFAULT_URI, experiment_id, "lr0.1-h64-minibatch32-sgd", {})
     local = f"python -m gdexp.ui, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs"
     assert ui.run_hint(store.DEFAULT_URI, "gdexp", run_id) == f"{local}/{run_id}?workflowType=machine_learning"
     assert ui.run_hint(store.DEFAULT_URI, "gdexp") == f"{local}?workflowType=machine_learning"
     assert ui.run_hint(store.DEFAULT_URI, "none yet") == "python -m gdexp.ui, then its runs table"
+
+
+def test_the_commands_printed_to_run_name_this_python_as_the_user_would_type_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python` where that name finds this interpreter (an activated venv); else its path, relative to the working
+    folder inside it (README's `.venv/bin/python`), absolute outside: a bare `python` would find no gdexp."""
+    from gdexp import errors
+
+    here = Path(sys.executable)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(here.parent), os.environ.get("PATH", "")]))
+    assert errors.interpreter() == "python"
+    monkeypatch.setenv("PATH", str(tmp_path))  # no python at all on it
+    monkeypatch.chdir(here.parent.parent.parent)  # the folder that holds the venv
+    assert errors.interpreter() == str(Path(os.path.abspath(sys.executable)).relative_to(Path.cwd()))
+    monkeypatch.chdir(tmp_path)
+    assert errors.interpreter() == os.path.abspath(sys.executable)
