@@ -20,14 +20,16 @@ if TYPE_CHECKING:
 
     from gdexp.history import History
 
-__all__ = ["REGIME_COLORS", "REGIME_LINES", "REPORT", "VARIANT_COLORS", "axes", "log_x", "log_y", "loss_curve",
-           "lr_range", "positive", "regime_handles", "save"]
+__all__ = ["REGIME_COLORS", "REGIME_LINES", "REPORT", "VARIANT_COLORS", "VARIANT_MARKS", "axes", "log_x", "log_y",
+           "loss_curve", "lr_range", "positive", "regime_handles", "save"]
 
 # One colour per regime wherever gdexp draws one (Okabe and Ito's palette, told apart with any colour vision);
 # README lists them. `none`: interrupted or failed runs, which regime figures leave out.
 REGIME_COLORS = {"too_small": "#0072B2", "just_right": "#009E73", "too_large": "#D55E00", "none": "#999999"}
 # One colour per GD variant where a figure draws variants as lines (cost.png): the rest of the same palette.
 VARIANT_COLORS = {"batch": "#000000", "minibatch": "#CC79A7", "stochastic": "#E69F00"}
+# Where colour shows something else (the regime, the hidden size), the GD variant is the marker's shape.
+VARIANT_MARKS = {"batch": "s", "minibatch": "o", "stochastic": "^"}
 # Where a figure spends its colours on something else (loss curves coloured by learning rate), a line style.
 REGIME_LINES = {"too_small": ":", "just_right": "-", "too_large": "--", "none": "-."}
 # Report figures go into papers and slides: sharp at 150 dpi, lettering that stays legible when a figure

@@ -68,8 +68,8 @@ def _unknown_key(full_key: str, schema: Any = None) -> ConfigError:
         named = [option for option, s in GROUPS[group].items() if s is schema]
         if node == group and len(named) == 1 and len(set(GROUPS[group].values())) > 1:
             label = f"{group}={named[0]}"
-    elif node.partition(".")[2] in _nested(group):  # a key inside a node of the group (sweep.ray.adress)
-        keys = field_checks(_nested(group)[node.partition(".")[2]])
+    elif (inner := node.partition(".")[2]) in _nested(group):  # a key inside a node of the group (sweep.ray.adress)
+        keys = field_checks(_nested(group)[inner])
     else:
         node, label, leaf, keys = group, group, key, _keys(group)
     near = close_match(leaf, keys)

@@ -20,7 +20,6 @@ from gdexp.report._tables import fmt_count, representatives
 __all__ = ["lr_colours", "panels", "plot_final_loss_vs_lr", "plot_loss_curves", "plot_lr_hidden_heatmap",
            "uniform_bins"]
 
-VARIANT_MARKS = {"batch": "s", "minibatch": "o", "stochastic": "^"}
 CAP = 30.0  # a value past this many times the largest initial loss is drawn at the top edge, as a triangle
 
 
@@ -220,7 +219,7 @@ def plot_final_loss_vs_lr(report: Report, path: Path) -> Path:
                 strip, ax = _strip_and_main(fig, spec)
                 for k, variant in enumerate(variant_order(here["gd_variant"])):
                     group = here[here["gd_variant"] == variant].sort_values("lr")
-                    marker = VARIANT_MARKS.get(variant, "D")
+                    marker = plots.VARIANT_MARKS.get(variant, "D")
                     done = group[finished[group.index] & np.isfinite(group[column])]
                     ax.scatter(done["lr"], done[column], marker=marker, s=60, zorder=3, edgecolors="0.15",
                                linewidths=0.8, c=[plots.REGIME_COLORS[x] for x in done["regime"]])

@@ -22,7 +22,7 @@ import pandas as pd
 
 from gdexp import plots
 from gdexp.regimes import REGIMES
-from gdexp.report._figures import VARIANT_MARKS, panels
+from gdexp.report._figures import panels
 from gdexp.report._read import Report, variant_order
 
 __all__ = ["animate_steps", "cost_runs", "examples_at", "landscape_runs", "plot_cost", "plot_landscape"]
@@ -259,7 +259,7 @@ def plot_cost(report: Report, path: Path) -> Path | None:
             lows, highs = [], []
             for run in shown[shown["dataset"] == case].itertuples():
                 cost, colour = report.costs[run.run_id], plots.VARIANT_COLORS.get(run.gd_variant, "0.4")
-                marker = VARIANT_MARKS.get(run.gd_variant, "D")
+                marker = plots.VARIANT_MARKS.get(run.gd_variant, "D")
                 rows = float(np.max(np.diff(cost.examples, prepend=0.0))) if len(cost.examples) else math.nan
                 batch = rows if run.batch_size in ("", "None") else float(run.batch_size)
                 updates = int(np.ceil(np.diff(cost.examples, prepend=0.0) / batch).sum()) if math.isfinite(rows) else 0

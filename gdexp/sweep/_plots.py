@@ -65,7 +65,7 @@ def _over_lr_and_hidden(cfg: DictConfig, done: list[FrozenTrial], values: np.nda
     fig, ax = plots.axes(left=0.14)
     points, handles = None, []
     for variant in np.unique(variants):
-        marker = MARKERS.get(variant, "o") if several else "o"
+        marker = plots.VARIANT_MARKS.get(variant, "D") if several else "o"
         nets, linear = (variants == variant) & (hidden > 0), (variants == variant) & (hidden == 0)
         if nets.any():
             colour = {"c": np.log2(hidden[nets])} if sizes.size > 1 else {}
@@ -86,8 +86,6 @@ def _over_lr_and_hidden(cfg: DictConfig, done: list[FrozenTrial], values: np.nda
     over = "lr and hidden size" if sizes.size > 1 else f"lr (hidden size {sizes[0]:g})" if sizes.size else "lr"
     ax.set(xlabel="learning rate", ylabel=metric, title=f"{cfg.sweep.name}: {metric} over {over}")
     plots.save(fig, folder / f"{metric}_vs_lr_hidden.png")
-
-MARKERS = {"batch": "o", "minibatch": "s", "stochastic": "^"}  # the GD variants in the parent run's scatter
 
 
 def param_importances(study: optuna.Study) -> dict[str, float]:
