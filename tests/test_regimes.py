@@ -125,9 +125,27 @@ def test_time_to_loss_places_each_run() -> None:
     labelled = regimes.label_siblings(runs, RULES)
     assert [label for label, _ in labelled] == ["too_small", "too_small", "just_right", "just_right", "just_right",
                                                 "too_large"]
-    reason = labelled[0][1]
-    assert "run@0.5 (lr 0.5) had reached it by epoch" in reason and "x sooner" in reason and "still falling" in reason
+    reason = labelled[1][1]
+    assert "run@0.5 (lr 0.5) had reached it by epoch 6.3: 2.4x sooner" in reason and "still falling" in reason
+    assert "within its first epoch: at least 15x sooner" in labelled[0][1]
     assert "is the lowest of the 5 runs of its group that did not overshoot (6 in all)" in labelled[4][1]
+
+
+def test_a_sibling_below_within_its_first_epoch_is_read_from_its_first_point() -> None:
+    """A large step that was below a slow run's end at its first point reached it "within its first epoch": the
+    curve holds nothing earlier, so no fraction of an epoch is printed and the factor counts that epoch whole (15
+    epochs against 1: at least 15x). A run pruned after one epoch is then no slower than that sibling by anything
+    the curves show, and keeps its own label."""
+    slow, fast = sib(0.001, geometric(0.001)), sib(0.9, geometric(0.9))
+    labelled = regimes.label_siblings([slow, fast], RULES)
+    assert labelled[0][0] == "too_small"
+    assert "run@0.9 (lr 0.9) had reached it within its first epoch: at least 15x sooner" in labelled[0][1]
+    assert "epoch 0." not in labelled[0][1]
+    one = sib(0.001, geometric(0.001, 1), "just_right", pruned=True)
+    label, reason = regimes.label_siblings([one, fast], RULES)[0]
+    assert label == "just_right"
+    assert reason.endswith("(lr 0.9) reached its loss 2.298 within its first epoch, against epoch 1 here: within 2x "
+                           "of the fastest")
 
 
 def test_a_sibling_that_started_below_this_runs_end_is_named_without_an_infinite_factor() -> None:

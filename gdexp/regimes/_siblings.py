@@ -5,8 +5,8 @@ Siblings are the runs that differ only in the learning rate and, within a factor
 (`capacity`: power-of-two bins, so that a network of 11 units is never measured against one of 400). Every
 other searched key (the GD variant, a momentum) must match. The rule (`label_siblings`), on top of each run's
 own curve (`_curve.py`), reads time-to-loss: for a run that ended (or was pruned) at training loss ℓ after
-n epochs, the sibling that reached ℓ first did so after e epochs (interpolated between epochs); n / e is how
-many times slower this run brought its loss down.
+n epochs, the sibling that reached ℓ first did so after e epochs (interpolated between epochs; at least 1: the
+curve's first point); n / e is how many times slower this run brought its loss down.
 
 - A run whose own curve overshot is too_large wherever its learning rate is.
 - The pivot is the run with the lowest training loss at its end among those that did not overshoot (a pruned
@@ -119,15 +119,23 @@ def _pivot(runs: Sequence[Sibling]) -> Sibling | None:
 
 def _behind(r: Sibling, runs: Sequence[Sibling], towards: int) -> tuple[float, float, Sibling] | None:
     """(slowdown, epochs, sibling): the sibling on the side `towards` (+1: larger steps, -1: smaller) that
-    reached this run's last loss first, the epoch it did, and n / that epoch. None when none reached it."""
+    reached this run's last loss first, the epoch it did, and n / that epoch (an epoch inside the first counts as
+    the first: the curve's first point is where one can see it). None when none reached it."""
     found: tuple[float, float, Sibling] | None = None
     for s in runs:
         if s is r or s.overshot or (s.lr - r.lr) * towards <= 0:
             continue
         e = epochs_to_reach(s.initial, s.losses, r.final)
         if e is not None and (found is None or e < found[1]):
-            found = (len(r.losses) / e if e > 0 else math.inf, e, s)
+            found = (len(r.losses) / max(e, 1.0) if e > 0 else math.inf, e, s)
     return found
+
+
+def _when(e: float) -> str:
+    """When a sibling reached a loss, as its epoch-by-epoch curve shows it: within its first epoch, or the epoch
+    interpolated between two. Inside the first epoch the curve holds no point to read (and full-batch GD made one
+    update in it), so a fraction there would be a number no one can check."""
+    return "within its first epoch" if e < 1 else f"by epoch {e:.2g}"
 
 
 def _falling(r: Sibling, tail_fraction: float) -> bool:
@@ -192,7 +200,7 @@ def _close(r: Sibling, behind: tuple[float, float, Sibling] | None, slower: floa
     if behind is None:
         return f"{r.reason}; no sibling on the side of the fastest step reached its loss {r.final:.4g}"
     _factor, e, s = behind
-    return (f"{r.reason}; {s.label} (lr {s.lr:.3g}) reached its loss {r.final:.4g} at epoch {e:.1f}, against "
+    return (f"{r.reason}; {s.label} (lr {s.lr:.3g}) reached its loss {r.final:.4g} {_when(e)}, against epoch "
             f"{len(r.losses)} here: within {slower:g}x of the fastest")
 
 
@@ -203,7 +211,7 @@ def _slow(r: Sibling, behind: tuple[float, float, Sibling], side: int, pivot: Si
     stop = "where the pruner stopped it" if r.pruned else "at its end"
     if e > 0:
         evidence = (f"its training loss was {r.final:.4g} {stop} (epoch {n}); {s.label} (lr {s.lr:.3g}) had reached "
-                    f"it by epoch {e:.2g}: {_times(factor)}x sooner")
+                    f"it {_when(e)}: {'at least ' if e < 1 else ''}{_times(factor)}x sooner")
     else:  # a sibling of another initialisation started below where this run ended
         evidence = (f"its training loss was {r.final:.4g} {stop} (epoch {n}); {s.label} (lr {s.lr:.3g}) was below "
                     f"that before its first update ({s.initial:.4g}) and went on down")
