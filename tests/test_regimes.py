@@ -128,6 +128,9 @@ def test_time_to_loss_places_each_run() -> None:
     reason = labelled[1][1]
     assert "run@0.5 (lr 0.5) had reached it by epoch 6.3: 2.4x sooner" in reason and "still falling" in reason
     assert "within its first epoch: at least 15x sooner" in labelled[0][1]
+    assert regimes.label_siblings([sib(1e-4, geometric(1e-4, 3000)), sib(2e-4, geometric(2e-4, 3000))], RULES)[0][
+        1].endswith("had reached it by epoch 1,500: 2x sooner, and this run's loss was still falling: the steps are "
+                    "too short to get down in the time given")  # a long run's epoch is written out, not 1.5e+03
     assert "is the lowest of the 5 runs of its group that did not overshoot (6 in all)" in labelled[4][1]
 
 

@@ -135,7 +135,7 @@ def _when(e: float) -> str:
     """When a sibling reached a loss, as its epoch-by-epoch curve shows it: within its first epoch, or the epoch
     interpolated between two. Inside the first epoch the curve holds no point to read (and full-batch GD made one
     update in it), so a fraction there would be a number no one can check."""
-    return "within its first epoch" if e < 1 else f"by epoch {e:.2g}"
+    return "within its first epoch" if e < 1 else f"by epoch {e:.1f}" if e < 100 else f"by epoch {e:,.0f}"
 
 
 def _falling(r: Sibling, tail_fraction: float) -> bool:
