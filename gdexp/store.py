@@ -18,7 +18,7 @@ import functools
 import os
 import re
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,6 +32,7 @@ __all__ = [
     "ask_again",
     "config_params",
     "create_run",
+    "delete_tags",
     "down",
     "end_run",
     "ensure_experiment",
@@ -154,22 +155,26 @@ class _Guarded:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
+        return _guarded(self._uri, attr) if callable(attr) else attr
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            from mlflow.exceptions import MlflowException
 
-            if self._uri in _down:
-                raise _down[self._uri]
-            try:
-                return attr(*args, **kwargs)
-            except MlflowException as exc:  # every failure of MLflow's client, the store out of reach among them
-                if unreachable(exc):
-                    _down[self._uri] = exc
-                raise
+def _guarded(uri: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    """`call`, raising at once when the store at (absolute) `uri` was found unreachable, and marking it so when
+    `call` finds it."""
 
-        return call
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        if uri in _down:
+            raise _down[uri]
+        try:
+            return call(*args, **kwargs)
+        except MlflowException as exc:  # every failure of MLflow's client, the store out of reach among them
+            if unreachable(exc):
+                _down[uri] = exc
+            raise
+
+    return guarded
 
 
 class Point(NamedTuple):
@@ -245,10 +250,14 @@ def ensure_experiment(uri: str, name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ runs
+_artifact_uris: dict[str, str] = {}  # run id -> its artifact URI, as creating the run returned it (this process's)
+
+
 def create_run(uri: str, experiment_id: str, name: str, tags: Mapping[str, str], start_ms: int | None = None) -> str:
     with stopping.shielded():
-        return str(_client(uri).create_run(experiment_id, start_time=start_ms, run_name=name,
-                                           tags=dict(tags)).info.run_id)
+        info = _client(uri).create_run(experiment_id, start_time=start_ms, run_name=name, tags=dict(tags)).info
+    _artifact_uris[info.run_id] = info.artifact_uri
+    return str(info.run_id)
 
 
 def reopen_run(uri: str, run_id: str) -> None:
@@ -318,10 +327,24 @@ def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
         log_batch(uri, run_id, tags=tags)
 
 
+def delete_tags(uri: str, run_id: str, keys: Iterable[str]) -> None:
+    for key in sorted(keys):
+        with stopping.shielded():
+            _client(uri).delete_tag(run_id, key)
+
+
 def log_artifacts(uri: str, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
-    """Every file in `folder`, under `artifact_path` of the run."""
+    """Every file in `folder`, under `artifact_path` of the run, through the artifact repository MLflow's client
+    would use. Its location is the one the run's creation returned, when this process made the run: the client
+    would first read the whole run back (params, metrics and tags with it) only to learn it, a sixth of what a
+    sweep's trial costs MLflow."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    client = _client(uri)
+    location = _artifact_uris.get(run_id) or client.get_run(run_id).info.artifact_uri
     with stopping.shielded():
-        _client(uri).log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+        repository = _guarded(_absolute(uri), get_artifact_repository)(location, tracking_uri=_absolute(uri))
+        _guarded(_absolute(uri), repository.log_artifacts)(str(folder), artifact_path)
 
 
 # --------------------------------------------------------------------------------------- reading

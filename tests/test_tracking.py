@@ -29,6 +29,7 @@ def test_an_artifact_upload_that_fails_makes_the_run_failed_and_is_raised(make_c
     import pytest
 
     from gdexp import store, train
+    from gdexp.callbacks import callbacks_for
     from gdexp.tracking import MlflowTracker
     from tests.conftest import mlflow_client
 
@@ -39,8 +40,8 @@ def test_an_artifact_upload_that_fails_makes_the_run_failed_and_is_raised(make_c
     cfg = make_cfg("train.epochs=2")
     state = {"FINISHED": "COMPLETE"}
     tracker = MlflowTracker(cfg, end_tags=lambda history, status: {"optuna.state": state.get(status, "FAIL")})
-    with pytest.raises(OSError, match="artifact store is gone"):
-        train.run(cfg, [tracker])
+    with pytest.raises(OSError, match="artifact store is gone"):  # labelled: the run is born with its regime tags
+        train.run(cfg, callbacks_for(cfg, tracker=tracker))
     run = mlflow_client(cfg.tracking.uri).get_run(tracker.run_id)
     assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
     assert "artifact store is gone" in run.data.tags["error"] and "regime" not in run.data.tags
