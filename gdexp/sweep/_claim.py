@@ -88,4 +88,6 @@ def claim(study: optuna.Study, storage: Storage, study_id: int, *, total: int, g
         else:
             trial_id = storage.optuna.create_new_trial(study_id, template_trial=template(
                 owner, retry_of=owed.number if owed else None, params=owed.params if owed else None))
-        return Claim(optuna.Trial(study, trial_id), trial_id, records=tuple(records))
+    # The trial is this worker's now: Optuna's Trial object (the trial read back, the sampler's `before_trial`)
+    # is made after the lock is let go, a fifth of the time a claim held it on PostgreSQL, waited by the others.
+    return Claim(optuna.Trial(study, trial_id), trial_id, records=tuple(records))
