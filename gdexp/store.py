@@ -32,7 +32,6 @@ __all__ = [
     "ask_again",
     "config_params",
     "create_run",
-    "delete_tags",
     "down",
     "end_run",
     "ensure_experiment",
@@ -325,12 +324,6 @@ def log_config(uri: str, run_id: str, cfg: Any) -> None:
 def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
     if tags:
         log_batch(uri, run_id, tags=tags)
-
-
-def delete_tags(uri: str, run_id: str, keys: Iterable[str]) -> None:
-    for key in sorted(keys):
-        with stopping.shielded():
-            _client(uri).delete_tag(run_id, key)
 
 
 def log_artifacts(uri: str, run_id: str, folder: Path, artifact_path: str | None = None) -> None:

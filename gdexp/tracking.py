@@ -3,8 +3,7 @@
 `MlflowTracker` keeps everything in memory and writes it in as few writes as it can: the run is created at
 its first write -- `tracking.flush_every_s` after training began, or at the end, whichever comes first --
 with the time training began as its start, so a config or data error leaves no run behind and a short run
-(a sweep's trial) costs one create with all its tags, one batch of params and metrics, its artifacts and one
-end. A long
+(a sweep's trial) costs one create, its artifacts, one batch of params, metrics and end tags, and one end. A long
 run is flushed every `tracking.flush_every_s` (asynchronously), so the UI follows it. Whatever happens, the
 run is ended FINISHED, FAILED or KILLED after everything it was given is written. It records what the run's
 `History` says (the regime label and the arrays of `History.artifacts` included) and talks to MLflow only
@@ -129,20 +128,17 @@ class MlflowTracker(Callback):
         self._buffer += [store.metric(k, history.final[k], epochs, now) for k in FINAL_METRICS if k in history.final]
         self._buffer.append(store.metric("epochs_run", epochs, epochs, now))
         failed: Exception | None = None
-        tags = self._end_tags(history, status, error)
         try:
-            written = self._create(tags)  # a run made now (a short one: a sweep's trial) has its end tags from birth
-            assert self.run_id is not None
+            self._create()
             if self.cfg.tracking.artifacts and status != "KILLED":
                 with errors.captured() as caught:
                     self._log_artifacts(history, model)
                 if caught.error is not None:
                     failed, status, error = caught.error, "FAILED", caught.error
-                    as_failed = self._end_tags(history, status, error)
-                    if written:  # born with the tags of a run that finished: those a failed one has not go
-                        store.delete_tags(self.uri, self.run_id, set(tags) - set(as_failed))
-                    tags, written = as_failed, False
-            self._flush(synchronous=True, tags=None if written else tags)
+            # the end tags last, with the metrics: a run that carries them (optuna.state, regime) holds its curves,
+            # whenever the process dies (created with them, 3 ms a trial sooner, a run killed before its metrics
+            # were written said COMPLETE over an empty curve, which the report read as an overshoot)
+            self._flush(synchronous=True, tags=self._end_tags(history, status, error))
         finally:
             if self.run_id is not None:
                 store.end_run(self.uri, self.run_id, status)
@@ -172,19 +168,17 @@ class MlflowTracker(Callback):
         assert self.run_id is not None
         return self.run_id
 
-    def _create(self, end_tags: Mapping[str, str] | None = None) -> bool:
-        """The run, at its first write: created with its tags (and `end_tags`, when it is made at its end: one
-        write fewer than setting them with the last batch) and the time training began; its params (the config)
-        go with the first batch of metrics. True when this call made the run."""
+    def _create(self) -> None:
+        """The run, at its first write: created with its tags and the time training began; its params (the
+        config) go with the first batch of metrics."""
         if self.run_id is not None:
-            return False
+            return
         experiment_id = store.ensure_experiment(self.uri, self.cfg.tracking.experiment)
-        self.run_id = store.create_run(self.uri, experiment_id, run_name(self.cfg), {**self._tags, **(end_tags or {})},
+        self.run_id = store.create_run(self.uri, experiment_id, run_name(self.cfg), self._tags,
                                        start_ms=int(self._began * 1000))
         self._params = store.config_params(self.cfg)
         if self.on_run:
             self.on_run(self.run_id)
-        return True
 
     def _flush(self, *, synchronous: bool, tags: Mapping[str, str] | None = None) -> None:
         """Write the buffered metrics (with the params, the first time); the last, synchronous flush also waits

@@ -258,6 +258,34 @@ def test_a_finished_study_whose_parent_was_left_killed_gets_it_finished_with_its
 
 
 @pytest.mark.slow
+def test_a_parent_whose_plots_could_not_be_written_is_failed_and_the_rerun_draws_them(
+        project: Path, make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep's end could not write the study's plots (a full disk): the parent run ends FAILED, not FINISHED
+    without them, so that the same command again finds it unfinished and ends it FINISHED, plots and all."""
+    from gdexp.sweep import _parent
+    from tests.test_kills import journal
+
+    args = ["+sweep=lr", "sweep.n_trials=3", "train.epochs=1", "tracking.artifacts=false"]
+    assert gdexp(*args, cwd=project).returncode == 0
+    client = store(project)
+    (parent,) = [r for r in all_runs(project) if r.data.tags.get("gdexp.role") == "sweep"]
+    run_id = parent.info.run_id
+    client.update_run(run_id, status="RUNNING")  # its end is done again here, in-process, with the disk full
+
+    def full_disk(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_parent, "study_plots", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        _parent.finish_parent(make_cfg(*args), journal(project), run_id, "FINISHED")
+    assert client.get_run(run_id).info.status == "FAILED"
+    again = gdexp(*args, cwd=project)
+    assert again.returncode == 0 and "3 of 3 trials" in again.stdout, again.stderr
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert "optimization_history.png" in {a.path for a in client.list_artifacts(run_id)}
+
+
+@pytest.mark.slow
 def test_more_workers_than_trials_make_no_surplus_trial(project: Path) -> None:
     result = gdexp("+sweep=lr", "sweep.n_trials=2", "sweep.n_workers=8", "train.epochs=1", cwd=project)
     assert result.returncode == 0, result.stderr

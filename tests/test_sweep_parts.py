@@ -154,3 +154,21 @@ def test_whose_owner_is_gone() -> None:
     on_ray = Owner("other-host", "boot", 1, 42, 7, time.time(), ray_node="n1")
     assert "Ray node n1 is gone" in (gone(TrialRecord(0, 0, TrialState.RUNNING, owner=on_ray), grace=20,
                                           nodes={"n2"}) or "")
+
+
+@pytest.mark.parametrize("stopped,status,state", [
+    (None, "FINISHED", "COMPLETE"), ("pruned", "FINISHED", "PRUNED"), ("diverged", "FINISHED", "COMPLETE"),
+    ("pruned", "FAILED", "FAIL"), (None, "FAILED", "FAIL"), ("pruned", "KILLED", "FAIL"),
+])
+def test_a_trials_run_ends_with_the_state_its_trial_gets(stopped: str | None, status: str, state: str) -> None:
+    """A pruned trial whose artifacts could not be written fails: its run says FAIL, as the study does, not
+    PRUNED; a run that did not finish carries regime=none."""
+    import numpy as np
+
+    from gdexp.history import History
+    from gdexp.sweep._study import _end_tags
+
+    history = History(batch_loss=np.zeros(3), lr=np.zeros(3), epochs=[{"epoch": 1.0}], stop_reason=stopped)
+    tags = _end_tags(history, status)
+    assert tags["optuna.state"] == state
+    assert (tags.get("regime") == "none") == (status != "FINISHED")

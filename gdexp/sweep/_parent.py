@@ -42,10 +42,13 @@ def parent_run(cfg: DictConfig, study: optuna.Study) -> str:
 
 def finish_parent(cfg: DictConfig, study: optuna.Study, run_id: str, status: str) -> None:
     """Counts, best value and params, every trial's label among its siblings, and the study's plots on the
-    parent run; then end it. Not on a store found unreachable: the next run of the command ends it."""
+    parent run; then end it, FAILED if any of that could not be written (a full disk, say): the next run of the
+    command finds the study done and the parent not FINISHED, and finishes it again, plots and all. Not on a store
+    found unreachable: the next run of the command ends it."""
     uri = cfg.tracking.uri
     if store.down(uri):
         return
+    ended = "FAILED" if status == "FINISHED" else status
     try:
         records = study_records(study)
         reconcile(uri, run_id, records)
@@ -65,8 +68,9 @@ def finish_parent(cfg: DictConfig, study: optuna.Study, run_id: str, status: str
             with tempfile.TemporaryDirectory(prefix="gdexp-sweep-") as tmp:
                 study_plots(cfg, study, Path(tmp))
                 store.log_artifacts(uri, run_id, Path(tmp))
+        ended = status
     finally:
-        store.end_run(uri, run_id, status)
+        store.end_run(uri, run_id, ended)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

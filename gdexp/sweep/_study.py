@@ -179,7 +179,7 @@ class Reporting:
 
 def _end_tags(history: History, status: str) -> dict[str, str]:
     """The tags a trial's run ends with: Optuna's state, and for a run that did not finish, why it has no regime."""
-    state = "PRUNED" if history.stop_reason == "pruned" else "COMPLETE" if status == "FINISHED" else "FAIL"
+    state = "FAIL" if status != "FINISHED" else "PRUNED" if history.stop_reason == "pruned" else "COMPLETE"
     if status == "FINISHED":
         return {"optuna.state": state}
     why = "interrupted" if status == "KILLED" else "training failed"
