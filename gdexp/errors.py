@@ -202,7 +202,8 @@ def _row(prog: str, exc: BaseException, *, what: str, uri: str | None, again: st
     if isinstance(exc, sqlite3.Error):  # a SQLite store written to directly (a new store made from MLflow's schema)
         return 1, f"{prog}: the SQLite store could not be written: {_first(exc)}"
     if isinstance(exc, OSError):
-        path = exc.filename or ""
+        # a copy or a rename names both ends, the source first: a full disk is the destination's, so say both
+        path = f"{exc.filename2} (from {exc.filename})" if exc.filename2 else str(exc.filename or "")
         reason = exc.strerror or str(exc)
         if exc.errno in INPUT_ERRNOS:
             return 2, f"{prog}: cannot use {path or 'a file'}: {reason}" + (

@@ -197,6 +197,21 @@ def test_bad_command_lines_end_in_one_line_with_exit_code_2_leaving_nothing(
     assert sorted(p.relative_to(project) for p in project.rglob("*")) == before, args
 
 
+def test_hydras_own_keys_that_do_not_resolve_are_named(project, installed, capsys, monkeypatch) -> None:
+    """Hydra resolves `hydra.run.dir` itself, before the job and gdexp's validation: a `${...}` there that names no
+    key is a config error naming it (once an internal error with a traceback, found by the fuzz test above)."""
+    from gdexp import __main__ as command
+
+    monkeypatch.setattr(command.stopping, "spare_exit_collection", lambda: None)
+    monkeypatch.setattr("sys.argv", ["gdexp", "hydra.run.dir=${oops}"])
+    before = sorted(project.rglob("*"))
+    with pytest.raises(SystemExit) as ended:
+        command.main()
+    out, err = capsys.readouterr()
+    assert ended.value.code == 2 and not out and sorted(project.rglob("*")) == before
+    assert err == "gdexp: config error: hydra.run.dir cannot be resolved: Interpolation key 'oops' not found\n"
+
+
 @pytest.mark.parametrize("overrides,named", [
     (["sweep.storage=postgresql://u:pw@db/study"], "sweep.storage holds a password"),
     (["+sweep=lr", "tracking.uri=https://u:pw@host:5000", "sweep.storage=postgresql://u:pw@db/s"],

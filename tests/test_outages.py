@@ -244,3 +244,21 @@ def test_a_full_disk_is_one_line_naming_the_store(tmp_path: Path, empty_store: P
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert "tracking.uri=sqlite:///mlruns/mlflow.db failed" in lines[0], lines[0]
     assert "disk is full" in lines[0] or "the disk holding it is full" in lines[0], lines[0]
+
+
+def test_a_full_artifact_disk_is_one_line_naming_where_it_could_not_write(tmp_path: Path, empty_store: Path) -> None:
+    """The artifacts' disk is full (a 200 kB tmpfs on mlruns/artifacts, filled to the last few kB; the database
+    beside it has room): one line naming the file that could not be written, where it was to go first, then where
+    it came from (the copy's error names its source first), exit code 1."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    script = ('mkdir -p "$0/mlruns/artifacts" && cp "$1" "$0/mlruns/mlflow.db" && '
+              'mount -t tmpfs -o size=200k none "$0/mlruns/artifacts" && dd if=/dev/zero of="$0/mlruns/artifacts/f" '
+              'bs=1k count=$(( $(df -k --output=avail "$0/mlruns/artifacts" | tail -1) - 8 )) 2>/dev/null; '
+              'cd "$0" && exec "$2" -m gdexp train.epochs=2 train.progress=false')
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), str(empty_store), sys.executable],
+                            env=child_env(), capture_output=True, text=True, timeout=120, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert re.fullmatch(rf"gdexp: cannot write {re.escape(str(folder))}/mlruns/artifacts/gdexp/\w+/artifacts/\S+ "
+                        r"\(from /\S+\): No space left on device", lines[0]), lines[0]

@@ -226,12 +226,17 @@ def password_warning(overrides: Sequence[str], keys: Sequence[str] = URL_KEYS) -
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
 
 
+def unresolved(exc: OmegaConfBaseException) -> ConfigError:
+    """The error of a key whose interpolation does not resolve (`data.task='${oops}'`), naming it."""
+    return ConfigError(f"{exc.full_key} cannot be resolved: {mask_secrets(str(exc).splitlines()[0])}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise `ConfigError` for the first key whose value gdexp cannot use."""
     try:  # an interpolation on the command line (data.task='${oops}') must resolve, or its key is named
         OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"{exc.full_key} cannot be resolved: {mask_secrets(str(exc).splitlines()[0])}") from exc
+        raise unresolved(exc) from exc
     for key in cfg:
         if key not in GROUPS and key not in EXTRA_TOP:
             raise ConfigError(f"{key!s} is not a key of gdexp's config: its keys are "

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf.errors import InterpolationResolutionError
 
 from gdexp import compat
-from gdexp.config._checks import ConfigError, check_value, close_match
+from gdexp.config._checks import ConfigError, check_value, close_match, unresolved
 from gdexp.config._schema import GROUPS, field_checks
 
 __all__ = ["explain"]
@@ -99,6 +100,8 @@ def explain(exc: BaseException, config_dir: Path) -> ConfigError | None:
                                f"{', '.join(options)}{close_match(option, options)}")
         return ConfigError(f"{group} is not a config group: the groups are {', '.join(GROUPS)}"
                            f"{close_match(group, GROUPS)}")
+    if isinstance(exc, InterpolationResolutionError) and getattr(exc, "full_key", None):
+        return unresolved(exc)  # hydra.run.dir='${oops}': Hydra resolves its own keys before the job starts
     group_override = compat.hydra_override_error(exc)
     if group_override is not None:  # optim=-1
         return ConfigError(f"{group_override}: a config group takes the name of one of its options "
