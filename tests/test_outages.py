@@ -229,36 +229,36 @@ def test_ctrl_c_inside_the_commands_first_import_is_one_line(tmp_path: Path) -> 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_full_disk_is_one_line_naming_the_store(tmp_path: Path, empty_store: Path) -> None:
-    """The store's disk fills up (a 1.5 MB tmpfs, mounted in a mount namespace of the command's own, filled to the
-    last few kB): one line that says what the database said, exit code 1; MLflow's own 90-line log of it is
-    silenced."""
-    folder = tmp_path / "small"
+def on_a_full_disk(folder: Path, empty_store: Path, disk: str, size: str, *args: str) -> list[str]:
+    """The stderr lines of `python -m gdexp ARGS` run in `folder` (made, with the empty store copied in), whose
+    sub-folder `disk` is a tmpfs of `size` filled to its last few kB, in a mount namespace of the command's own;
+    exit code 1 asserted."""
     folder.mkdir()
-    script = ('mount -t tmpfs -o size=1500k none "$0" && mkdir "$0/mlruns" && cp "$1" "$0/mlruns/mlflow.db" && '
-              'dd if=/dev/zero of="$0/filler" bs=1k count=$(( $(df -k --output=avail "$0" | tail -1) - 6 )) '
-              '2>/dev/null; cd "$0" && exec "$2" -m gdexp train.epochs=30 train.progress=false')
-    result = subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), str(empty_store), sys.executable],
-                            env=child_env(), capture_output=True, text=True, timeout=120, check=False)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    script = (f'mkdir -p "$0/{disk}" && mount -t tmpfs -o size={size} none "$0/{disk}" && mkdir -p "$0/mlruns" && '
+              f'cp "$1" "$0/mlruns/mlflow.db" && dd if=/dev/zero of="$0/{disk}/filler" bs=1k '
+              f'count=$(( $(df -k --output=avail "$0/{disk}" | tail -1) - 6 )) 2>/dev/null; '
+              'python=$2; shift 2; cd "$0" && exec "$python" -m gdexp "$@"')
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), str(empty_store), sys.executable,
+                             *args], env=child_env(), capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1, result.stderr
+    return result.stderr.strip().splitlines()
+
+
+def test_a_full_disk_is_one_line_naming_the_store(tmp_path: Path, empty_store: Path) -> None:
+    """The store's disk fills up (a 1.5 MB tmpfs, filled to the last few kB): one line that says what the database
+    said, exit code 1; MLflow's own 90-line log of it is silenced."""
+    lines = on_a_full_disk(tmp_path / "small", empty_store, ".", "1500k", "train.epochs=30", "train.progress=false")
+    assert len(lines) == 1, lines
     assert "tracking.uri=sqlite:///mlruns/mlflow.db failed" in lines[0], lines[0]
     assert "disk is full" in lines[0] or "the disk holding it is full" in lines[0], lines[0]
 
 
 def test_a_full_artifact_disk_is_one_line_naming_where_it_could_not_write(tmp_path: Path, empty_store: Path) -> None:
-    """The artifacts' disk is full (a 200 kB tmpfs on mlruns/artifacts, filled to the last few kB; the database
-    beside it has room): one line naming the file that could not be written, where it was to go first, then where
-    it came from (the copy's error names its source first), exit code 1."""
+    """The artifacts' disk is full (a 200 kB tmpfs on mlruns/artifacts; the database beside it has room): one line
+    naming the file that could not be written, where it was to go first, then where it came from (the copy's
+    error names its source first), exit code 1."""
     folder = tmp_path / "small"
-    folder.mkdir()
-    script = ('mkdir -p "$0/mlruns/artifacts" && cp "$1" "$0/mlruns/mlflow.db" && '
-              'mount -t tmpfs -o size=200k none "$0/mlruns/artifacts" && dd if=/dev/zero of="$0/mlruns/artifacts/f" '
-              'bs=1k count=$(( $(df -k --output=avail "$0/mlruns/artifacts" | tail -1) - 8 )) 2>/dev/null; '
-              'cd "$0" && exec "$2" -m gdexp train.epochs=2 train.progress=false')
-    result = subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), str(empty_store), sys.executable],
-                            env=child_env(), capture_output=True, text=True, timeout=120, check=False)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    lines = on_a_full_disk(folder, empty_store, "mlruns/artifacts", "200k", "train.epochs=2", "train.progress=false")
+    assert len(lines) == 1, lines
     assert re.fullmatch(rf"gdexp: cannot write {re.escape(str(folder))}/mlruns/artifacts/gdexp/\w+/artifacts/\S+ "
                         r"\(from /\S+\): No space left on device", lines[0]), lines[0]
