@@ -279,12 +279,14 @@ def log_batch(uri: str, run_id: str, *, metrics: Sequence[Point] = (), params: M
               tags: Mapping[str, str] | None = None, synchronous: bool = True) -> list[Any]:
     """Metric points (`metric(...)`), params (as strings, at most 6,000 characters each) and tags in as few
     writes as MLflow's per-call limits allow (1,000 items, of which at most 100 params and 100 tags): a short run
-    is one write. Asynchronous writes return the operations to wait on."""
+    is one write. The tags go last, as MLflow writes them last within a call: a run's end tags (`optuna.state`,
+    `regime`) are never in the store before the metrics they were written with, wherever a write is cut.
+    Asynchronous writes return the operations to wait on."""
     from mlflow.entities import Metric, Param, RunTag
 
     queue: deque[tuple[str, Any]] = deque([("param", Param(k, str(v)[:6000])) for k, v in (params or {}).items()])
-    queue += [("tag", RunTag(k, str(v))) for k, v in (tags or {}).items()]
     queue += [("metric", Metric(m.key, m.value, m.timestamp, m.step)) for m in metrics]
+    queue += [("tag", RunTag(k, str(v))) for k, v in (tags or {}).items()]
     pending = []
     while queue:
         batch: dict[str, list[Any]] = {"metric": [], "param": [], "tag": []}

@@ -84,3 +84,29 @@ def test_an_experiment_name_never_puts_artifacts_outside_the_store(project: Path
     experiment = store.ensure_experiment(URI, name)
     location = Path(mlflow_client(URI).get_experiment(experiment).artifact_location.removeprefix("file://"))
     assert location.parent == (project / "mlruns" / "artifacts").resolve()
+
+
+def test_a_batch_too_large_for_one_write_writes_its_tags_last(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,500 points and 150 params need several writes: the tags (a run's end tags: optuna.state, regime) are in
+    the last, after every metric, so a write cut between two never leaves a run that says COMPLETE without its
+    curve; every point, param and tag arrives."""
+    experiment = store.ensure_experiment(URI, "gdexp")
+    run_id = store.create_run(URI, experiment, "r", {})
+    real, calls = store._client(URI), []
+
+    class Recording:
+        def __getattr__(self, name: str):
+            return getattr(real, name)
+
+        def log_batch(self, run_id, *, metrics, params, tags, synchronous):
+            calls.append((len(metrics), len(params), len(tags)))
+            return real.log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=synchronous)
+
+    monkeypatch.setattr(store, "_client", lambda uri: Recording())
+    points = [store.metric("m", float(i), i, 1_000 + i) for i in range(2500)]
+    store.log_batch(URI, run_id, metrics=points, params={f"p{i}": i for i in range(150)},
+                    tags={"optuna.state": "COMPLETE", "regime": "just_right"})
+    assert len(calls) >= 3 and all(t == 0 for _, _, t in calls[:-1]) and calls[-1][2] == 2, calls
+    run = mlflow_client(URI).get_run(run_id)
+    assert len(run.data.params) == 150 and run.data.tags["regime"] == "just_right"
+    assert len(mlflow_client(URI).get_metric_history(run_id, "m")) == 2500
