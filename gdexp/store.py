@@ -249,7 +249,7 @@ def ensure_experiment(uri: str, name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ runs
-_artifact_uris: dict[str, str] = {}  # run id -> its artifact URI, as creating the run returned it (this process's)
+_artifact_uris: dict[str, str] = {}  # run id -> its artifact URI as its creation returned it, until first used
 
 
 def create_run(uri: str, experiment_id: str, name: str, tags: Mapping[str, str], start_ms: int | None = None) -> str:
@@ -336,7 +336,7 @@ def log_artifacts(uri: str, run_id: str, folder: Path, artifact_path: str | None
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     client = _client(uri)
-    location = _artifact_uris.get(run_id) or client.get_run(run_id).info.artifact_uri
+    location = _artifact_uris.pop(run_id, None) or client.get_run(run_id).info.artifact_uri  # kept once: bounded
     with stopping.shielded():
         repository = _guarded(_absolute(uri), get_artifact_repository)(location, tracking_uri=_absolute(uri))
         _guarded(_absolute(uri), repository.log_artifacts)(str(folder), artifact_path)
