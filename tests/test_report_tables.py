@@ -72,6 +72,8 @@ def test_tables_leave_out_interrupted_and_failed_runs_and_the_caption_agrees() -
     covered, _cells, counts = report.caption(toy)
     assert "13 runs with a regime (12 finished, 1 pruned, 0 diverged); 1 interrupted, 1 failed, not counted" in covered
     assert counts == "Regimes: 4 too_small, 4 just_right, 5 too_large."
+    running = make([*grid(), row(40, 0.5, "none", state="RUNNING", status="RUNNING")])  # a report during a sweep
+    assert "1 interrupted, 1 running, 1 failed, not counted" in report.caption(running)[0]
 
 
 def test_the_report_refuses_labels_out_of_order_and_names_the_runs(tmp_path: Path) -> None:
@@ -275,3 +277,16 @@ def test_sharpness_figure_and_ratio_columns_from_hand_made_runs(tmp_path: Path) 
     path = plot_sharpness(toy, tmp_path / "sharpness.png")
     assert path is not None and path.stat().st_size > 10_000
     assert plot_sharpness(make(grid()), tmp_path / "none.png") is None, "no run measured: no figure"
+
+
+def test_a_run_not_ended_is_no_regime_sample_whatever_its_tags() -> None:
+    """A run cut while it was written can hold its end tags without its curve: RUNNING, it is not labelled."""
+    from types import SimpleNamespace
+
+    from gdexp.report._read import _row
+
+    tags = {"optuna.state": "COMPLETE", "regime": "too_small", "optuna.trial": "0"}
+    run = SimpleNamespace(info=SimpleNamespace(run_id="r", run_name="n", status="RUNNING"),
+                          data=SimpleNamespace(params={}, metrics={}, tags=tags))
+    row = _row(run, np.array([2.3]), 0.9, np.array([2.3]), [])
+    assert (row["state"], row["regime"]) == ("RUNNING", "none")

@@ -127,7 +127,8 @@ def _row(run: Any, curve: np.ndarray, fraction: float, train: np.ndarray, ratios
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     epochs = curve[1:]
     finite = epochs[np.isfinite(epochs)]
-    state = t.get("optuna.state", run.info.status)
+    # a run not ended (still training, or cut while it was written) is no sample, whatever tags it holds so far
+    state = "RUNNING" if run.info.status == "RUNNING" else t.get("optuna.state", run.info.status)
     return {
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,

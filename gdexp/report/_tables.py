@@ -112,9 +112,9 @@ def caption(report: Report) -> list[str]:
                                                      ((shown["state"] == "PRUNED").sum(), "pruned"),
                                                      (shown["diverged"].sum(), "diverged")))
     rest = runs[~runs["regime"].isin(REGIMES)]
-    interrupted = int((rest["status"] == "KILLED").sum())
-    apart = ", ".join(f"{n} {word}" for n, word in ((interrupted, "interrupted"), (len(rest) - interrupted, "failed"))
-                      if n)
+    interrupted, running = (int((rest["status"] == status).sum()) for status in ("KILLED", "RUNNING"))
+    apart = ", ".join(f"{n} {word}" for n, word in ((interrupted, "interrupted"), (running, "running"),
+                                                    (len(rest) - interrupted - running, "failed")) if n)
     lrs = shown["lr"][np.isfinite(shown["lr"])]
     span = f"{fmt_lr(lrs.min())} to {fmt_lr(lrs.max())}" if len(lrs) else "—"
     covered = (f"Sweep {report.name!r} (MLflow parent run {report.parent_id}, experiment {report.experiment!r}): "
