@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gdexp import ui
-from tests.conftest import UNASSIGNED
+from tests.conftest import UNASSIGNED, child_env
 
 REFUSED = [
     (["--port", "99999"], "99999 is not a port"),
@@ -65,7 +65,7 @@ def test_a_run_is_pointed_at_by_its_page_as_a_sweep_by_its_view(tmp_path: Path, 
     from gdexp import store
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    monkeypatch.setenv("PATH", child_env()["PATH"])  # the venv's bin first, as an activated venv has it
     experiment_id = store.ensure_experiment(store.DEFAULT_URI, "gdexp")
     run_id = store.create_run(store.DEFAULT_URI, experiment_id, "lr0.1-h64-minibatch32-sgd", {})
     local = f"python -m gdexp.ui, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs"
