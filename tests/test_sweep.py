@@ -78,6 +78,25 @@ def test_resume_completes_the_total_under_the_same_parent(project: Path) -> None
         "relabelling a resumed sweep starts from each run's own label, not from the last relabelling"
 
 
+def test_a_study_is_not_resumed_with_trials_of_another_config(project: Path) -> None:
+    """README's second sweep after the main job, without a name of its own, would have added Adam full-batch
+    trials to the SGD mini-batch study and labelled them as siblings: it is refused before any trial runs. How
+    many trials, workers, sampler, pruner and the value of a searched key may change."""
+    assert gdexp("+sweep=lr", "sweep.n_trials=2", "train.epochs=2", cwd=project).returncode == 0
+    refused = gdexp("+sweep=lr", "optim=adam", "gd=batch", "sweep.n_trials=4", "train.epochs=3", cwd=project)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert ("study 'lr' holds trials run with gd.batch_size=32, gd.variant=minibatch, optim.name=sgd, train.epochs=2, "
+            "not gd.batch_size=null, gd.variant=batch, optim.name=adam, train.epochs=3") in refused.stderr
+    assert "sweep.name=lr-2" in refused.stderr and "Traceback" not in refused.stderr
+    assert len(study(project).get_trials()) == 2 and len(children(project)) == 2
+    extended = gdexp("+sweep=lr", "sweep.n_trials=4", "train.epochs=2", "sweep.sampler=random", "sweep.pruner=none",
+                     "sweep.n_workers=2", "optim.lr=5", "train.threads=1", cwd=project)
+    assert extended.returncode == 0, extended.stderr
+    assert len(study(project).get_trials()) == 4 and len(children(project)) == 4
+    other = gdexp("+sweep=lr", "optim=adam", "sweep.name=lr-adam", "sweep.n_trials=1", "train.epochs=2", cwd=project)
+    assert other.returncode == 0 and len(children(project)) == 5, other.stderr
+
+
 def _start_and_wait_for_trials(project: Path, args: list[str], n: int) -> tuple[subprocess.Popen[str], list]:
     """Start the sweep in its own session; return once `n` trials are mid-way: their MLflow runs exist (with
     `tracking.flush_every_s=0`, from the first epoch's flush on)."""
@@ -147,7 +166,7 @@ def test_ctrl_c_or_sigterm_on_two_workers_then_rerun(project: Path, signum: int)
     assert all(t.state == TrialState.FAIL and not counted(t) for t in interrupted)
     assert all(runs[t.user_attrs["mlflow_run_id"]] == "KILLED" for t in interrupted)
     assert not [t for t in trials if "error" in t.user_attrs]
-    rerun = gdexp(*args[:-2], "train.epochs=2", "sweep.pruner=none", cwd=project)
+    rerun = gdexp(*args[:-1], cwd=project)  # the same trials (a study takes no others), metrics buffered again
     assert rerun.returncode == 0, rerun.stderr
     assert len([t for t in study(project).get_trials() if counted(t)]) == 4
     assert all(r.info.status != "RUNNING" for r in all_runs(project))

@@ -29,7 +29,7 @@ from gdexp.sweep._launchers import Launcher, launcher
 from gdexp.sweep._parent import best_trial, best_value, finish_parent, parent_run, summary_table
 from gdexp.sweep._reconcile import reconcile
 from gdexp.sweep._record import TrialRecord
-from gdexp.sweep._space import parse_space, validate_sweep
+from gdexp.sweep._space import parse_space, same_trials, validate_sweep
 from gdexp.sweep._storage import open_storage
 from gdexp.sweep._study import Sweep
 
@@ -50,6 +50,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
         sweep = Sweep(cfg, overrides, space=space)
         study, n, uri = sweep.study, cfg.sweep.n_trials, cfg.tracking.uri
         with stopping.shielded(), sweep.storage.lock("parent"):
+            same_trials(study, sweep.configs.shared(sweep.space))
             sweep.parent_run_id = parent_run(cfg, study)
         with stopping.shielded():  # lost trials failed, their runs and those of gone trials ended
             sweep.reap()

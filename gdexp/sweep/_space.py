@@ -138,6 +138,50 @@ class TrialConfigs:
                 raise ConfigError(f"{key}={value!r} is not allowed: {str(exc).splitlines()[0]}") from exc
         return trial
 
+    def shared(self, space: Mapping[str, BaseDistribution]) -> dict[str, Any]:
+        """The values every trial of this command trains with (dotted keys): the config less what the sweep
+        searches and less `FREE`. Two commands with the same values run trials that compare as siblings."""
+        searched = tuple(space)
+        flat = flatten(as_dict(self.cfg))
+        return {k: v for k, v in flat.items()
+                if k in KEPT or (not _under(k, FREE) and not _under(k, searched))}
+
+
+# what a command may change on a study it resumes or extends: how long, where and by how many workers it runs,
+# how trials are sampled and pruned, what is tracked and measured of each and how it is labelled (the labels of
+# all the study's runs are written again at its end), and where data is fetched to. `KEPT`: what the values mean
+FREE = ("sweep", "tracking", "diagnostics", "regimes", "train.progress", "train.threads", "data.cache_dir",
+        "data.timeout_s", "data.urls")
+KEPT = ("sweep.metric", "sweep.direction")
+SHARED_ATTR = "gdexp_trial_config"  # the study's user attribute: `TrialConfigs.shared` of the command that made it
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def same_trials(study: optuna.Study, shared: Mapping[str, Any]) -> None:
+    """Record what the study's trials share when it has none yet; refuse (`ConfigError`, before any trial
+    runs) a command that would add trials of another config: the study would mix, say, Adam full-batch runs
+    with the SGD mini-batch runs it holds, label them as siblings, and its parent run would describe the
+    first config only. Call it under the study's lock. A study an older gdexp made, which kept no record,
+    is not checked."""
+    before = study.user_attrs.get(SHARED_ATTR)
+    if before is None:
+        if not study.get_trials(deepcopy=False):
+            study.set_user_attr(SHARED_ATTR, dict(shared))
+        return
+    changed = [k for k in sorted(shared.keys() & before.keys()) if shared[k] != before[k]]
+    if changed:
+        def values(of: Mapping[str, Any]) -> str:
+            shown = ", ".join(f"{k}={'null' if of[k] is None else of[k]}" for k in changed[:6])
+            return shown + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+
+        name = study.study_name
+        raise ConfigError(f"study {name!r} holds trials run with {values(before)}, not {values(shared)}: to "
+                          f"resume or extend it, leave these as they were; for a new study, name it "
+                          f"(sweep.name={name}-2, say)")
+
 
 def _corners(dist: BaseDistribution) -> list[Any]:
     """The values that bound a distribution: both ends of a range, every choice."""
