@@ -26,8 +26,9 @@ __all__ = ["REGIME_COLORS", "REGIME_LINES", "REPORT", "VARIANT_COLORS", "VARIANT
 # One colour per regime wherever gdexp draws one (Okabe and Ito's palette, told apart with any colour vision);
 # README lists them. `none`: interrupted or failed runs, which regime figures leave out.
 REGIME_COLORS = {"too_small": "#0072B2", "just_right": "#009E73", "too_large": "#D55E00", "none": "#999999"}
-# One colour per GD variant where a figure draws variants as lines (cost.png): the rest of the same palette.
-VARIANT_COLORS = {"batch": "#000000", "minibatch": "#CC79A7", "stochastic": "#E69F00"}
+# One colour per GD variant where a figure draws variants as lines (cost.png), none of a regime's hues
+# (stochastic was Okabe-Ito orange, read as too_large's vermillion): black, reddish purple, brown.
+VARIANT_COLORS = {"batch": "#000000", "minibatch": "#CC79A7", "stochastic": "#8C564B"}
 # Where colour shows something else (the regime, the hidden size), the GD variant is the marker's shape.
 VARIANT_MARKS = {"batch": "s", "minibatch": "o", "stochastic": "^"}
 # Where a figure spends its colours on something else (loss curves coloured by learning rate), a line style.
@@ -58,23 +59,25 @@ def regime_handles(regimes: Sequence[str], *, lines: bool = False) -> list[Any]:
 
 def log_y(ax: Axes) -> None:
     """A log y axis labelled `0.3`, `1`, `100` rather than with mathtext powers of ten, whose parsing
-    costs more than the rest of a small figure."""
-    _log(ax, ax.yaxis, ax.set_yscale)
+    costs more than the rest of a small figure. Under two decades some minor ticks are labelled too (2, 3, 5):
+    a loss from 0.25 to 4 is read off the axis, not guessed between 1 and 10."""
+    _log(ax.yaxis, ax.set_yscale, subset=2)
 
 
 def log_x(ax: Axes) -> None:
-    """A log x axis labelled as `log_y` labels y (on a narrow range matplotlib's own labels every minor tick
-    with a power of ten, and they overlap)."""
-    _log(ax, ax.xaxis, ax.set_xscale)
+    """A log x axis labelled as `log_y` labels y, minor ticks only under one decade (labels side by side
+    need the room; on a narrow range matplotlib's own labels every minor tick with a power of ten, and they
+    overlap)."""
+    _log(ax.xaxis, ax.set_xscale, subset=1)
 
 
-def _log(ax: Axes, axis: Any, scale: Any) -> None:
+def _log(axis: Any, scale: Any, *, subset: float) -> None:
     from gdexp import compat
 
     Plain = compat.log_formatter()
     scale("log")
     axis.set_major_formatter(Plain())
-    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(subset, 0.4)))
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -90,20 +93,29 @@ def positive(values: Any) -> bool:
 
 
 def loss_curve(history: History, path: Path, *, title: str) -> Path:
-    """Train and validation loss per epoch (log scale when every value is positive)."""
+    """Train and validation loss per epoch from epoch 0, before the first update (log scale when every value is
+    positive): the curve the regime's reason reads, its rise above the start included."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = axes()
-    epochs = history.curve("epoch")
-    curves = {key: history.curve(key) for key in ("train_loss", "val_loss")}
-    for values, label in zip(curves.values(), ("train (epoch mean)", "validation"), strict=True):
+    epochs = np.concatenate([[0.0], history.curve("epoch")])
+    curves = {key: np.concatenate([[history.initial.get(key, math.nan)], history.curve(key)])
+              for key in ("train_loss", "val_loss")}
+    for values, label in zip(curves.values(), ("training set", "validation set"), strict=True):
         if np.any(np.isfinite(values)):
             ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, label=label)
+    start = curves["train_loss"][0]
+    if math.isfinite(start):  # what "above its initial loss" is measured against
+        ax.axhline(start, color="0.5", ls=":", lw=1, label="training loss at epoch 0")
     if positive(np.concatenate(list(curves.values()))):
         log_y(ax)
-    ax.set(xlabel="epoch", ylabel="loss", title=title + ("  (diverged)" if history.diverged else ""))
+    ax.set(xlabel="epoch (0: before the first update)", ylabel="loss",
+           title=title + ("  (diverged)" if history.diverged else ""))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
     if ax.get_lines():
         ax.legend()
-    else:
+    if not history.epochs:
         ax.text(0.5, 0.5, "no epoch finished", ha="center", va="center", transform=ax.transAxes)
     return save(fig, path)
 

@@ -78,3 +78,27 @@ assert sorted(p.step for p in points) == [1, 2, 3], points
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             env=child_env(), check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_loss_curve_starts_at_epoch_0_with_that_level_dotted(tmp_path: Path, monkeypatch) -> None:
+    """A too_large reason reads "rose from 2.466 (epoch 0) to 3.026 in epoch 1, above its initial 2.466": the
+    run's own figure shows epoch 0 (`initial_train_loss`, which the `train_loss` metric does not hold) and the
+    level a rise is measured against, on whole epochs."""
+    import numpy as np
+
+    from gdexp import plots
+    from gdexp.history import History
+
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig) or path)
+    history = History(batch_loss=np.zeros(2), lr=np.zeros(2), initial={"train_loss": 2.466, "val_loss": 2.5},
+                      epochs=[{"epoch": 1.0, "train_loss": 3.026, "val_loss": 3.1},
+                              {"epoch": 2.0, "train_loss": 0.7, "val_loss": 0.8}])
+    plots.loss_curve(history, tmp_path / "loss_curve.png", title="lr1")
+    (ax,) = drawn[0].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["training set"].get_xdata()) == [0, 1, 2]
+    assert list(lines["training set"].get_ydata()) == [2.466, 3.026, 0.7]
+    assert list(lines["validation set"].get_ydata()) == [2.5, 3.1, 0.8]
+    assert list(lines["training loss at epoch 0"].get_ydata()) == [2.466, 2.466]
+    assert all(float(t).is_integer() for t in ax.get_xticks())

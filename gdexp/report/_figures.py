@@ -20,6 +20,7 @@ from gdexp.report._tables import fmt_count, representatives
 __all__ = ["lr_colours", "panels", "plot_final_loss_vs_lr", "plot_loss_curves", "plot_lr_hidden_heatmap",
            "uniform_bins"]
 
+BAND_ALPHA = 0.18  # a just-right band's span: seen behind the points, over which the grid still shows
 CAP = 30.0  # a value past this many times the largest initial loss is drawn at the top edge, as a triangle
 
 
@@ -193,10 +194,11 @@ def plot_final_loss_vs_lr(report: Report, path: Path) -> Path:
     learning rate, log-log: one marker shape per GD variant, each point in its own run's regime colour. Runs
     with no finished loss are not drawn as if they had one: a pruned run (stopped early by the pruner) and a
     diverged run sit in a strip above, at their learning rate. Each variant's recommended learning rate is a
-    dotted line, and the just-right band it is read from a green bar along the bottom."""
+    dotted line, and the just-right band it is read from a green span behind the points."""
     import matplotlib
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     reps = representatives(report.runs)
     finished = (reps["state"] == "COMPLETE") & ~reps["diverged"]
@@ -234,11 +236,10 @@ def plot_final_loss_vs_lr(report: Report, path: Path) -> Path:
                         band = bands_of.get((dataset, variant, pick["sibling group"]))
                         if band is not None:  # a variant without a band has no recommendation either
                             ax.axvline(pick["recommended lr"], color="0.25", ls=":", lw=1.4)
-                            if band[0] == band[1]:  # a band of one rate: a short bar centred on it, not nothing
+                            if band[0] == band[1]:  # a band of one rate: a narrow span centred on it, not nothing
                                 band = (band[0] / 1.08, band[1] * 1.08)
-                            ax.plot(band, [0.04, 0.04], transform=ax.get_xaxis_transform(), lw=5,
-                                    solid_capstyle="butt", color=plots.REGIME_COLORS["just_right"], alpha=0.7,
-                                    zorder=2)
+                            ax.axvspan(*band, color=plots.REGIME_COLORS["just_right"], alpha=BAND_ALPHA, lw=0,
+                                       zorder=0)  # behind the points: a bar along the bottom hid the lowest
                     legend_variants[variant] = Line2D([], [], ls="", marker=marker, ms=8, mfc="white", mec="0.15",
                                                       label=variant)
                 plots.log_x(ax)
@@ -256,8 +257,8 @@ def plot_final_loss_vs_lr(report: Report, path: Path) -> Path:
                         label="pruned: stopped early,\nno final loss (strip)"),
                  Line2D([], [], color="0.25", ls=":", lw=1.4, label="recommended lr\n(one per GD variant)"
                         if reps["gd_variant"].nunique() > 1 else "recommended lr"),
-                 Line2D([], [], color=plots.REGIME_COLORS["just_right"], lw=5, alpha=0.7,
-                        label="its just-right band\n(the group it is read from)")]
+                 Patch(color=plots.REGIME_COLORS["just_right"], alpha=BAND_ALPHA, lw=0,
+                       label="its just-right band\n(the group it is read from)")]
         fig.legend(handles=plots.regime_handles(shown) + extra, title="regime (colour)", loc="upper left",
                    bbox_to_anchor=(0.77, top - 1.75 / height), frameon=False)
         fig.suptitle(f"{report.name}: final losses over the learning rate", y=1 - 0.17 / height)

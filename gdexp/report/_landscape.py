@@ -263,13 +263,15 @@ def plot_cost(report: Report, path: Path) -> Path | None:
                 rows = float(np.max(np.diff(cost.examples, prepend=0.0))) if len(cost.examples) else math.nan
                 batch = rows if run.batch_size in ("", "None") else float(run.batch_size)
                 updates = int(np.ceil(np.diff(cost.examples, prepend=0.0) / batch).sum()) if math.isfinite(rows) else 0
-                label = (f"{run.gd_variant}, lr {run.lr:g} ({run.regime if run.regime in REGIMES else 'no regime'}):\n"
+                regime = run.regime if run.regime in REGIMES else "no regime"
+                label = (f"{run.gd_variant}, lr {run.lr:.3g} ({regime}):\n"
                          f"{updates:,} updates, {1e3 * cost.seconds[-1] / max(updates, 1):.3g} ms each")
                 if len(cost.updates) and math.isfinite(rows):
                     row[0].scatter(examples_at(cost.updates, rows, batch), cost.batch_loss, s=7, color=colour,
                                    alpha=0.3, linewidths=0, zorder=1, rasterized=True)
                 for ax, x in zip(row, (cost.examples, cost.seconds), strict=True):
-                    ax.plot(x, cost.loss, color=colour, marker=marker, ms=3.5, lw=1.6, label=label, zorder=3)
+                    ax.plot(x, cost.loss, color=colour, marker=marker, ms=3.5, lw=1.6, label=label, zorder=3,
+                            markevery=None if len(cost.loss) <= 60 else 0.05)  # 3,000 epochs: a mark per 5 %
                 lows.append(float(np.nanmin(cost.loss)) if np.isfinite(cost.loss).any() else math.nan)
                 highs.append(run.initial_train_loss)
             for ax, what in zip(row, ("examples processed by the updates (rows of their batches, summed)",
