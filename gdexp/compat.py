@@ -242,6 +242,16 @@ def hydra_unknown_override(exc: BaseException) -> str | None:
     return text.split("'")[1] if text.startswith("Could not override '") else None
 
 
+def hydra_sweep_value(exc: BaseException) -> str | None:
+    """The override of Hydra's composition error for sweep syntax without `--multirun` (`optim.lr=0.1,1`:
+    "Ambiguous value for argument '...'"; `optim.lr=interval(0,1)`: "Sweep parameters '...' requires
+    --multirun"), read from its message; None for any other error."""
+    text = str(exc)
+    if text.startswith(("Ambiguous value for argument '", "Sweep parameters '")):
+        return text.split("'")[1]
+    return None
+
+
 def hydra_removal(exc: BaseException) -> str | None:
     """The key of Hydra's composition error for `~key`: "Error merging override ~key" (a key the schema has, the
     structured config refusing to lose it, as its cause) or "Could not delete from config. 'key' does not exist."

@@ -114,6 +114,12 @@ def test_storages_that_name_their_database_are_accepted(make_cfg, storage: str) 
     (["+sweep=lr", "sweep.ray.adress=auto"], "sweep.ray.adress is not a key of sweep.ray: its keys are"),
     (["sweep=lr"], "a sweep is added with a +: write +sweep=lr, not sweep=lr"),
     (["sweep.n_trials=3"], "sweep.n_trials needs a sweep, which is added with a +: write +sweep=lr"),
+    (["lr_range=default"], "lr_range is in the config only with the sweep that adds it, with a +: +sweep=lr_range"),
+    (["~train", "train.epochs=1"], "train cannot be removed (~train): gdexp needs it"),
+    (["optim.lr=1e-3,1e-2"], "optim.lr=1e-3,1e-2 gives several values, which one run cannot take: add -m for a run "
+                             "per value (python -m gdexp -m optim.lr=1e-3,1e-2), or search them with an Optuna sweep"),
+    (["optim.lr=interval(0,1)"], "optim.lr=interval(0,1) gives several values, which one run cannot take: search "
+                                 "them with an Optuna sweep"),
 ])
 def test_hydras_own_errors_are_said_in_one_line(make_cfg, overrides: list[str], message: str) -> None:
     with pytest.raises(Exception) as caught:

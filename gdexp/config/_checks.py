@@ -25,7 +25,8 @@ from gdexp.config._resources import memory_problem
 from gdexp.config._schema import GROUPS, SELECTOR, Check, Choice, Flag, Number, RayConf, field_checks, schema_of
 from gdexp.config._text import DATABASES, mask_secrets, scheme
 
-__all__ = ["ConfigError", "UsageError", "check_overrides", "check_value", "close_match", "password_warning", "validate"]
+__all__ = ["ConfigError", "UsageError", "check_overrides", "check_value", "close_match", "password_warning",
+           "removed_group", "validate"]
 
 EXTRA_TOP = ("hydra",)  # top-level keys that are not config groups
 OPTIONAL = ("sweep", "lr_range")  # the packages the `+sweep=...` overlays add; every other group is needed
@@ -186,6 +187,11 @@ def _storage_ok(spec: str) -> bool:
     return False
 
 
+def removed_group(group: str) -> ConfigError:
+    """`~train`: a config group gdexp needs, taken away on the command line."""
+    return ConfigError(f"{group} cannot be removed (~{group}): gdexp needs it; choose an option instead ({group}=...)")
+
+
 def check_overrides(overrides: Sequence[str]) -> None:
     """What composing cannot show: a true/false key given something else (OmegaConf reads `data.standardize=2`
     as true), and a config group removed (`~train`)."""
@@ -196,8 +202,7 @@ def check_overrides(overrides: Sequence[str]) -> None:
         override = parser.parse_override(text)
         key = override.key_or_group
         if override.is_delete() and key in GROUPS and key not in OPTIONAL:
-            raise ConfigError(f"{key} cannot be removed (~{key}): gdexp needs it; choose an option instead "
-                              f"({key}=...)")
+            raise removed_group(key)
         group, _, leaf = key.partition(".")
         if override.is_delete() or group not in GROUPS or not leaf:
             continue

@@ -16,7 +16,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf.errors import InterpolationResolutionError
 
 from gdexp import compat
-from gdexp.config._checks import ConfigError, check_value, close_match, unresolved
+from gdexp.config._checks import ConfigError, check_value, close_match, removed_group, unresolved
 from gdexp.config._schema import GROUPS, field_checks
 
 __all__ = ["explain"]
@@ -47,8 +47,11 @@ def _options(config_dir: Path, group: str) -> list[str]:
 def _needs_overlay(written: str, config_dir: Path) -> ConfigError:
     """`sweep=lr` or `sweep.n_trials=...` without the `+sweep=...` that adds the package."""
     options = ", ".join(f"+sweep={o}" for o in _options(config_dir, "sweep"))
-    if "." not in written:
+    if written == "sweep":
         return ConfigError(f"a sweep is added with a +: write +sweep=lr, not sweep=lr (the sweeps: {options})")
+    if "." not in written:  # lr_range=...
+        return ConfigError(f"{written} is in the config only with the sweep that adds it, with a +: "
+                           f"+sweep={written} (the sweeps: {options})")
     return ConfigError(f"{written} needs a sweep, which is added with a +: write +sweep=lr (the sweeps: {options}), "
                        f"then any {written.split('.')[0]}.* key")
 
@@ -57,6 +60,8 @@ def _unknown_key(full_key: str, schema: Any = None) -> ConfigError:
     """`full_key` is in no schema where it was given: its node's keys listed. `schema` is the node's, when Hydra's
     error names it (the option in use: `optim=adam` has no `momentum`, though `optim=sgd` has)."""
     group, _, key = full_key.partition(".")
+    if group in GROUPS and not key:  # ~train train.epochs=1: the group removed, then a key of it set
+        return removed_group(group)
     if group not in GROUPS or not key:
         return ConfigError(f"{full_key} is not a key of gdexp's config: its keys are {', '.join(GROUPS)}"
                            f"{close_match(group, GROUPS)}")
@@ -110,6 +115,11 @@ def explain(exc: BaseException, config_dir: Path) -> ConfigError | None:
         return ConfigError(f"cannot read the override {exc.override!r}: {exc.message.splitlines()[0]} (quote "
                            "values with brackets, commas or spaces: key='[1,2]')")
     if isinstance(exc, ConfigCompositionException):
+        swept = compat.hydra_sweep_value(exc)
+        if swept is not None:  # Hydra's basic sweeper takes lists, range() and choice(), Optuna every form
+            multirun = "" if "interval(" in swept else f"add -m for a run per value (python -m gdexp -m {swept}), or "
+            return ConfigError(f"{swept} gives several values, which one run cannot take: {multirun}search them with "
+                               "an Optuna sweep (+sweep=lr and sweep.params)")
         bad = compat.hydra_schema_error(exc)
         if bad is not None:
             full_key, value = bad
