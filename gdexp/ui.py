@@ -107,8 +107,11 @@ def _ui(argv: Sequence[str] | None) -> int:
     _check_sweep(args.uri, args.experiment, args.sweep)
     launch = command(args.uri, host=args.host, port=args.port or free_port(args.host))
     view = comparison(args.uri, args.experiment, args.sweep)
+    found = f"{launch.url}/{view}" if view else (
+        f"none (no experiment {args.experiment!r} in this store; its experiments: "
+        f"{', '.join(store.experiment_names(args.uri)) or 'none yet'}; choose one with --experiment)")
     return serve(launch, f"MLflow UI on {mask_secrets(args.uri)}", prog="gdexp.ui",
-                 lines=[f"The trials by regime: {launch.url}/{view}"] if view else [])
+                 lines=[f"The trials by regime: {found}"])
 
 
 def _check_sweep(uri: str, experiment: str, sweep: str | None) -> None:

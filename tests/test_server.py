@@ -186,6 +186,11 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
                        extra={"GDEXP_USER_PASSWORD": PASSWORDS["editor"]})
         assert result.returncode == 0 and result.stderr == "", result.stderr
         assert result.stdout.splitlines()[-1] == f"user 'editor' has EDIT on experiment '{EXPERIMENT}'"
+        again = s.run("gdexp.server", "user", "add", "editor", "--uri", s.url, cwd=s.folder, who="admin",
+                      extra={"GDEXP_USER_PASSWORD": "another-password"})
+        assert again.returncode == 2 and again.stderr.strip() == (
+            "gdexp.server user: user 'editor' exists already: to give it a permission, user grant; a new password, "
+            "user password"), again.stderr
         assert s.call("POST", "/api/2.0/mlflow/users/create", {"username": "reader", "password": PASSWORDS["reader"]},
                       who="admin")[0] == 200, "the REST call the README shows"
         s.commands |= command_lines(descendants(s.proc.pid))

@@ -58,6 +58,22 @@ def test_a_sweep_the_experiment_does_not_hold_is_refused_and_no_view_is_saved(
     assert not [key for key in tags if key.startswith(compat.SHARED_VIEW_PREFIX)], tags
 
 
+def test_an_experiment_the_store_does_not_hold_is_said_with_those_it_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The UI still starts (the store is worth browsing), and says why it has no regime comparison to open."""
+    from gdexp import store
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store.ensure_experiment(store.DEFAULT_URI, "course")
+    said: list[str] = []
+    monkeypatch.setattr(ui, "serve", lambda launch, title, prog, lines: said.extend(lines) or 0)
+    assert ui.main(["--experiment", "nope"]) == 0
+    (line,) = said
+    assert line.startswith("The trials by regime: none (no experiment 'nope' in this store; its experiments: ")
+    assert "course" in line and line.endswith("; choose one with --experiment)")
+
+
 def test_a_run_is_pointed_at_by_its_page_as_a_sweep_by_its_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                                  ) -> None:
     """The single run, the range test and a multirun say where to look as a sweep does: `python -m gdexp.ui`

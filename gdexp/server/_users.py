@@ -82,6 +82,9 @@ def _user(argv: Sequence[str]) -> None:
 
 def _act(client: Any, args: Any) -> None:
     if args.action == "add":
+        if _exists(client, args.name):  # the server's own refusal is its database's UNIQUE constraint, verbatim
+            raise UsageError(f"user {args.name!r} exists already: to give it a permission, user grant; a new "
+                             "password, user password")
         client.create_user(args.name, _new_password(args.name))
         print(f"user {args.name!r} added; until given more, it has the server's default permission on every "
               "experiment")
@@ -97,6 +100,18 @@ def _act(client: Any, args: Any) -> None:
     if args.action == "delete":
         client.delete_user(args.name)
         print(f"user {args.name!r} removed")
+
+
+def _exists(client: Any, name: str) -> bool:
+    from mlflow.exceptions import RestException
+
+    try:
+        client.get_user(name)
+    except RestException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
 
 
 def _new_password(name: str) -> str:
