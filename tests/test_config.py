@@ -118,6 +118,9 @@ def test_storages_that_name_their_database_are_accepted(make_cfg, storage: str) 
     (["~train", "train.epochs=1"], "train cannot be removed (~train): gdexp needs it"),
     (["optim.lr=1e-3,1e-2"], "optim.lr=1e-3,1e-2 gives several values, which one run cannot take: add -m for a run "
                              "per value (python -m gdexp -m optim.lr=1e-3,1e-2), or search them with an Optuna sweep"),
+    (["+sweep=lr", "sweep.params.optim.lr=tag(log, interval(0.3, 100))"],
+     "sweep.params.optim.lr=tag(log, interval(0.3, 100)): a search space is a string, quoted twice on the command "
+     "line: 'sweep.params.optim.lr=\"tag(log, interval(0.3, 100))\"'"),
     (["optim.lr=interval(0,1)"], "optim.lr=interval(0,1) gives several values, which one run cannot take: search "
                                  "them with an Optuna sweep"),
 ])

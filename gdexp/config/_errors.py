@@ -116,6 +116,10 @@ def explain(exc: BaseException, config_dir: Path) -> ConfigError | None:
                            "values with brackets, commas or spaces: key='[1,2]')")
     if isinstance(exc, ConfigCompositionException):
         swept = compat.hydra_sweep_value(exc)
+        if swept is not None and swept.lstrip("+").startswith("sweep.params."):
+            key, _, value = swept.partition("=")
+            return ConfigError(f"{swept}: a search space is a string, quoted twice on the command line: "
+                               f"'{key}=\"{value}\"'")
         if swept is not None:  # Hydra's basic sweeper takes lists, range() and choice(), Optuna every form
             multirun = "" if "interval(" in swept else f"add -m for a run per value (python -m gdexp -m {swept}), or "
             return ConfigError(f"{swept} gives several values, which one run cannot take: {multirun}search them with "
