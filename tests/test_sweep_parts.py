@@ -172,3 +172,23 @@ def test_a_trials_run_ends_with_the_state_its_trial_gets(stopped: str | None, st
     tags = _end_tags(history, status)
     assert tags["optuna.state"] == state
     assert (tags.get("regime") == "none") == (status != "FINISHED")
+
+
+@pytest.mark.parametrize("values", [[0.1, 0.3, 2.0, 3.0e6], [-0.5, 0.2, 0.9, 1.0e6]])
+def test_a_diverged_trials_penalty_is_drawn_along_the_top_not_on_the_scale(values: list[float]) -> None:
+    """The parent's plots: a penalty of 1e6 would stretch the value axis over seven decades and squash the rest;
+    the axis spans the others (log when they are positive) and the diverged trial is a triangle above them."""
+    import numpy as np
+
+    from gdexp import plots
+    from gdexp.sweep._plots import _penalties_on_top
+
+    _, ax = plots.axes()
+    kept = np.array(values[:3])
+    _penalties_on_top(ax, np.arange(4.0), np.array(values), np.array([False, False, False, True]))
+    low, high = ax.get_ylim()
+    assert low < kept.min() and kept.max() < high < 10 * kept.max()
+    assert ax.get_yscale() == ("log" if (kept > 0).all() else "linear")
+    (diverged,) = ax.collections
+    ((x, y),) = diverged.get_offsets()
+    assert x == 3 and kept.max() < y < high and diverged.get_label().startswith("diverged")
