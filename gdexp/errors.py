@@ -39,6 +39,8 @@ from gdexp.config import CONFIG_DIR, UsageError, mask_secrets
 __all__ = ["Failure", "Parser", "captured", "command", "host", "interpreter", "port", "say", "say_once",
            "store_unreachable"]
 
+# the disk refused what a run wrote, whatever the run was: not the run's fault, and the next one fares no better
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 INPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR,
                 errno.ENOENT, errno.EEXIST}  # a path the user gave (or the folder they run in) cannot be used
 
@@ -122,7 +124,8 @@ def store_unreachable(exc: BaseException) -> bool:
 
 @dataclass
 class Failure:
-    """What `captured` caught: an interruption, or an error (`store`: the tracking store's, not the code's)."""
+    """What `captured` caught: an interruption, or an error (`store`: the tracking store's or its disk's -- out of
+    reach, full, read-only -- not the code's)."""
 
     interrupted: KeyboardInterrupt | None = None
     error: Exception | None = None
@@ -145,7 +148,8 @@ def captured() -> Iterator[Failure]:
         if stop is not None:
             failure.interrupted = stop
         else:
-            failure.error, failure.store = exc, store_unreachable(exc)
+            failure.error = exc
+            failure.store = store_unreachable(exc) or (isinstance(exc, OSError) and exc.errno in DISK_ERRNOS)
 
 
 def command(prog: str, body: Callable[[], int | None], *, what: str = "", uri: str | None = None,

@@ -253,6 +253,24 @@ def test_a_full_disk_is_one_line_naming_the_store(tmp_path: Path, empty_store: P
     assert "disk is full" in lines[0] or "the disk holding it is full" in lines[0], lines[0]
 
 
+def test_a_sweep_on_a_full_artifact_disk_stops_and_uses_up_no_trial(tmp_path: Path, empty_store: Path) -> None:
+    """A full disk is the machine's fault, not the trial's: the trial that met it is not counted and the sweep
+    stops in one line, as on a store out of reach (it used to fail that trial and every next one, counted, so
+    the same command after the disk was freed found the study done). The rerun, with room, runs the rest."""
+    folder = tmp_path / "small"
+    args = ("+sweep=lr", "sweep.n_trials=3", "train.epochs=1", "sweep.pruner=none")
+    lines = on_a_full_disk(folder, empty_store, "mlruns/artifacts", "200k", *args)
+    assert len(lines) == 1 and lines[0].endswith("No space left on device"), lines
+    study = journal_study(folder)
+    assert study is not None
+    trials = study.get_trials()
+    assert len(trials) == 1 and not counted(trials[0]) and "store_failed" in trials[0].user_attrs
+    again = subprocess.run([sys.executable, "-m", "gdexp", *args], cwd=folder, env=child_env(), capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert sum(map(counted, study.get_trials())) == 3 and len(study.get_trials()) == 4
+
+
 def test_a_full_artifact_disk_is_one_line_naming_where_it_could_not_write(tmp_path: Path, empty_store: Path) -> None:
     """The artifacts' disk is full (a 200 kB tmpfs on mlruns/artifacts; the database beside it has room): one line
     naming the file that could not be written, where it was to go first, then where it came from (the copy's
