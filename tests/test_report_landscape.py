@@ -179,6 +179,28 @@ def test_one_runs_report_is_its_own_path_and_cost_from_the_store(make_cfg, proje
     assert by_seconds.lines[0].get_xdata().tolist() == seconds and all(s > 0 for s in seconds)
 
 
+@pytest.mark.parametrize("overrides", [["optim.lr=1e30", "gd=batch"],  # the loss becomes NaN
+                                       ["optim.lr=1e20", "data=linear", "model.hidden_layers=0"]])  # 1.8e308, inf
+def test_a_run_that_blew_up_has_its_cost_drawn_to_where_it_diverged(make_cfg, project: Path, overrides: list[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN, inf and float64's largest number in a run's losses: cost.png draws the line up to where it left the
+    axis (2x the loss before the first update) instead of failing on an axis limit or a log of infinity."""
+    cfg = make_cfg(*overrides, "train.epochs=3")
+    tracker = MlflowTracker(cfg)
+    history = train.run(cfg, callbacks_for(cfg, tracker=tracker))
+    assert history.diverged and tracker.run_id is not None
+    figures = kept_figures(monkeypatch)
+    written = report.write(report.build(tracker.run_id, uri=cfg.tracking.uri), project / "out")
+    assert "cost.png" in [p.name for p in written]
+    start = history.initial["train_loss"]
+    for ax in figures["cost.png"].axes:
+        if ax.get_ylabel().endswith("training loss"):
+            assert ax.get_ylim()[1] == pytest.approx(2 * start)
+            for line in ax.lines:
+                ys = np.asarray(line.get_ydata(), dtype=float)
+                assert (ys[np.isfinite(ys)] <= 2 * start).all()
+
+
 def test_the_landscape_overlay_searches_two_cases_three_variants_four_rates(make_cfg) -> None:
     from gdexp.sweep._space import TrialConfigs, validate_sweep
 

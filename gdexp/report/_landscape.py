@@ -239,6 +239,11 @@ def animate_steps(report: Report, path: Path, *, frames: int = FRAMES, dpi: int 
         return path
 
 
+def _finite(values: np.ndarray) -> np.ndarray:
+    """NaN where a value is not finite: matplotlib fails on an infinite one (an axis limit, a log scale)."""
+    return np.where(np.isfinite(values), values, np.nan)
+
+
 def plot_cost(report: Report, path: Path) -> Path | None:
     """`cost.png`: per data set, the training loss against the examples the updates processed and against the
     seconds they took (both as the runs measured them), one line per GD variant, each update's batch loss faint
@@ -256,8 +261,11 @@ def plot_cost(report: Report, path: Path) -> Path | None:
     with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
         fig, axes, _, height = panels(len(cases), 2, panel=5.6, right=3.0, top=1.0, height=3.9)
         for row, case in zip(axes, cases, strict=True):
-            lows, highs = [], []
-            for run in shown[shown["dataset"] == case].itertuples():
+            here = shown[shown["dataset"] == case]
+            starts = [h for h in here["initial_train_loss"] if math.isfinite(h)]
+            ceiling = 2 * max(starts) if starts else math.inf  # the axis top: a diverging line runs along it
+            lows = []
+            for run in here.itertuples():
                 cost, colour = report.costs[run.run_id], plots.VARIANT_COLORS.get(run.gd_variant, "0.4")
                 marker = plots.VARIANT_MARKS.get(run.gd_variant, "D")
                 rows = float(np.max(np.diff(cost.examples, prepend=0.0))) if len(cost.examples) else math.nan
@@ -266,23 +274,24 @@ def plot_cost(report: Report, path: Path) -> Path | None:
                 regime = run.regime if run.regime in REGIMES else "no regime"
                 label = (f"{run.gd_variant}, lr {run.lr:.3g} ({regime}):\n"
                          f"{updates:,} updates, {1e3 * cost.seconds[-1] / max(updates, 1):.3g} ms each")
+                loss = np.minimum(_finite(cost.loss), ceiling)  # NaN, inf: the line ends where it diverged
                 if len(cost.updates) and math.isfinite(rows):
-                    row[0].scatter(examples_at(cost.updates, rows, batch), cost.batch_loss, s=7, color=colour,
-                                   alpha=0.3, linewidths=0, zorder=1, rasterized=True)
+                    row[0].scatter(examples_at(cost.updates, rows, batch),
+                                   np.minimum(_finite(cost.batch_loss), ceiling), s=7,
+                                   color=colour, alpha=0.3, linewidths=0, zorder=1, rasterized=True)
                 for ax, x in zip(row, (cost.examples, cost.seconds), strict=True):
-                    ax.plot(x, cost.loss, color=colour, marker=marker, ms=3.5, lw=1.6, label=label, zorder=3,
-                            markevery=None if len(cost.loss) <= 60 else 0.05)  # 3,000 epochs: a mark per 5 %
-                lows.append(float(np.nanmin(cost.loss)) if np.isfinite(cost.loss).any() else math.nan)
-                highs.append(run.initial_train_loss)
+                    ax.plot(x, loss, color=colour, marker=marker, ms=3.5, lw=1.6, label=label, zorder=3,
+                            markevery=None if len(loss) <= 60 else 0.05)  # 3,000 epochs: a mark per 5 %
+                lows.append(float(np.nanmin(loss)) if np.isfinite(loss).any() else math.nan)
             for ax, what in zip(row, ("examples processed by the updates (rows of their batches, summed)",
                                       "seconds spent in the updates (update_time_s)"), strict=True):
                 plots.log_x(ax)
                 if ax is row[0]:  # counts: 1,000, not 1e+03
                     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-                if plots.positive(lows + highs):
+                if starts and plots.positive(lows + starts):
                     plots.log_y(ax)
-                    ax.set_ylim(np.nanmin(lows) / 3, np.nanmax(highs) * 2)
-                for initial in set(highs):
+                    ax.set_ylim(np.nanmin(lows + starts) / 3, ceiling)
+                for initial in set(starts):
                     ax.axhline(initial, color="0.6", ls=":", lw=1)
                 ax.set(xlabel=what, ylabel=f"{case}: training loss")
                 ax.grid(True, alpha=0.3, which="both")
