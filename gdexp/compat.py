@@ -66,6 +66,7 @@ QUIET = {
     "mlflow.utils.async_logging.async_logging_queue": logging.CRITICAL,  # a failed async write: raised again later
     "mlflow.store.db.utils": logging.CRITICAL,  # a failed database write, logged whole (90 lines) before it is raised
     "optuna.storages.journal._file": logging.WARNING,  # "lock acquired"-level chatter of the journal lock
+    "urllib3.connectionpool": logging.ERROR,  # each of MLflow's bounded retries of a server that does not answer
 }
 
 

@@ -381,6 +381,12 @@ got = param_importances(study)
 want = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
 assert got == want and set(got) == {"lr", "h"} and got["lr"] > got["h"], got
 assert "sklearn" not in sys.modules
+import warnings
+flat = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+flat.optimize(lambda t: t.suggest_float("lr", 1e-4, 1, log=True) * 0 + 1e7, 10)  # every trial diverged: one penalty
+with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert param_importances(flat) == {}, "equal importances are no figure, and Optuna's warning is not printed"
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env())
     assert result.returncode == 0, result.stderr

@@ -115,9 +115,11 @@ def param_importances(study: optuna.Study) -> dict[str, float]:
     """Optuna's PED-ANOVA importances of the searched parameters ({} when they cannot be computed): computed
     from the trials alone, in milliseconds, without scikit-learn (`compat.import_optuna_importance`)."""
     importance = compat.import_optuna_importance()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # experimental in Optuna 4
+    with warnings.catch_warnings(record=True) as said:  # ExperimentalWarning: experimental in Optuna 4
+        warnings.simplefilter("always")
         try:
-            return importance.get_param_importances(study, evaluator=importance.PedAnovaImportanceEvaluator())
+            found = importance.get_param_importances(study, evaluator=importance.PedAnovaImportanceEvaluator())
         except (RuntimeError, ValueError):
             return {}
+    # too few trials apart (every trial diverged, say): Optuna warns and returns equal importances, no figure's worth
+    return {} if any("importances will be equal" in str(w.message) for w in said) else found
