@@ -104,3 +104,39 @@ def test_the_commands_printed_to_run_name_this_python_as_the_user_would_type_it(
     assert errors.interpreter() == str(Path(os.path.abspath(sys.executable)).relative_to(Path.cwd()))
     monkeypatch.chdir(tmp_path)
     assert errors.interpreter() == os.path.abspath(sys.executable)
+
+
+def test_a_ui_killed_with_sigkill_takes_its_server_with_it(tmp_path: Path) -> None:
+    """`kill -9` on `python -m gdexp.ui` gives it no chance to stop its server: the server goes anyway (Linux's
+    parent-death signal, passed on by `mlflow server` to uvicorn) and the port is free for the next start. It
+    used to stay, serving, and the next start was refused: port in use."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from gdexp.serving import free_port, wait_until_up
+    from tests.conftest import descendants, still_running
+
+    subprocess.run([sys.executable, "-c", "from gdexp import store; store.ensure_experiment(store.DEFAULT_URI, 'g')"],
+                   cwd=tmp_path, env=child_env(), check=True)  # the store the UI opens
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gdexp.ui", "--port", str(port)], cwd=tmp_path, env=child_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", timeout=90)
+        server = descendants(proc.pid)
+        assert len(server) >= 2, server  # mlflow server and its uvicorn
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 60  # a bound on a wait, not a timing assertion
+        while still_running(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not still_running(server), "the server outlived the command that started it"
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
