@@ -6,6 +6,7 @@ The points wrap the real code paths at the instant named, after it did its part 
 - `after_create`: right after the storage wrote a new RUNNING trial (inside the study's lock);
 - `holding_lock`: right after taking the study's lock, before claiming;
 - `before_parent`: a forked worker, as it starts, before it received the parent run's id;
+- `before_run_recorded`: the trial's MLflow run made, before its id is written to the study;
 - `during_mlflow_write`: as the trial's MLflow run is about to be ended (its metrics flushed, the run RUNNING);
 - `during_tell`: after the MLflow run ended FINISHED, as the study is told the trial's state.
 """
@@ -19,7 +20,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-POINTS = ("after_create", "holding_lock", "before_parent", "during_mlflow_write", "during_tell")
+POINTS = ("after_create", "holding_lock", "before_parent", "before_run_recorded", "during_mlflow_write",
+          "during_tell")
 
 
 def _fire(marker: str) -> None:
@@ -61,7 +63,7 @@ def arm(point: str, marker: str) -> None:
     from optuna.trial import TrialState
 
     from gdexp import store
-    from gdexp.sweep import _storage, _workers
+    from gdexp.sweep import _storage, _study, _workers
 
     storages = (optuna.storages.JournalStorage, _CachedStorage)
     if point == "after_create":
@@ -80,6 +82,8 @@ def arm(point: str, marker: str) -> None:
         _storage.Storage.lock = lock  # type: ignore[method-assign]
     elif point == "before_parent":
         _workers._worker_main = _before(_workers._worker_main, marker)
+    elif point == "before_run_recorded":
+        _study.write = _before(_study.write, marker, lambda *args, **kwargs: "run_id" in kwargs)
     elif point == "during_mlflow_write":
         store.end_run = _before(store.end_run, marker, lambda uri, run_id, status: status == "FINISHED")
     elif point == "during_tell":

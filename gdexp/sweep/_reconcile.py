@@ -5,8 +5,9 @@ between ending its run and telling the study (the run FINISHED, the trial later 
 back to its whole records (runs of trials the study no longer has), a store that failed mid-write. `reconcile`
 runs at every start of a sweep and when it ends: each child run of the sweep's parent whose trial is FAIL and
 not counted is ended FAILED (KILLED when interrupted) with `regime=none` and the reason; a run whose trial is
-gone from the study is ended FAILED and tagged `optuna.state=GONE`. So every RUNNING run belongs to a running
-trial, and the report, which counts trials, never counts a run twice.
+gone from the study is ended FAILED and tagged `optuna.state=GONE`; a run whose trial never recorded it (cut
+between the two writes) is its trial's. So every RUNNING run belongs to a running trial, and the report, which
+counts trials, never counts a run twice.
 """
 
 from __future__ import annotations
@@ -48,10 +49,15 @@ def reconcile(uri: str, parent_run_id: str, records: Sequence[TrialRecord]) -> i
     experiment = store.get_run(uri, parent_run_id).info.experiment_id
     runs = store.search_runs(uri, experiment, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
     owners = {r.run_id: r for r in records if r.run_id}
+    # a trial whose run was made but whose record of it never reached the study (its process stopped, or the
+    # study's storage refused the write, in between): the run is found by its trial's number
+    unrecorded = {str(r.number): r for r in records if not r.run_id}
     changed = 0
     for run in runs:
         run_id, status, tags = run.info.run_id, run.info.status, run.data.tags
-        record = owners.get(run_id)
+        record = owners.get(run_id) or unrecorded.get(tags.get("optuna.trial", ""))
+        if record is not None and record.run_id is None and record.active:
+            continue  # its worker made the run a moment ago and is writing its id to the study
         if record is None:
             if tags.get("optuna.state") != GONE:
                 trial = tags.get("optuna.trial", "?")
