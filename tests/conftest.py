@@ -110,6 +110,13 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+# The same for the test processes themselves, and through them every process they start (an ignored signal stays
+# ignored across exec, a handled one does not): a suite started as a background job (`pytest ... &`) failed every
+# test that sends Ctrl-C, the Ray workers' included.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _live_parent(pid: int) -> int | None:
     """The parent of process `pid` (gdexp's own /proc reader), or None when it is gone or a zombie."""
     from gdexp.sweep._liveness import proc_stat
