@@ -8,8 +8,8 @@ for several machines) both start `mlflow server` through here. Two rules hold fo
   it passes them on to its uvicorn workers the same way;
 - it is stopped whole: `mlflow server` starts uvicorn and job consumers that a signal to it alone leaves
   running, so it leads a process group of its own, which is stopped together; and it does not outlive the
-  command that started it, even one killed with SIGKILL (`_tied`: `mlflow server` is then sent SIGTERM, which it
-  passes on to uvicorn), so that the next start does not find the port held by an orphan.
+  command that started it, even one killed with SIGKILL (`stopping.tied_to_this_process`: `mlflow server` is then
+  sent SIGTERM, which it passes on to uvicorn), so that the next start does not find the port held by an orphan.
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def serve(launch: Launch, what: str, *, prog: str, lines: Sequence[str] = (),
                    "it, or choose another with --port (--port 0 picks a free one)")
         return 1
     proc = subprocess.Popen(launch.argv, env={**os.environ, **launch.env}, start_new_session=True,
-                            preexec_fn=_tied())
+                            preexec_fn=stopping.tied_to_this_process())
     try:
         wait_until_up(launch.url, proc, context=launch.context(), prog=prog)
         if ready is not None:
@@ -224,24 +224,6 @@ def serve(launch: Launch, what: str, *, prog: str, lines: Sequence[str] = (),
         return 1
     finally:
         stop_group(proc)
-
-
-def _tied() -> Callable[[], None] | None:
-    """What the server's process runs before `mlflow server` starts: Linux's parent-death signal, SIGTERM when
-    this process ends however it ends (None elsewhere). libc is found here, before the fork: the child only
-    calls it. A parent that died before the call is seen as a new parent id, and the child ends at once."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
-
-    def tie() -> None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return tie
 
 
 def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:

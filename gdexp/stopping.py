@@ -13,6 +13,9 @@ error. So the code that writes to a store runs `shielded()`: a signal
 arriving there is raised when the block ends. Only the training loop and waits are `interruptible()` at
 once. `requested()` tells, whatever a library did with the exception, that this process is stopping.
 
+`tied_to_this_process()` makes a child (a sweep's forked worker, a server) end with the process that made it,
+whatever ends that one, SIGKILL included.
+
 `spare_exit_collection()` spares the interpreter's exit the garbage collections over every object the
 imports made (MLflow, SQLAlchemy, Optuna, matplotlib): a noticeable pause at the end of every command.
 """
@@ -23,11 +26,13 @@ import contextlib
 import gc
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 __all__ = ["Terminated", "exit_at_once", "exit_code", "install", "interruptible", "reclaim", "requested", "shielded",
-           "spare_exit_collection"]
+           "spare_exit_collection", "tied_to_this_process"]
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 class Terminated(KeyboardInterrupt):
@@ -131,6 +136,25 @@ def exit_code(exc: KeyboardInterrupt) -> int:
     signal this process received: a library may re-raise a `Terminated` as a plain KeyboardInterrupt
     (Ray's `ray.wait` does)."""
     return 128 + (signal.SIGTERM if isinstance(requested() or exc, Terminated) else signal.SIGINT)
+
+
+def tied_to_this_process() -> Callable[[], None]:
+    """For a child about to be made: what it runs first, so that it gets SIGTERM when this process ends,
+    however it ends (Linux's PR_SET_PDEATHSIG; elsewhere nothing). A child whose parent died before that took
+    effect ends at once, having done nothing. libc's `prctl` is looked up here, before the fork: as a Popen
+    `preexec_fn` the child runs it between fork and exec, where it should only call."""
+    import ctypes
+
+    parent = os.getpid()
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # glibc's; no such call off Linux
+
+    def tie() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(0)
+
+    return tie
 
 
 def spare_exit_collection() -> None:

@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from omegaconf import DictConfig
@@ -19,7 +19,6 @@ from gdexp.sweep._study import Progress, Sweep
 __all__ = ["Workers"]
 
 STOP_S = 60.0  # after an interruption, the time the workers get to close their trials' runs
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 class Workers:
@@ -52,7 +51,8 @@ class Workers:
         for i in range(1, n):
             receive, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_worker_main, name=f"gdexp-sweep-worker-{i}",
-                               args=(cfg, overrides, space, self.threads, receive, deadline, os.getpid()))
+                               args=(cfg, overrides, space, self.threads, receive, deadline,
+                                     stopping.tied_to_this_process()))
             proc.start()
             receive.close()
             self.procs.append(proc)
@@ -87,25 +87,15 @@ class Workers:
             proc.join(timeout=STOP_S if interrupt else None)
 
 
-def _end_with(command: int) -> None:
-    """SIGTERM when the command (process `command`) dies: Linux's PR_SET_PDEATHSIG. A worker whose command died
-    before that took effect ends now, having done nothing."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != command:
-        sys.exit(0)
-
-
 def _worker_main(cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution], threads: int,
-                 receive: Any, deadline: float | None, command: int) -> None:
-    """A forked worker: its own BLAS thread share, its own storage and MLflow connections, the same study."""
+                 receive: Any, deadline: float | None, tie: Callable[[], None]) -> None:
+    """A forked worker: its own BLAS thread share, its own storage and MLflow connections, the same study; it
+    ends with the command (`tie`: SIGTERM when the command dies)."""
     from threadpoolctl import threadpool_limits
 
     stopping.install(once=True)
     threadpool_limits(threads)
-    _end_with(command)
+    tie()
 
     def body() -> None:
         try:
