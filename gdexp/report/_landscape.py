@@ -239,9 +239,10 @@ def animate_steps(report: Report, path: Path, *, frames: int = FRAMES, dpi: int 
         return path
 
 
-def _finite(values: np.ndarray) -> np.ndarray:
-    """NaN where a value is not finite: matplotlib fails on an infinite one (an axis limit, a log scale)."""
-    return np.where(np.isfinite(values), values, np.nan)
+def _drawable(values: np.ndarray, ceiling: float) -> np.ndarray:
+    """NaN where a value is not finite (matplotlib fails on an infinite one: an axis limit, a log scale), and
+    none above `ceiling`, the axis top (float64's largest number still overflows a log axis)."""
+    return np.minimum(np.where(np.isfinite(values), values, np.nan), ceiling)
 
 
 def plot_cost(report: Report, path: Path) -> Path | None:
@@ -274,11 +275,10 @@ def plot_cost(report: Report, path: Path) -> Path | None:
                 regime = run.regime if run.regime in REGIMES else "no regime"
                 label = (f"{run.gd_variant}, lr {run.lr:.3g} ({regime}):\n"
                          f"{updates:,} updates, {1e3 * cost.seconds[-1] / max(updates, 1):.3g} ms each")
-                loss = np.minimum(_finite(cost.loss), ceiling)  # NaN, inf: the line ends where it diverged
+                loss = _drawable(cost.loss, ceiling)  # NaN, inf: the line ends where it diverged
                 if len(cost.updates) and math.isfinite(rows):
-                    row[0].scatter(examples_at(cost.updates, rows, batch),
-                                   np.minimum(_finite(cost.batch_loss), ceiling), s=7,
-                                   color=colour, alpha=0.3, linewidths=0, zorder=1, rasterized=True)
+                    row[0].scatter(examples_at(cost.updates, rows, batch), _drawable(cost.batch_loss, ceiling),
+                                   s=7, color=colour, alpha=0.3, linewidths=0, zorder=1, rasterized=True)
                 for ax, x in zip(row, (cost.examples, cost.seconds), strict=True):
                     ax.plot(x, loss, color=colour, marker=marker, ms=3.5, lw=1.6, label=label, zorder=3,
                             markevery=None if len(loss) <= 60 else 0.05)  # 3,000 epochs: a mark per 5 %
