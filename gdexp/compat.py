@@ -99,6 +99,14 @@ def database_reason(text: str) -> str | None:
     return found.group(0) if found else None
 
 
+def duplicate_key(exc: BaseException) -> bool:
+    """Is `exc` MLflow's database refusing a row whose key another writer inserted first? As PostgreSQL
+    (`UniqueViolation`, through a server too), SQLite (`UNIQUE constraint failed`) and MySQL (`Duplicate entry`)
+    word it."""
+    text = str(exc)
+    return any(words in text for words in ("UniqueViolation", "UNIQUE constraint failed", "Duplicate entry"))
+
+
 def mlflow_get(url: str, endpoint: str, *, params: dict[str, str] | None = None, timeout: float) -> Any:
     """GET `endpoint` of the MLflow server at `url` as MLflow's own client sends its requests, once (no retries),
     within `timeout` s; the `requests.Response`, whatever its status. Sent through

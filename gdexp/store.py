@@ -214,8 +214,19 @@ def experiment_names(uri: str) -> list[str]:
 
 
 def set_experiment_tag(uri: str, experiment_id: str, key: str, value: str) -> None:
+    """Set (or replace) an experiment's tag. MLflow's database store sets one by a read, then an insert, with no
+    retry: two processes setting the same new tag at once (the commands of one sweep ending together, each saving
+    the UI's comparison view) had the later fail on the key's uniqueness, seen on PostgreSQL under a CPU hog.
+    The tag is there then, and the write is made once more, as an update."""
+    from mlflow.exceptions import MlflowException
+
     with stopping.shielded():
-        _client(uri).set_experiment_tag(experiment_id, key, value)
+        try:
+            _client(uri).set_experiment_tag(experiment_id, key, value)
+        except MlflowException as exc:
+            if not compat.duplicate_key(exc):
+                raise
+            _client(uri).set_experiment_tag(experiment_id, key, value)
 
 
 _experiments: dict[tuple[str, str], str] = {}  # (absolute URI, name) -> id, found or made by this process

@@ -110,3 +110,36 @@ def test_a_batch_too_large_for_one_write_writes_its_tags_last(project: Path, mon
     run = mlflow_client(URI).get_run(run_id)
     assert len(run.data.params) == 150 and run.data.tags["regime"] == "just_right"
     assert len(mlflow_client(URI).get_metric_history(run_id, "m")) == 2500
+
+
+def test_an_experiment_tag_another_process_set_first_is_set_again(project: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two commands of one sweep, ending together, save the same new experiment tag (the UI's view): MLflow reads
+    then inserts, so the later insert fails on the key's uniqueness (PostgreSQL's words below, seen through a
+    server under a CPU hog). Here the other writer is a second client of the real store, writing between; the
+    write is made again, as an update, and ends with this process's value. Any other failure is raised."""
+    from mlflow.exceptions import MlflowException
+
+    uri = store.DEFAULT_URI
+    experiment_id = store.ensure_experiment(uri, "gdexp")
+    client = store._client(uri)
+    real, calls = client.set_experiment_tag, []
+
+    def raced(eid: str, key: str, value: str) -> None:
+        calls.append(value)
+        if len(calls) == 1:
+            mlflow_client(uri).set_experiment_tag(eid, key, "the other command's")
+            raise MlflowException('BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates '
+                                  'unique constraint "experiment_tag_pk"')
+        real(eid, key, value)
+
+    monkeypatch.setattr(client, "set_experiment_tag", raced)
+    store.set_experiment_tag(uri, experiment_id, "view", "mine")
+    assert calls == ["mine", "mine"] and mlflow_client(uri).get_experiment(experiment_id).tags["view"] == "mine"
+
+    def refused(eid: str, key: str, value: str) -> None:
+        raise MlflowException("INVALID_PARAMETER_VALUE: the tag's value is too long")
+
+    monkeypatch.setattr(client, "set_experiment_tag", refused)
+    with pytest.raises(MlflowException, match="too long"):
+        store.set_experiment_tag(uri, experiment_id, "view", "x")
