@@ -55,6 +55,19 @@ def fixed_params(params: dict[str, Any]) -> dict[str, Any]:
     return {FIXED_PARAMS: params}
 
 
+GRID_POINT = ("grid_id", "search_space")  # where Optuna's GridSampler keeps a trial's point (its `before_trial`)
+
+
+def replay(trial: Any) -> dict[str, Any]:
+    """The system attributes that make a new trial evaluate the point the `FrozenTrial` `trial` was given: its
+    parameters as `enqueue_trial` fixes them, and its grid point when a grid sampler gave it one (a trial stopped
+    before its first suggestion has no parameters yet; the grid sampler keeps a point it finds set)."""
+    attrs = {key: trial.system_attrs[key] for key in GRID_POINT if key in trial.system_attrs}
+    if trial.params:
+        attrs.update(fixed_params(dict(trial.params)))
+    return attrs
+
+
 def trial_id(trial: Any) -> int:
     """The storage id of a `FrozenTrial` (Optuna keeps it private; storages are addressed by it)."""
     return int(trial._trial_id)

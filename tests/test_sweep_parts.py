@@ -1,5 +1,6 @@
 """The sweep's pure parts, in milliseconds, on a real journal in a temporary folder: the typed trial record, what
-counts, whose owner is gone, and the claiming rules (one retry per lost trial, never more trials than the total)."""
+counts, whose owner is gone, and the claiming rules (one rerun per lost or interrupted trial, at its point; never
+more trials than the total)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from gdexp.sweep import TrialRecord, tally
 from gdexp.sweep._claim import claim
 from gdexp.sweep._journal import open_journal
 from gdexp.sweep._liveness import gone, me
-from gdexp.sweep._record import Outcome, Owner, study_records, template, write
+from gdexp.sweep._record import Outcome, Owner, place, study_records, template, write
+from gdexp.sweep._samplers import make_sampler
 from gdexp.sweep._storage import Storage
 
 
@@ -115,11 +118,114 @@ def test_a_lost_retry_is_not_retried_again(study) -> None:
     s, storage, study_id = study
     first = storage.optuna.create_new_trial(study_id, template_trial=template(dead_owner()))
     s.tell(first, state=TrialState.FAIL)
-    write_lost = storage.optuna.create_new_trial(study_id, template_trial=template(dead_owner(), retry_of=0))
+    write_lost = storage.optuna.create_new_trial(study_id, template_trial=template(
+        dead_owner(), rerun=storage.optuna.get_trial(first)))
     assert write_lost == 1
     claim(s, storage, study_id, total=5, grace=20, on_lost=lambda r, why: None)
     rs = records(s)
     assert rs[1].lost is not None and rs[2].retry_of is None, "trial 1, itself a retry, is not retried"
+
+
+GRID = {"lr": [0.001, 0.01, 0.1, 1.0], "hidden_size": [8, 32, 128]}
+
+
+def _journal_study(folder: Path, sampler: str) -> tuple[optuna.Study, Storage, int]:
+    """A study as a sweep makes it: on a journal, with the sampler `sweep.sampler` names (seed 7)."""
+    folder.mkdir()
+    path = folder / "study.journal"
+    storage = Storage(open_journal(path), str(path), "", "s", path)
+    space = {key: CategoricalDistribution(values) for key, values in GRID.items()}
+    made = optuna.create_study(study_name="s", storage=storage.optuna, sampler=make_sampler(sampler, 7, space))
+    return made, storage, storage.optuna.get_study_id_from_name("s")
+
+
+def _sweep(study: tuple[optuna.Study, Storage, int], sampler: str, total: int, stop: int | None = None,
+           before_suggesting: bool = False) -> None:
+    """Claim and tell trials as a worker does until the study holds `total`, on a loss of the point; at trial
+    number `stop` the command is interrupted as Ctrl-C leaves a trial (after its suggestions, or before them)."""
+    s, storage, study_id = study
+    while (got := claim(s, storage, study_id, total=total, grace=20, on_lost=lambda r, why: None)).trial:
+        trial = got.trial
+        if trial.number == stop and before_suggesting:
+            write(storage.optuna, got.trial_id, interrupted=True)
+            s.tell(trial.number, state=TrialState.FAIL)
+            return
+        if sampler == "grid":
+            lr, hidden = trial.suggest_categorical("lr", GRID["lr"]), trial.suggest_categorical("hidden_size",
+                                                                                              GRID["hidden_size"])
+        else:
+            lr, hidden = trial.suggest_float("lr", 1e-4, 10, log=True), trial.suggest_int("hidden_size", 8, 128)
+        if trial.number == stop:
+            write(storage.optuna, got.trial_id, interrupted=True)
+            s.tell(trial.number, state=TrialState.FAIL)
+            return
+        s.tell(trial.number, (math.log10(lr) + 1.3) ** 2 + (math.log2(hidden) - 5) ** 2 / 10)
+
+
+def _points(s: optuna.Study) -> list[tuple[float, int]]:
+    return [(t.params["lr"], t.params["hidden_size"]) for t in s.get_trials() if t.state == TrialState.COMPLETE]
+
+
+@pytest.mark.parametrize(("sampler", "total", "stop", "before_suggesting"), [
+    ("tpe", 14, 11, False), ("tpe", 14, 11, True), ("random", 6, 2, False), ("grid", 12, 11, False),
+    ("grid", 12, 5, True)])
+def test_a_resumed_sweep_evaluates_the_points_of_an_uninterrupted_one(tmp_path: Path, sampler: str, total: int,
+                                                                        stop: int, before_suggesting: bool) -> None:
+    """An interrupted trial is run again at its point (its grid point, when it stopped before suggesting), and the
+    trials after it draw as the uninterrupted sweep's did: TPE's model (past its 10 start-up trials) and random
+    sampling in the same order, a grid every point once. (Once, an interrupted trial was replaced by a new draw:
+    a grid ran one point twice and another never, TPE drew points the uninterrupted sweep never tried.)"""
+    whole = _journal_study(tmp_path / "whole", sampler)
+    _sweep(whole, sampler, total)
+    cut = _journal_study(tmp_path / "cut", sampler)
+    _sweep(cut, sampler, total, stop=stop, before_suggesting=before_suggesting)
+    _sweep(_journal_study_again(tmp_path / "cut", sampler), sampler, total)
+    rs = records(cut[0])
+    assert [r.retry_of for r in rs if r.retry_of is not None] == [stop], "the interrupted trial is run again, once"
+    if sampler == "grid":
+        assert sorted(_points(cut[0])) == sorted(_points(whole[0])) and len(set(_points(whole[0]))) == total
+    else:
+        assert _points(cut[0]) == _points(whole[0])
+
+
+def _journal_study_again(folder: Path, sampler: str) -> tuple[optuna.Study, Storage, int]:
+    """The study of `_journal_study(folder, ...)` opened again, as the same command run again opens it."""
+    path = folder / "study.journal"
+    storage = Storage(open_journal(path), str(path), "", "s", path)
+    space = {key: CategoricalDistribution(values) for key, values in GRID.items()}
+    again = optuna.load_study(study_name="s", storage=storage.optuna, sampler=make_sampler(sampler, 7, space))
+    return again, storage, storage.optuna.get_study_id_from_name("s")
+
+
+def test_a_trials_place_skips_the_reruns_before_it() -> None:
+    """`place`: what seeds a trial's sampler. A rerun (of a rerun, too) takes its original's place."""
+    trials = [optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=({"retry_of": r} if r is not None else {}))
+              for r in (None, None, 1, None, 2, None)]
+    for number, t in enumerate(trials):
+        t.number = number
+    assert [place(trials, n) for n in range(6)] == [0, 1, 1, 2, 1, 3]
+
+
+def test_an_interrupted_or_store_failed_trial_is_run_again_and_a_lost_rerun_is_not(study) -> None:
+    s, storage, study_id = study
+    fields = ({"interrupted": True}, {"store_failed": "the store is unreachable"}, {"error": "RuntimeError"})
+    for field, got in zip(fields, [claim(s, storage, study_id, total=9, grace=20, on_lost=lambda r, why: None)
+                                   for _ in fields], strict=True):
+        assert got.trial is not None
+        got.trial.suggest_float("x", 0, 1)
+        write(storage.optuna, got.trial_id, **field)
+        s.tell(got.trial.number, state=TrialState.FAIL)
+    reruns = [claim(s, storage, study_id, total=9, grace=20, on_lost=lambda r, why: None) for _ in range(3)]
+    rs = records(s)
+    assert [r.retry_of for r in rs[3:]] == [0, 1, None], "the interrupted and store-failed ones; a failed one counts"
+    assert [reruns[i].trial.suggest_float("x", 0, 1) for i in (0, 1)] == [rs[0].params["x"], rs[1].params["x"]]
+    write(storage.optuna, rs[3].trial_id, interrupted=True)
+    s.tell(3, state=TrialState.FAIL)
+    write(storage.optuna, rs[4].trial_id, lost="its process is gone")
+    s.tell(4, state=TrialState.FAIL)
+    claim(s, storage, study_id, total=9, grace=20, on_lost=lambda r, why: None)
+    claim(s, storage, study_id, total=9, grace=20, on_lost=lambda r, why: None)
+    assert [r.retry_of for r in records(s)[6:]] == [3, None], "an interrupted rerun runs again; a lost one does not"
 
 
 def test_never_more_trials_than_the_total(study) -> None:

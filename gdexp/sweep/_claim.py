@@ -5,9 +5,10 @@ however many workers, commands and hosts share the study.
    (`lost`), and its MLflow run ended (`on_lost`). A lost trial does not count toward the total.
 2. Stop or wait: nothing is created once the counted trials reach `sweep.n_trials`, nor while those in flight
    would reach it (a worker then waits, to replace one whose owner dies).
-3. Retry: a lost trial is run once more with the same parameters (`retry_of` names it), exactly once: the
-   retry exists, or it does not, when the next claimer looks under the lock. A retry that is lost is not
-   retried again.
+3. Rerun: a trial that did not count through no fault of its point (interrupted, its store failed, lost:
+   `TrialRecord.owed_rerun`) is run again at the same point (`retry_of` names it), exactly once: the rerun exists,
+   or it does not, when the next claimer looks under the lock. So a resumed sweep evaluates what an uninterrupted
+   one would. A rerun that is lost is not run again (a point that kills its worker would kill them all).
 4. Otherwise a trial enqueued by hand (Optuna's `enqueue_trial`) is taken, or a new one is created.
 
 A trial is created RUNNING with its owner in one storage write (`_record.template`): a process killed at any
@@ -78,8 +79,7 @@ def claim(study: optuna.Study, storage: Storage, study_id: int, *, total: int, g
             return Claim(records=tuple(records))
         owner = me(ray_node)
         retried = {r.retry_of for r in records if r.retry_of is not None}
-        owed = next((r for r in records if r.lost is not None and r.state == TrialState.FAIL and r.retry_of is None
-                     and r.number not in retried), None)
+        owed = next((r for r in records if r.owed_rerun and r.number not in retried), None)
         waiting = next((r for r in records if r.state == TrialState.WAITING), None)
         if owed is None and waiting is not None and storage.optuna.set_trial_state_values(
                 waiting.trial_id, state=TrialState.RUNNING):
@@ -87,7 +87,7 @@ def claim(study: optuna.Study, storage: Storage, study_id: int, *, total: int, g
             trial_id = waiting.trial_id
         else:
             trial_id = storage.optuna.create_new_trial(study_id, template_trial=template(
-                owner, retry_of=owed.number if owed else None, params=owed.params if owed else None))
+                owner, rerun=storage.optuna.get_trial(owed.trial_id) if owed else None))
     # The trial is this worker's now: Optuna's Trial object (the trial read back, the sampler's `before_trial`)
     # is made after the lock is let go, a fifth of the time a claim held it on PostgreSQL, waited by the others.
     return Claim(optuna.Trial(study, trial_id), trial_id, records=tuple(records))

@@ -9,15 +9,16 @@ writes through `write`; no attribute name appears anywhere else. What the record
 - when its MLflow run exists: `mlflow_run_id` (a contract: README);
 - while it runs: `beat`, the time of its owner's last heartbeat;
 - at its end: `outcome` (what the run measured: the labels and the report read it) or why it did not finish:
-  `interrupted` (Ctrl-C, SIGTERM), `error` (training raised: the trial counts, as FAIL), `store_failed` (the
-  tracking store was unreachable: not counted) or `lost` (its owner died: not counted, retried once).
+  `interrupted` (Ctrl-C, SIGTERM: not counted, run again), `error` (training raised: the trial counts, as FAIL),
+  `store_failed` (the tracking store was unreachable: not counted, run again) or `lost` (its owner died: not
+  counted, run again once).
 """
 
 from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gdexp import compat
 
-__all__ = ["Outcome", "Owner", "TrialRecord", "study_records", "template", "write"]
+__all__ = ["Outcome", "Owner", "TrialRecord", "place", "study_records", "template", "write"]
 
 # field -> user attribute; `write` and `TrialRecord.of` are the only code that reads this table
 KEYS = {"owner": "owner", "worker": "worker", "retry_of": "retry_of", "run_id": "mlflow_run_id", "beat": "beat",
@@ -146,6 +147,18 @@ class TrialRecord:
         return self.state == TrialState.FAIL and self.error is not None
 
     @property
+    def owed_rerun(self) -> bool:
+        """Is this trial run again with its own parameters (`_claim`)? One that did not count through no fault of its
+        parameters: interrupted, its store failed, or lost (its owner died) -- so that a resumed sweep evaluates
+        the points an uninterrupted one would (a grid its every point once). A lost retry is not run again: a trial
+        that kills its worker would otherwise take every worker down in turn."""
+        if self.state != TrialState.FAIL or self.counted:
+            return False
+        if self.lost is not None:
+            return self.retry_of is None
+        return self.interrupted or self.store_failed is not None
+
+    @property
     def active(self) -> bool:
         return self.state in (TrialState.RUNNING, TrialState.WAITING)
 
@@ -184,20 +197,30 @@ def study_records(study: optuna.Study) -> list[TrialRecord]:
     return out
 
 
+def place(trials: Sequence[FrozenTrial], number: int) -> int:
+    """Trial `number`'s place in the sweep as if nothing had been rerun: a rerun takes its original's place, and
+    any other trial counts the trials before it that are not reruns. A trial's sampler is seeded by it
+    (`_samplers`), so that a resumed sweep draws what an uninterrupted one would have drawn."""
+    rerun_of = {t.number: r for t in trials if isinstance(r := t.user_attrs.get(KEYS["retry_of"]), int)}
+    while number in rerun_of:
+        number = rerun_of[number]
+    return number - sum(1 for n in rerun_of if n < number)
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def template(owner: Owner, *, retry_of: int | None = None, params: Mapping[str, Any] | None = None) -> FrozenTrial:
-    """A RUNNING trial with its owner (and, for a retry, the parameters it must run again) for
-    `storage.create_new_trial`: the trial and its owner are one write, so a process killed right after it
-    leaves a trial whose owner a reaper can judge. The parameters go where Optuna's own `enqueue_trial` puts
-    them, so the trial's suggestions return them."""
+def template(owner: Owner, *, rerun: FrozenTrial | None = None) -> FrozenTrial:
+    """A RUNNING trial with its owner for `storage.create_new_trial` (and, to run trial `rerun` again, its number and
+    its point, where Optuna's own `enqueue_trial` puts parameters, so the trial's suggestions return them): the
+    trial and its owner are one write, so a process killed right after it leaves a trial whose owner a reaper can
+    judge."""
     attrs: dict[str, Any] = {KEYS["owner"]: asdict(owner), KEYS["worker"]: owner.label}
-    if retry_of is not None:
-        attrs[KEYS["retry_of"]] = retry_of
+    if rerun is not None:
+        attrs[KEYS["retry_of"]] = rerun.number
     return optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=attrs,
-                                     system_attrs=compat.fixed_params(dict(params)) if params else None)
+                                     system_attrs=compat.replay(rerun) if rerun is not None else None)
 
 
 def write(storage: optuna.storages.BaseStorage, trial_id: int, **fields: Any) -> None:

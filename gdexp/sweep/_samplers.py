@@ -2,11 +2,14 @@
 
 A sampler seeded once per process gives two commands that join one study at the same moment the same
 suggestions: each sees the same finished trials and draws from the same random stream, so one point would be
-evaluated twice. So TPE, random and GP sampling are made afresh for every trial, seeded
-by (`train.seed`, the trial's number). A study hands out each number once, so every process draws from its own
-stream; one process alone still makes the same suggestions for the same config and seed, however often the
-sweep is stopped and resumed. The others keep one seed, which must be the same in every process: grid sampling
-shuffles its grid by it and gives trial n the n-th point; CMA-ES mixes the trial number into its own draws;
+evaluated twice. So TPE, random and GP sampling are made afresh for every trial, seeded by (`train.seed`, the
+trial's place in the sweep: `_record.place`, its number less the reruns before it; a rerun of an interrupted or
+lost trial takes its original's place and point). No two new trials share a place, so every process draws from
+its own stream; and one process alone makes the same suggestions for the same config and seed, however often the
+sweep is stopped and resumed: the finished trials a resumed sweep's sampler sees, and its seed, are those of the
+uninterrupted sweep. The others keep one seed, which must be the same in every process: grid sampling
+shuffles its grid by it and gives trial n the n-th point (a rerun keeps its original's point, and the points
+left over go to the trials past the grid's size); CMA-ES mixes the trial number into its own draws;
 QMC keeps its place in the sequence in the study, under a key that holds the seed. Their independent sampler
 (first trials, keys outside the relative search space) is per trial.
 """
@@ -23,6 +26,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from gdexp.config import ConfigError
+from gdexp.sweep._record import place
 
 __all__ = ["TrialSeeded", "make_sampler", "trial_seed"]
 
@@ -33,14 +37,15 @@ def trial_seed(seed: int, number: int) -> int:
 
 
 class TrialSeeded(BaseSampler):
-    """`make(seed)` afresh for each trial, seeded by `trial_seed(seed, trial.number)`; every call is passed on."""
+    """`make(seed)` afresh for each trial, seeded by `trial_seed(seed, place)` (`_record.place`); every call is passed
+    on."""
 
     def __init__(self, make: Callable[[int], BaseSampler], seed: int) -> None:
         self._make, self._seed = make, seed
         self._inner = make(seed)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._inner = self._make(trial_seed(self._seed, trial.number))
+        self._inner = self._make(trial_seed(self._seed, place(study.get_trials(deepcopy=False), trial.number)))
         self._inner.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
