@@ -9,7 +9,8 @@ kept out of `train_time_s` and `update_time_s`, so that a run's training time do
 where it is observed from (a pruner's report to a PostgreSQL study is a network round trip every
 epoch). Every epoch row also says what the updates cost so far: the examples they processed and the
 seconds they took (`History`), the two measures a comparison of GD variants needs. A run that
-diverges (a loss that is NaN, infinite or above `train.divergence_factor` times the initial loss)
+diverges (a loss that is NaN, infinite or above `train.divergence_factor` times the initial loss: a batch's,
+checked before its step, or the whole training set's after each epoch, which also judges the last step)
 stops early and is a finished result marked `diverged`, not an error.
 
 The BLAS thread count of the loop is `train.threads`: a number pins it; `auto` runs small matrix products
@@ -95,6 +96,14 @@ def _evaluate(model: MLP, X: np.ndarray, y: np.ndarray, prefix: str, into: dict[
         into[f"{prefix}_accuracy"] = accuracy
 
 
+def _diverged(history: History, loss: float, when: str, factor: float, initial: float) -> None:
+    """The run diverged: its training loss (a batch's before its step, or the whole set's after an epoch) reached
+    `loss` `when`."""
+    history.diverged, history.stop_reason = True, "diverged"
+    history.note = f"the training loss reached {loss:.4g} {when}" + (
+        f", over {factor:g} times its initial {initial:.4g}" if math.isfinite(loss) else "")
+
+
 def fit(model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, epochs: int, history: History,
         *, divergence_factor: float, callbacks: Sequence[Callback] = (), schedule: Schedule | None = None) -> None:
     """Train for `epochs` epochs (or until divergence or a callback's stop), appending to `history`.
@@ -126,9 +135,7 @@ def fit(model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, epoch
             losses[step], lrs[step] = loss, optimizer.lr
             step += 1
             if not loss <= limit:  # also true for NaN
-                history.diverged, history.stop_reason = True, "diverged"
-                history.note = f"the training loss reached {loss:.4g} at update {step} (epoch {epoch})" + (
-                    f", over {divergence_factor:g} times its initial {start:.4g}" if math.isfinite(loss) else "")
+                _diverged(history, loss, f"at update {step} (epoch {epoch})", divergence_factor, start)
                 break
             optimizer.step(model.params, model.grads)
             if step == mark:
@@ -146,6 +153,8 @@ def fit(model: MLP, optimizer: Optimizer, data: Dataset, batches: Batches, epoch
         _evaluate(model, data.X_train, data.y_train, "train", row)
         _evaluate(model, data.X_val, data.y_val, "val", row)
         history.epochs.append(row)
+        if not history.diverged and not row["train_loss"] <= limit:  # the run's last step has no next batch to show it
+            _diverged(history, row["train_loss"], f"after epoch {epoch}", divergence_factor, start)
         began = time.perf_counter()
         for callback in callbacks:
             callback.on_epoch_end(history)

@@ -63,6 +63,19 @@ def test_huge_learning_rate_diverges_as_a_result(make_cfg) -> None:
     assert "over 1000 times its initial" in history.note
 
 
+@pytest.mark.parametrize(("lr", "dtype", "reached"), [("100", "float32", "over 1000 times"),
+                                                       ("1e200", "float64", "reached inf")])
+def test_a_loss_that_blows_up_at_the_last_step_is_divergence(make_cfg, lr: str, dtype: str, reached: str) -> None:
+    """A step's loss is checked on the next batch; the run's last step has none, so the whole set's loss after the
+    epoch judges it. (Once, one full-batch step to 41,800 times the initial loss, or to inf, ended a run
+    `diverged=false` while its regime said the loss diverged.)"""
+    cfg = make_cfg("tracking.enabled=false", "data=linear", "model.hidden_layers=0", "gd=batch", "train.epochs=1",
+                   f"optim.lr={lr}", f"train.dtype={dtype}")
+    history = train.run(cfg, callbacks_for(cfg))
+    assert history.updates == 1 and history.diverged and history.stop_reason == "diverged"
+    assert "after epoch 1" in history.note and reached in history.note and history.regime == "too_large"
+
+
 @pytest.mark.parametrize(("batch", "sizes", "threads"), [
     (32, [64, 512, 10], 1),  # digits, wide hidden layer: 1.9x faster on one thread (measured)
     (128, [64, 512, 10], 1),
