@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,11 @@ def _rules(cfg: DictConfig) -> None:
     except BadArgument as exc:
         shown = str(exc.value).lower() if isinstance(exc.value, bool) else repr(exc.value)
         raise ConfigError(f"optim.{exc.name}={shown} is not allowed: {exc.rule}") from exc
+    eps = optim.get("eps")
+    if eps is not None and cfg.train.dtype == "float32" and struct.unpack("f", struct.pack("f", eps))[0] == 0:
+        raise ConfigError(f"optim.eps={eps!r} is not allowed with train.dtype=float32: it rounds to 0 there, and a "
+                          "weight whose gradient is 0 would be updated by 0/0; give at least 1.4e-45, or "
+                          "train.dtype=float64")
     uri = cfg.tracking.uri
     if scheme(uri) not in (*DATABASES, "http", "https", "file"):
         raise ConfigError(f"tracking.uri={mask_secrets(uri)!r} is not allowed: use sqlite:///path/mlflow.db, "
