@@ -126,14 +126,16 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def _drop_output_dir() -> None:
-    """A refused command leaves nothing behind: Hydra made the job's output folder, for its log file, before
-    the job ran. Removed only while it holds nothing but log files, with the folders above it that it leaves
-    empty, up to the working folder."""
-    cwd, out = Path.cwd(), Path(HydraConfig.get().runtime.output_dir).resolve()
-    if cwd not in out.parents or not out.is_dir() or any(f.suffix != ".log" or f.is_dir() for f in out.iterdir()):
+    """A refused command leaves nothing behind: Hydra made the job's output folder and its log file
+    (`<job name>.log`) before the job ran. The log file goes while it is empty (no earlier run's lines), then the
+    folder and the folders above it while they are empty, up to the working folder: a folder of the user's own
+    (`hydra.run.dir=logs`), and whatever else it holds, stays."""
+    hydra = HydraConfig.get()
+    cwd, out = Path.cwd(), Path(hydra.runtime.output_dir).resolve()
+    log = out / f"{hydra.job.name}.log"
+    if cwd not in out.parents or not log.is_file() or log.stat().st_size:
         return
-    for log in out.iterdir():
-        log.unlink()
+    log.unlink()
     for folder in (out, *out.parents):
         if folder == cwd or any(folder.iterdir()):
             return

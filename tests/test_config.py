@@ -207,6 +207,29 @@ def test_bad_command_lines_end_in_one_line_with_exit_code_2_leaving_nothing(
     assert sorted(p.relative_to(project) for p in project.rglob("*")) == before, args
 
 
+def test_a_refused_command_keeps_the_users_own_files_in_its_output_folder(project, installed, capsys,
+                                                                         monkeypatch) -> None:
+    """`hydra.run.dir=logs`, a folder of the user's: a refused command removes only the empty log file Hydra made
+    for it, not the user's logs, nor an earlier run's log it would have appended to. (Once every *.log there and
+    the folder went.)"""
+    from gdexp import __main__ as command
+
+    monkeypatch.setattr(command.stopping, "spare_exit_collection", lambda: None)
+    logs = project / "logs"
+    logs.mkdir()
+    (logs / "notes.log").write_text("the user's\n")
+    for argv in (["hydra.run.dir=logs", "gd.batch_size=0"], ["hydra.run.dir=new/logs", "gd.batch_size=0"]):
+        monkeypatch.setattr("sys.argv", ["gdexp", *argv])
+        with pytest.raises(SystemExit) as ended:
+            command.main()
+        assert ended.value.code == 2 and "gd.batch_size=0" in capsys.readouterr().err
+    assert sorted(p.name for p in logs.iterdir()) == ["notes.log"] and not (project / "new").exists()
+    (logs / "__main__.log").write_text("an earlier run's lines\n")
+    with pytest.raises(SystemExit):
+        command.main()
+    assert (logs / "__main__.log").read_text() == "an earlier run's lines\n" and (logs / "notes.log").exists()
+
+
 def test_hydras_own_keys_that_do_not_resolve_are_named(project, installed, capsys, monkeypatch) -> None:
     """Hydra resolves `hydra.run.dir` itself, before the job and gdexp's validation: a `${...}` there that names no
     key is a config error naming it (once an internal error with a traceback, found by the fuzz test above)."""
