@@ -32,7 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gdexp import errors
+from gdexp import errors, store
 from gdexp.config import CONFIG_DIR, mask_secrets
 
 for noisy in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3"):
@@ -175,6 +175,7 @@ def main() -> None:
     try:
         code = errors.command("gdexp", body, what="config")
     finally:
+        store.close()
         stopping.spare_exit_collection()
     if code:
         sys.exit(code)

@@ -372,6 +372,16 @@ def create_sqlite_store(path: Path) -> bool:
     return True
 
 
+def close_sql_stores() -> None:
+    """Close the pooled connections of every MLflow database store this process opened (MLflow keeps one
+    SQLAlchemy engine per database URL, in `SqlAlchemyStore._engine_map`, and never closes them). A process that
+    ends with them open leaves a SQLite store's recent commits in `mlflow.db-wal`: SQLite folds the write-ahead log
+    into the database file when the last connection to it closes, and only then."""
+    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    for engine in list(getattr(getattr(module, "SqlAlchemyStore", None), "_engine_map", {}).values()):
+        engine.dispose()
+
+
 def write_sqlite_schema() -> Path:
     """Make `SQLITE_SCHEMA` again from MLflow's own migrations (run it after an MLflow upgrade):
     `python -c "from gdexp import compat; compat.write_sqlite_schema()"`."""

@@ -30,6 +30,7 @@ __all__ = [
     "EXPERIMENT_KIND",
     "Point",
     "ask_again",
+    "close",
     "config_params",
     "create_run",
     "down",
@@ -369,6 +370,12 @@ def sweep_names(uri: str, experiment_id: str) -> list[str]:
     """The sweeps the experiment holds: the `gdexp.sweep` tags of its parent runs, sorted."""
     runs = search_runs(uri, experiment_id, "tags.`gdexp.role` = 'sweep'")
     return sorted({r.data.tags.get("gdexp.sweep", "") for r in runs} - {""})
+
+
+def close() -> None:
+    """End of a command: close its connections to database stores, so that a SQLite store's `mlflow.db` alone
+    holds every run (a copy or a backup of the file is whole; `compat.close_sql_stores`)."""
+    compat.close_sql_stores()
 
 
 def _bulk_reader(uri: str) -> Any:
