@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 from omegaconf import DictConfig
 
 from gdexp import regimes, stopping
@@ -75,7 +76,8 @@ def callbacks_for(cfg: DictConfig, *, tracker: Callback | None = None, trial: Re
 class Labeller(Callback):
     """At the end of a run that finished, its regime and reason from its own training-loss curve
     (`regimes.classify`); when the sharpness was measured, the reason also says what η·λmax did
-    (`regimes.stability`). A run that was interrupted or failed gets no label."""
+    (`regimes.stability`), and on a full-batch run it tells a step just below the edge from a tiny one, whose
+    curves look alike. A run that was interrupted or failed gets no label."""
 
     def __init__(self, rules: Any) -> None:
         self.rules = rules
@@ -83,12 +85,15 @@ class Labeller(Callback):
     def on_end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
         if status != "FINISHED" or not history.epochs:
             return
+        initial, ratios = history.initial.get("stability_ratio", math.nan), history.curve("stability_ratio")
+        measured = ratios[np.isfinite(ratios)]
+        full_batch = history.updates == len(history.epochs)  # one update an epoch: the curve is the steps'
         history.regime, history.regime_reason = regimes.classify(
             history.initial.get("train_loss", math.nan), history.curve("train_loss"),
-            diverged=history.diverged, note=history.note, rules=self.rules)
+            diverged=history.diverged, note=history.note, rules=self.rules,
+            ratios=(initial, float(measured[-1])) if full_batch and measured.size else (math.nan, math.nan))
         why, history.edge_of_stability = regimes.stability(
-            history.initial.get("stability_ratio", math.nan), [int(e) for e in history.curve("epoch")],
-            history.curve("stability_ratio").tolist())
+            initial, [int(e) for e in history.curve("epoch")], ratios.tolist())
         if why:
             history.regime_reason += f"; {why}"
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from omegaconf import DictConfig
 
 from gdexp import regimes, train
+from gdexp.callbacks import callbacks_for
 from gdexp.data import load
 from gdexp.history import History
 
@@ -39,10 +40,14 @@ def quadratic(make_cfg: Callable[..., DictConfig], project: Path, seed: int, d: 
     Xt = np.c_[data.X_train, np.ones(len(data.X_train))]
     L = float(np.linalg.eigvalsh(Xt.T @ Xt / len(Xt))[-1])
 
-    def run(k: float, epochs: int = 50) -> History:
+    def run(k: float, epochs: int = 50, diagnostics: DictConfig | None = None) -> History:
+        """The run at a step of k/L; with `diagnostics`, measured and labelled as a run is (`callbacks_for`)."""
         step = copy.deepcopy(cfg)  # set as the schema types them; one composition for all the steps
         step.optim.lr, step.train.epochs = k / L, epochs
-        return train.run(step, [])
+        if diagnostics is None:
+            return train.run(step, [])
+        step.diagnostics = diagnostics
+        return train.run(step, callbacks_for(step))
 
     return run, L
 
@@ -63,6 +68,26 @@ def test_labels_agree_with_the_2_over_L_bound(make_cfg, project: Path, seed: int
     for k in (2.5, 3.0, 10.0):
         h = run(k)
         assert label(h, make_cfg) == "too_large" and h.diverged, k
+
+
+@pytest.mark.parametrize(("dataset", "k"), [(0, 1.96), (2, 1.98), (3, 1.99)])
+def test_a_step_just_below_2_over_L_is_told_from_a_tiny_one_by_its_stability_ratio(
+        make_cfg, project: Path, dataset: int, k: float) -> None:
+    """At c·2/L the sharpest direction keeps |1 − 2c| a step, as at (1 − c)·2/L: just below the edge (where the
+    sharpest direction has not died out in 30 epochs) and far below it, the curves both read as still falling.
+    With the sharpness measured (`diagnostics.sharpness_every`), η·λmax says the steps flip that direction:
+    too_large, a smaller step converges faster. Far below the edge, at 1/L and at 1.9/L the measurement changes
+    nothing. (Once 0.98 and 0.99 of 2/L were too_small, though a larger step diverges.)"""
+    run, _ = quadratic(make_cfg, project, *DATASETS[dataset])
+    measured = make_cfg("diagnostics.sharpness_every=10").diagnostics
+    tiny = 2 - k  # the mirror step: its sharpest direction keeps |1 − (2 − k)| = |k − 1| a step, as k's does
+    assert [label(run(x, epochs=30), make_cfg) for x in (tiny, k)] == ["too_small", "too_small"], \
+        "by their curves alone, the two are alike"
+    near = run(k, epochs=30, diagnostics=measured)
+    assert near.regime == "too_large", near.regime_reason
+    assert f"η·λmax = {k:.3g}: each step flips the sharpest direction" in near.regime_reason
+    assert [run(x, epochs=30, diagnostics=measured).regime for x in (tiny, 1.0, 1.9)] == [
+        "too_small", "just_right", "just_right"]
 
 
 @pytest.mark.parametrize("seed,d,scale", DATASETS[:2])
@@ -86,6 +111,9 @@ RULES = {"min_progress": 0.1, "tail_fraction": 0.2, "still_falling": 0.05, "rise
     (np.r_[8, 7, 6.5, 7, 6.2, 6.6, 6, 6.4, 5.9, 6.3], "too_large", "ground gained in 4 of 10"),  # steady oscillation
     (np.r_[8, 9, 11, 12], "too_large", "not below its initial"),     # ended above the start
     (np.r_[11, 4, 2, 1, 0.5], "too_large", "above its initial 10"),  # the first steps overshot, then it recovered
+    (np.full(5, 10.0), "too_small", "fell only 0 %"),                # never moved (a float32 step below precision)
+    (np.r_[12, 10], "too_large", "not below its initial"),           # back where it began: that did move
+    (np.r_[0.2], "too_small", "one epoch shows no pace"),            # one decrease: no forecast made up
 ])
 def test_rule_on_hand_made_curves(curve: np.ndarray, expected: str, words: str) -> None:
     regime, reason = regimes.classify(10.0, curve, diverged=False, rules=RULES)

@@ -9,9 +9,10 @@ in it is the optimiser's doing and not the noise of a batch or of a small valida
    (the loss jumped back up the hill; a rise above the initial loss counts however early); or the loss rose,
    by more than `rise_tolerance` of the ground gained so far, in more than `oscillation` of the epochs.
 2. too_small when the steps are too short to get near the bottom in the time given: the loss fell by less
-   than `min_progress` of its initial value, or it fell in every one of the last `tail_fraction` of the
-   epochs at a pace that, continued for as many epochs again (each epoch's decrease shrinking at the rate it
-   shrank over those epochs), would add more than `still_falling` of the decrease so far.
+   than `min_progress` of its initial value (a loss that never moved included: a float32 step below the
+   weights' precision), its one epoch shows no pace to call levelled off, or it fell in every one of the last
+   `tail_fraction` of the epochs at a pace that, continued for as many epochs again (each epoch's decrease
+   shrinking at the rate it shrank over those epochs), would add more than `still_falling` of the decrease so far.
 3. just_right otherwise: the loss fell and levelled off, with no overshoot.
 
 Rises are measured against the ground gained (initial − lowest so far), not against the previous value:
@@ -28,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from gdexp.regimes._stability import flipped
 
 __all__ = ["classify", "overshoot", "pct", "slowness"]
 
@@ -61,7 +64,7 @@ def overshoot(initial: float, losses: Sequence[float] | np.ndarray, *, diverged:
     if diverged or n == 0 or not np.all(np.isfinite(curve)) or not math.isfinite(initial):
         return f"the loss diverged: {note}" if note else "the loss diverged"
     final = float(curve[-1])
-    if final >= initial:
+    if final > initial or (final == initial and np.any(curve != initial)):  # a curve that never moved is rule 2's
         return f"the loss ended at {final:.4g}, not below its initial {initial:.4g}"
     full = np.concatenate([[initial], curve])
     rise, share, rises = _rises(initial, curve, rules)
@@ -80,15 +83,17 @@ def overshoot(initial: float, losses: Sequence[float] | np.ndarray, *, diverged:
     return None
 
 
-def _tail(initial: float, curve: np.ndarray, rules: Mapping[str, Any]) -> tuple[int, bool, float]:
-    """The end of the curve: (how many epochs count as its end, whether the loss fell in every one of them, the
-    share of the decrease so far that as many epochs again would add at the pace it was slowing at)."""
+def _tail(initial: float, curve: np.ndarray, rules: Mapping[str, Any]) -> tuple[int, bool, float, float]:
+    """The end of a curve of two epochs or more: (how many epochs count as its end, whether the loss fell in every
+    one of them, the share of the decrease so far that as many epochs again would add at the pace it was slowing
+    at, that pace: the share of an epoch's decrease the next kept, 1 when it did not fall throughout)."""
     n = len(curve)
     tail = max(2, round(n * rules["tail_fraction"]))
     steps = -np.diff(np.concatenate([[initial], curve])[-(tail + 1):])
     falling = bool(np.all(steps > 0))
     gained = initial - float(curve[-1])
-    return min(tail, n), falling, (_ahead(steps, n) / gained if falling and gained > 0 else 0.0)
+    pace = min(float((steps[-1] / steps[0]) ** (1 / (len(steps) - 1))), 1.0) if falling else 1.0
+    return min(tail, n), falling, (_ahead(steps[-1], pace, n) / gained if falling and gained > 0 else 0.0), pace
 
 
 def slowness(initial: float, losses: Sequence[float] | np.ndarray, *, rules: Mapping[str, Any]) -> str | None:
@@ -99,7 +104,10 @@ def slowness(initial: float, losses: Sequence[float] | np.ndarray, *, rules: Map
     progress = (initial - final) / initial if initial > 0 else 1.0
     if progress < rules["min_progress"]:
         return f"the loss fell only {pct(progress)} in {n} epochs"
-    _n_tail, falling, share = _tail(initial, curve, rules)
+    if n == 1:  # one decrease shows no pace: nothing says it levelled off
+        return (f"the loss fell {pct(progress)} in its only epoch: one epoch shows no pace, so nothing says it "
+                "levelled off")
+    _n_tail, falling, share, _pace = _tail(initial, curve, rules)
     if falling and share > rules["still_falling"]:
         return (f"the loss fell {pct(progress)} in {n} epochs and was still falling: at its last pace another "
                 f"{n} epochs would add {pct(share)} more")
@@ -107,20 +115,23 @@ def slowness(initial: float, losses: Sequence[float] | np.ndarray, *, rules: Map
 
 
 def classify(initial: float, losses: Sequence[float] | np.ndarray, *, diverged: bool, note: str = "",
-             rules: Mapping[str, Any]) -> tuple[str, str]:
+             rules: Mapping[str, Any], ratios: tuple[float, float] = (math.nan, math.nan)) -> tuple[str, str]:
     """(regime, reason) of one run from its initial loss and per-epoch training losses (rules 1-3). A just-right
     reason says how the curve ended and, when it rose at all, by how much, so that a bump on the plot is
-    accounted for."""
+    accounted for. `ratios`: η·λmax before the first and after the last update of a full-batch run, when
+    measured; a slow run whose sharpest direction is flipped at every step, as slowly as its curve falls, is
+    too_large (`_stability.flipped`): its curve alone reads as a tiny step's."""
     why = overshoot(initial, losses, diverged=diverged, note=note, rules=rules)
     if why is not None:
         return "too_large", why
+    curve = np.asarray(losses, dtype=float)
     why = slowness(initial, losses, rules=rules)
     if why is not None:
-        return "too_small", why
-    curve = np.asarray(losses, dtype=float)
+        flipping = flipped(*ratios, _tail(initial, curve, rules)[3]) if len(curve) > 1 else None
+        return ("too_large", f"{why}; but {flipping}") if flipping else ("too_small", why)
     n, final = len(curve), float(curve[-1])
     progress = (initial - final) / initial if initial > 0 else 1.0
-    tail, falling, share = _tail(initial, curve, rules)
+    tail, falling, share, _pace = _tail(initial, curve, rules)
     if falling:
         end = f"levelled off: at its last pace another {n} epochs would add only {pct(share)}"
     else:
@@ -133,12 +144,10 @@ def classify(initial: float, losses: Sequence[float] | np.ndarray, *, diverged: 
     return "just_right", f"the loss fell {pct(progress)} in {n} epochs and {end}{bumps}"
 
 
-def _ahead(steps: np.ndarray, epochs: int) -> float:
-    """The decrease the next `epochs` epochs would bring if the per-epoch decrease kept shrinking at the
-    rate it shrank over `steps` (the last epochs' decreases): d·r(1 − r^epochs)/(1 − r). For GD on a
-    quadratic the decrease shrinks geometrically, so this is the exact forecast of its slowest mode."""
-    ratio = float((steps[-1] / steps[0]) ** (1 / (len(steps) - 1))) if len(steps) > 1 else 0.5
-    ratio = min(ratio, 1.0)
+def _ahead(last: float, ratio: float, epochs: int) -> float:
+    """The decrease the next `epochs` epochs would bring if the per-epoch decrease, `last` in the last epoch, kept
+    shrinking by `ratio` an epoch: d·r(1 − r^epochs)/(1 − r). For GD on a quadratic the decrease shrinks
+    geometrically, so this is the exact forecast of its slowest mode."""
     if ratio == 1.0:
-        return float(steps[-1] * epochs)
-    return float(steps[-1] * ratio * (1 - ratio**epochs) / (1 - ratio))
+        return float(last * epochs)
+    return float(last * ratio * (1 - ratio**epochs) / (1 - ratio))

@@ -12,11 +12,30 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["EDGE", "stability"]
+__all__ = ["EDGE", "flipped", "stability"]
 
 EDGE = 2.0  # GD is stable along a direction while η·λ < 2
 EDGE_BAND = 0.1  # "at the edge": the stability ratio's median over the last quarter within 2 ± this
 FAR_BELOW = 0.05  # steps "far shorter than the curvature allows": η·λmax at most this throughout
+FLIP_SLOWER = 1.5  # the sharpest direction is the curve's slow part when its rate is within this factor of the curve's
+
+
+def flipped(initial: float, last: float, kept: float) -> str | None:
+    """Why a full-batch run that is still falling slowly is too_large after all, or None: η·λmax was between 1 and 2
+    before the first update (`initial`) and after the last (`last`), so each step flips the sharpest direction and
+    keeps |1 − η·λmax| of it, and there that direction falls no faster than the curve does (which keeps `kept` of
+    each epoch's decrease): a smaller step would bring it down faster. On a quadratic at η = c·2/L the sharpest
+    direction keeps |1 − 2c| a step, as at (1 − c)·2/L, so a step just below 2/L and a tiny one draw the same
+    curve; only η·λmax tells them apart. Both ends are asked for: a network's sharpness rises as it trains until
+    η·λmax reaches 2 (the edge of stability), where the rule does not apply."""
+    if not (1 < initial <= EDGE and 1 < last <= EDGE and 0 < kept <= 1):
+        return None
+    flip = (last - 1) ** 2  # what an epoch (one update) leaves of the loss along the sharpest direction
+    if flip < kept ** FLIP_SLOWER:
+        return None
+    return (f"η·λmax = {last:.3g}: each step flips the sharpest direction and keeps {abs(last - 1):.2g} of it, "
+            f"so the loss along it keeps {flip:.3g} an epoch, as slow as the curve ({kept:.3g}): a smaller step "
+            "would bring it down faster")
 
 
 def stability(initial: float, epochs: Sequence[int], ratios: Sequence[float]) -> tuple[str, bool | None]:
