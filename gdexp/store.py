@@ -54,6 +54,7 @@ __all__ = [
     "search_runs",
     "set_experiment_tag",
     "set_tags",
+    "set_tags_unless_deleted",
     "sqlite_path",
     "unreachable",
 ]
@@ -338,6 +339,18 @@ def log_config(uri: str, run_id: str, cfg: Any) -> None:
 def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
     if tags:
         log_batch(uri, run_id, tags=tags)
+
+
+def set_tags_unless_deleted(uri: str, run_id: str, tags: Mapping[str, str]) -> bool:
+    """`set_tags`, or False when the run is deleted: MLflow refuses every write to a run a user deleted (in the
+    UI, `mlflow runs delete`), and what a user threw away is theirs to keep away, not an error of the sweep's."""
+    try:
+        set_tags(uri, run_id, tags)
+    except Exception as exc:
+        if unreachable(exc) or get_run(uri, run_id).info.lifecycle_stage != "deleted":
+            raise
+        return False
+    return True
 
 
 def log_artifacts(uri: str, run_id: str, folder: Path, artifact_path: str | None = None) -> None:

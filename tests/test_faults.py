@@ -258,6 +258,27 @@ def test_a_finished_study_whose_parent_was_left_killed_gets_it_finished_with_its
 
 
 @pytest.mark.slow
+def test_a_trials_run_deleted_in_mlflow_is_left_deleted_and_the_sweep_goes_on(project: Path) -> None:
+    """A user deletes one trial's run in MLflow (`mlflow runs delete`), then extends the sweep: the new trials run,
+    the labels are written on every other run, the deleted one stays deleted, untouched. (Once the relabelling
+    wrote to it, MLflow refused, and the command stopped as if the store had failed, its parent FAILED.)"""
+    args = ["+sweep=lr", "sweep.n_trials=3", "train.epochs=2", "tracking.artifacts=false"]
+    assert gdexp(*args, cwd=project).returncode == 0
+    client = store(project)
+    (gone, *_) = [r for r in all_runs(project) if "mlflow.parentRunId" in r.data.tags]
+    client.delete_run(gone.info.run_id)
+    again = gdexp(*args[:1], "sweep.n_trials=4", *args[2:], cwd=project)
+    assert again.returncode == 0 and "4 of 4 trials" in again.stdout, again.stderr
+    assert client.get_run(gone.info.run_id).data.tags == gone.data.tags
+    assert client.get_run(gone.info.run_id).info.lifecycle_stage == "deleted"
+    runs = all_runs(project)
+    assert [r.info.status for r in runs if r.data.tags.get("gdexp.role") == "sweep"] == ["FINISHED"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 3 and all(r.data.tags["regime"] in ("too_small", "just_right", "too_large")
+                                      for r in children)
+
+
+@pytest.mark.slow
 def test_a_parent_whose_plots_could_not_be_written_is_failed_and_the_rerun_draws_them(
         project: Path, make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
     """The sweep's end could not write the study's plots (a full disk): the parent run ends FAILED, not FINISHED

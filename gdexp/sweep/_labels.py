@@ -38,12 +38,13 @@ def label_trials(records: Sequence[TrialRecord], rules: Mapping[str, Any]) -> di
 
 
 def relabel(uri: str, records: Sequence[TrialRecord], rules: Mapping[str, Any]) -> None:
-    """Write every run's `regime`, `regime_reason` and `sibling_group` tags (`label_trials`)."""
+    """Write every run's `regime`, `regime_reason` and `sibling_group` tags (`label_trials`); a run the user
+    deleted in MLflow is left as it is (its trial still places its siblings)."""
     for run_id, (regime, reason, group) in label_trials(records, rules).items():
         tags = {"regime": regime, "regime_reason": reason}
         if group:
             tags["sibling_group"] = group
-        store.set_tags(uri, run_id, tags)
+        store.set_tags_unless_deleted(uri, run_id, tags)
 
 
 def _sibling(r: TrialRecord) -> regimes.Sibling:
