@@ -303,10 +303,16 @@ def test_bad_search_space_fails_before_the_first_trial(make_cfg, project: Path, 
     (["data.val_fraction=0"], "sweep.metric=val_loss needs a validation split"),
     (["data=linear", "sweep.metric=val_accuracy", "sweep.direction=maximize"], "not allowed on a regression task"),
     (["data=file", "data.path=nan.npz"], "NaN"),
+    (["sweep.metric=val_accuracy"], "sweep.direction=minimize with sweep.metric=val_accuracy searches for the "
+                                    "worst run: give sweep.direction=maximize"),  # once it searched silently
+    (["sweep.sampler=grid", "sweep.n_trials=7"], r"sweep.n_trials=7 is more than the grid's 6 points .* give "
+                                                 "sweep.n_trials=6"),  # once a grid point ran twice, at random
 ])
-def test_bad_data_for_a_sweep_fails_before_the_study(make_cfg, project: Path, overrides, message: str) -> None:
+def test_bad_data_or_settings_for_a_sweep_fail_before_the_study(make_cfg, project: Path, overrides,
+                                                                message: str) -> None:
     np.savez(project / "nan.npz", X=np.array([[np.nan, 1.0], [1.0, 2.0], [0, 0]]), y=np.array([0, 1, 0]))
     cfg = make_cfg("+sweep=lr", *overrides)
+    cfg.sweep.params = {"optim.lr": "choice(0.01,0.1,1)", "model.hidden_size": "choice(16,64)"}
     with pytest.raises(ConfigError, match=message):
         sweep.run(cfg, ["+sweep=lr", *overrides])
     assert all_runs(project) == [] and not (project / "sweeps" / "lr").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -208,6 +209,14 @@ def validate_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, 
                 raise ConfigError(f"sweep.params.{key} reaches {value!r}, which is not allowed: {found}") from exc
     if s.sampler == "grid":
         make_sampler("grid", 0, space)
+        points = math.prod(len(dist.choices) for dist in space.values() if isinstance(dist, CategoricalDistribution))
+        if s.n_trials > points:  # past the grid, Optuna's sampler runs its points again, at random
+            raise ConfigError(f"sweep.n_trials={s.n_trials} is more than the grid's {points} points (sweep.sampler="
+                              f"grid runs each once): give sweep.n_trials={points}, or fewer")
+    best = "maximize" if s.metric.endswith("_accuracy") else "minimize"
+    if s.direction != best:
+        raise ConfigError(f"sweep.direction={s.direction} with sweep.metric={s.metric} searches for the worst run: "
+                          f"give sweep.direction={best}")
     if s.sampler == "gp" and importlib.util.find_spec("torch") is None:
         raise ConfigError("sweep.sampler=gp needs PyTorch, which Optuna's GPSampler runs on: "
                           "pip install torch==2.13.0 (or pip install -e '.[bench]'), or choose tpe, random, cmaes, qmc")
