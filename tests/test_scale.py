@@ -210,7 +210,11 @@ def test_an_absent_server_gives_a_clear_error(project: Path) -> None:
     assert f"tracking.uri=http://127.0.0.1:{port} cannot be used: nothing answers there (Connection refused)" in line
 
 
-def test_passwords_never_reach_mlflow_or_the_console(project: Path, database: Callable[[], str]) -> None:
+@pytest.mark.parametrize("multirun", [(), ("-m", "gdexp", "-m")])
+def test_passwords_never_reach_mlflow_or_the_console(project: Path, database: Callable[[], str],
+                                                     multirun: tuple[str, ...]) -> None:
+    """Nor Hydra's files: with `-m`, its launcher's line of each job's overrides and the `multirun.yaml` it saves
+    (once both held the password)."""
     import psycopg
 
     storage = database()
@@ -221,9 +225,12 @@ def test_passwords_never_reach_mlflow_or_the_console(project: Path, database: Ca
         admin.execute(f'GRANT ALL ON DATABASE "{name}" TO gdexp_secret')
         admin.execute(f'ALTER DATABASE "{name}" OWNER TO gdexp_secret')
     secret = f"postgresql://gdexp_secret:s3cr3t-pw@127.0.0.1:5432/{name}"
-    result = gdexp("+sweep=lr", f"sweep.storage={secret}", "sweep.n_trials=2", "train.epochs=1", cwd=project)
+    result = gdexp(*multirun, "+sweep=lr", f"sweep.storage={secret}", "sweep.n_trials=2", "train.epochs=1",
+                   cwd=project)
     assert result.returncode == 0, result.stderr
     assert "s3cr3t-pw" not in result.stdout + result.stderr and "gdexp_secret:***@" in result.stdout
+    saved = list((project / "sweeps").rglob("*.yaml"))
+    assert len(saved) == bool(multirun) and not [f for f in saved if "s3cr3t-pw" in f.read_text()]
     assert result.stderr.count("gdexp: warning: sweep.storage holds a password on the command line") == 1, \
         "warned once"
     from tests.conftest import all_runs, store

@@ -32,7 +32,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-_SECRET_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@/\s]+)(?=@)")
+# the `:`s may come escaped, `postgresql\://user\:pw@host`, as Hydra writes a multirun job's overrides
+_SECRET_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*\\?://[^:/@\s\\]*\\?:)(?P<secret>[^@/\s]+)(?=@)")
 _SECRET_IN_QUERY = re.compile(r"(?i)(?P<head>[?&](password|passwd|pwd|token|secret)=)(?P<secret>[^&\s]+)")
 
 
