@@ -33,6 +33,7 @@ __all__ = [
     "close",
     "config_params",
     "create_run",
+    "default_uri",
     "down",
     "end_run",
     "ensure_experiment",
@@ -60,6 +61,12 @@ __all__ = [
 ]
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # tracking.uri's default (conf/tracking/mlflow.yaml)
+
+
+def default_uri() -> str:
+    """The store a command reads or writes unless told: MLflow's own `MLFLOW_TRACKING_URI` when set, as every
+    MLflow tool does (and `tracking.uri` of a run or sweep), else `DEFAULT_URI`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 MAX_ITEMS_PER_CALL = 1000  # MLflow's limit for one log_batch (metrics, params and tags together)
 MAX_PARAMS_PER_CALL = 100  # of which params, and tags, each at most this many
 PAGE = 1000  # runs per search request

@@ -13,14 +13,13 @@ of gdexp's runs show. The server process itself is `gdexp.serving`'s.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 
 from gdexp import compat, errors, reach, store
 from gdexp.config import UsageError, mask_secrets
 from gdexp.serving import command, free_port, loopback, serve
-from gdexp.store import DEFAULT_URI, local_store_missing
+from gdexp.store import DEFAULT_URI, default_uri, local_store_missing
 
 __all__ = ["comparison", "hint", "main", "run_hint"]
 
@@ -79,7 +78,7 @@ def _parser() -> errors.Parser:
     parser = errors.Parser(prog="python -m gdexp.ui",
                            description="Open the MLflow UI on gdexp's store, for this machine only; on a tracking "
                                        "server, print its addresses.")
-    parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI),
+    parser.add_argument("--uri", default=default_uri(),
                         help=f"the tracking store (default {DEFAULT_URI}, or $MLFLOW_TRACKING_URI); an "
                              "http(s):// tracking server is not started but checked")
     parser.add_argument("--host", type=errors.host, default="127.0.0.1",

@@ -22,6 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 UNASSIGNED = "192.0.2.1"  # TEST-NET-1 (RFC 5737): never an address of this machine
 
+# MLflow's own variable picks the store of every command that is not told one: a developer's shell pointing at a
+# tracking server (README's server section exports it) must not send the suite's runs there.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """hypothesis keeps its example database and caches in a temp folder, not `.hypothesis/` in the

@@ -409,6 +409,22 @@ def test_diverging_command_finishes_marked_diverged(project: Path) -> None:
     assert run.data.tags["regime"] == "too_large"
 
 
+@pytest.mark.slow  # starts `python -m gdexp` and `python -m gdexp.report`
+def test_mlflows_own_variable_picks_the_store_of_every_command(project: Path) -> None:
+    """`MLFLOW_TRACKING_URI`, as every MLflow tool reads it: a run records there, and the report reads it (once
+    the run went to mlruns/ whatever the variable said, and only `gdexp.ui` read it)."""
+    from mlflow.tracking import MlflowClient
+
+    env = {"MLFLOW_TRACKING_URI": "sqlite:///elsewhere/mlflow.db"}
+    assert gdexp("train.epochs=1", "train.progress=false", cwd=project, env=env).returncode == 0
+    assert all_runs(project) == [], "none in mlruns/"
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'elsewhere' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("gdexp").experiment_id])
+    report = gdexp("-m", "gdexp.report", run.info.run_id, "--formats", "csv", "--no-log", cwd=project, env=env)
+    assert report.returncode == 0 and (project / "sweeps" / "runs" / run.info.run_id / "report").is_dir(), \
+        report.stderr
+
+
 @pytest.mark.slow  # starts `python -m gdexp` once a case (in-process, the same checks: test_config.py, test_data.py)
 @pytest.mark.parametrize("args,key,shown", [
     (["optim.lr=-1"], "optim.lr", "-1"), (["gd.batch_size=0"], "gd.batch_size", "0"),

@@ -15,7 +15,7 @@ from gdexp.report._read import Report, ReportError, build, with_counts
 from gdexp.report._render import as_json, html_page, latex, markdown, tables
 from gdexp.report._stability import plot_sharpness
 from gdexp.report._tables import caption, fmt_lr, order_problems
-from gdexp.store import DEFAULT_URI
+from gdexp.store import DEFAULT_URI, default_uri
 
 FORMATS = ("csv", "md", "tex", "html", "json", "png")
 
@@ -99,8 +99,9 @@ def _parser() -> errors.Parser:
                     "sweep's parent run (or the run) under report/.")
     parser.add_argument("name", help="the sweep's name (sweep.name, e.g. lr or regimes), its parent run id, or the id "
                                      "of one run")
-    parser.add_argument("--uri", default=DEFAULT_URI,
-                        help=f"MLflow tracking URI: a SQLite store or http://host:port (default {DEFAULT_URI})")
+    parser.add_argument("--uri", default=default_uri(),
+                        help=f"MLflow tracking URI: a SQLite store or http://host:port (default {DEFAULT_URI}, or "
+                             "$MLFLOW_TRACKING_URI)")
     parser.add_argument("--experiment", default="gdexp", help="MLflow experiment holding the sweep (default gdexp)")
     parser.add_argument("--out", type=Path, help="output folder (default sweeps/<name>/report, or "
                                                  "sweeps/runs/<run id>/report)")
