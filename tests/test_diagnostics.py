@@ -140,7 +140,7 @@ def test_the_label_says_why_in_terms_of_the_stability_ratio(make_cfg) -> None:
     assert tiny.edge_of_stability is False and tiny.regime == "too_small"
     assert "far shorter than the curvature allows" in tiny.regime_reason
     over = run(f"optim.lr={2.5 * edge!r}", "train.epochs=20", "diagnostics.sharpness_every=5")
-    assert over.regime == "too_large" and "steps overshoot the sharpest direction" in over.regime_reason
+    assert over.regime == "too_large" and "the first steps overshot the sharpest direction" in over.regime_reason
 
 
 def test_mlflow_records_the_sharpness_names_the_issue_fixes(make_cfg, project) -> None:

@@ -61,7 +61,9 @@ def stability(initial: float, epochs: Sequence[int], ratios: Sequence[float]) ->
                     "at the edge of stability"), True
     top = max([initial, *values.tolist()]) if math.isfinite(initial) else float(values.max())
     if math.isfinite(initial) and initial > EDGE:
-        return f"η·λmax = {initial:.2g} at the start: steps overshoot the sharpest direction (stable below 2)", False
+        later = f", then {values[-1]:.2g} at the end" if len(values) else ""
+        return (f"η·λmax = {initial:.2g} at the start: the first steps overshot the sharpest direction (stable below "
+                f"2){later}"), False
     if top <= FAR_BELOW:
         return f"η·λmax ≤ {top:.2g} throughout: steps are far shorter than the curvature allows (up to 2)", False
     end = f"{values[-1]:.2g}" if len(values) else start
