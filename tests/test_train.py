@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import subprocess
@@ -258,6 +259,9 @@ def test_recorded_run_in_a_real_store(make_cfg, project: Path) -> None:
     client = store(project)
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "lr0.1-h64-minibatch32-sgd"
+    # MLflow's standard tags, as its own start_run sets them: the UI's User column (once "unknown")
+    assert run.info.user_id == run.data.tags["mlflow.user"] == getpass.getuser()
+    assert run.data.tags["mlflow.source.type"] == "LOCAL" and run.data.tags["mlflow.source.name"]
     params = run.data.params
     assert params["optim.lr"] == "0.1" and params["gd.variant"] == "minibatch" and params["gd.batch_size"] == "32"
     assert params["model.hidden_size"] == "64" and params["train.seed"] == "0" and params["data.name"] == "digits"
