@@ -45,7 +45,6 @@ __all__ = [
     "local_store_missing",
     "log_artifacts",
     "log_batch",
-    "log_config",
     "log_metrics",
     "log_params",
     "metric",
@@ -357,10 +356,6 @@ def config_params(cfg: Any) -> dict[str, Any]:
     from gdexp.config import as_dict, flatten, mask_secrets
 
     return {k: mask_secrets(v) for k, v in flatten(as_dict(cfg)).items()}
-
-
-def log_config(uri: str, run_id: str, cfg: Any) -> None:
-    log_batch(uri, run_id, params=config_params(cfg))
 
 
 def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:

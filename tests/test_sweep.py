@@ -55,6 +55,9 @@ def test_six_trials_one_parent_six_children(project: Path) -> None:
     (parent,) = [r for r in all_runs(project) if r.info.run_id in parents]
     assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] + parent.data.metrics["n_pruned"] == 6
     assert "best_value" in parent.data.metrics and "sweep.params.optim.lr" in parent.data.params
+    assert "optim.lr" not in parent.data.params and "model.hidden_size" not in parent.data.params, \
+        "the searched keys' defaults, which no trial used, are not the parent's params"
+    assert parent.data.params["optim.name"] == "sgd"
     plots = {a.path for a in store(project).list_artifacts(parent.info.run_id)}
     assert {"optimization_history.png", "param_importances.png", "val_loss_vs_lr_hidden.png"} <= plots
     by_id = {r.info.run_id: r for r in kids}

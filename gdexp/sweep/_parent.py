@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from gdexp import store
-from gdexp.config import mask_secrets
+from gdexp.config import as_dict, flatten, mask_secrets
 from gdexp.sweep._accounting import tally
 from gdexp.sweep._labels import relabel
 from gdexp.sweep._plots import study_plots
@@ -35,7 +35,11 @@ def parent_run(cfg: DictConfig, study: optuna.Study) -> str:
     tags = {"gdexp.sweep": name, "optuna.study": name, "gdexp.role": "sweep",
             "dataset": cfg.data.name, "optimizer": cfg.optim.name, "gd.variant": cfg.gd.variant}
     run_id = store.create_run(uri, experiment_id, f"sweep-{name}", tags)
-    store.log_config(uri, run_id, cfg)
+    # the config but the keys the sweep searches (they are `sweep.params.*`): their defaults, which no trial used,
+    # would match a filter such as params.optim.lr = '0.1'
+    searched = tuple(flatten(as_dict(cfg.sweep.params)))
+    store.log_params(uri, run_id, {key: value for key, value in store.config_params(cfg).items()
+                                   if not any(key == s or key.startswith(f"{s}.") for s in searched)})
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
 
