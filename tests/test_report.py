@@ -48,6 +48,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> Path:
 def reported(swept: Path) -> Path:
     result = gdexp("-m", "gdexp.report", "regimes", cwd=swept)
     assert result.returncode == 0, result.stderr
+    assert not (swept / "mlruns" / "mlflow.db-wal").exists(), "what it logged is in mlflow.db, as after a sweep"
     return swept / "sweeps" / "regimes" / "report"
 
 
