@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from gdexp import stopping
-from gdexp.config import CONFIG_DIR, UsageError, mask_secrets
+from gdexp.config import CONFIG_DIR, Refused, UsageError, mask_secrets
 
 __all__ = ["Failure", "Parser", "captured", "command", "host", "interpreter", "port", "say", "say_once",
            "store_unreachable"]
@@ -168,16 +168,17 @@ def command(prog: str, body: Callable[[], int | None], *, what: str = "", uri: s
         return stopping.exit_code(exc)
     except SystemExit:
         raise
-    except BaseException as exc:
-        code, line = _row(prog, exc, what=what, uri=uri, again=again, retry=retry)
+    except BaseException as caught:
+        error = caught.error if isinstance(caught, Refused) else caught
+        code, line = _row(prog, error, what=what, uri=uri, again=again, retry=retry)
         if quiet_interrupt and code in (130, 143) and line is not None:
             return code
         if code == 2 and cleanup is not None:
             cleanup()
         if line is None:  # a bug: its traceback, masked, then one line
-            for chunk in traceback.format_exception(exc):
+            for chunk in traceback.format_exception(error):
                 sys.stderr.write(mask_secrets(chunk))
-            line = f"{prog}: internal error (a bug in gdexp, please report it): {type(exc).__name__}: {exc}"
+            line = f"{prog}: internal error (a bug in gdexp, please report it): {type(error).__name__}: {error}"
         say(line[:2000])
         return code
 

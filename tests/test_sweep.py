@@ -327,6 +327,20 @@ def test_bad_search_space_on_the_command_line(project: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("sweep", "line"), [
+    ("optim.lr=0.1,-1,0.2", "gdexp: config error: optim.lr=-1.0 is not allowed: it must be a number > 0.0"),
+    ("gd=batch,bogus", "gdexp: config error: gd=bogus is not an option of gd: choose one of batch, minibatch, "
+                       "stochastic")])
+def test_a_multirun_with_one_bad_job_runs_none(project: Path, sweep: str, line: str) -> None:
+    """Every job is checked before the first one runs, as a single run is before it trains: one line, exit code
+    2, no run, no folder. (Once the first job trained and was recorded, the second was refused and the third
+    never ran, leaving sweeps/hydra/multirun/ behind.)"""
+    before = sorted(project.rglob("*"))
+    result = gdexp("-m", "gdexp", "-m", sweep, "train.epochs=1", cwd=project)
+    assert result.returncode == 2 and result.stderr.strip() == line and not result.stdout, result.stderr
+    assert sorted(project.rglob("*")) == before and all_runs(project) == []
+
+
 def test_hydra_multirun_logs_one_run_per_job(project: Path) -> None:
     result = gdexp("-m", "gdexp", "-m", "optim.lr=0.01,0.1", "gd=batch,minibatch", "train.epochs=2",
                    "train.progress=false", cwd=project)

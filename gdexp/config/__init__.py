@@ -17,6 +17,7 @@ from gdexp.config._checks import (
     password_warning,
     validate,
 )
+from gdexp.config._multirun import JobsChecked, Refused
 from gdexp.config._schema import GROUPS, METRICS, PRUNERS, SAMPLERS, VARIANTS, register
 from gdexp.config._text import DATABASES, as_dict, database_url, flatten, mask_secrets, scheme
 
@@ -29,6 +30,8 @@ __all__ = [
     "SAMPLERS",
     "VARIANTS",
     "ConfigError",
+    "JobsChecked",
+    "Refused",
     "UsageError",
     "as_dict",
     "check_overrides",

@@ -1,0 +1,59 @@
+"""A Hydra multirun's every job checked before the first one runs (`JobsChecked`, a Hydra callback).
+
+Hydra runs a multirun's jobs one after another, each composing and checking its own config: with
+`optim.lr=0.1,-1,0.2` the first job trained and was recorded before the second was refused, and the third never
+ran. A single run's promise -- a wrong value fails before any training, with one line, leaving nothing behind --
+holds for the multirun as a whole only if every job is checked first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gdexp.config._checks import ConfigError, check_overrides, validate
+
+__all__ = ["JobsChecked", "Refused"]
+
+
+class Refused(BaseException):
+    """A usage error raised where a library catches every `Exception` (Hydra turns a callback's into a warning):
+    a `BaseException`, it reaches `gdexp.errors.command`, which says `error` in its one line."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class JobsChecked(Callback):
+    """Hydra callback (conf/config.yaml `hydra.callbacks`): before a multirun's first job, each job's overrides are
+    composed by the running Hydra (the same search path: `--config-dir`, `hydra.searchpath`) and checked as the
+    job itself would check them; the first refused ends the command, before Hydra makes the multirun's folder."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from gdexp.config import CONFIG_DIR
+        from gdexp.config._errors import explain
+
+        written = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in written or []])
+        loader = GlobalHydra.instance().config_loader()
+        for batch in BasicSweeper.split_arguments(parsed, None):
+            for job in batch:
+                try:
+                    check_overrides(job)
+                    composed = loader.load_configuration(config.hydra.job.config_name, job, RunMode.RUN)
+                    with open_dict(composed):
+                        del composed["hydra"]
+                    validate(composed)
+                except Exception as exc:
+                    found = exc if isinstance(exc, ConfigError) else explain(exc, CONFIG_DIR)
+                    if found is None:
+                        raise
+                    raise Refused(found) from exc
