@@ -25,6 +25,7 @@ import math
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -143,23 +144,56 @@ def _drop_output_dir() -> None:
         folder.rmdir()
 
 
-def app_help(overrides: list[str]) -> None:
+HELP_FLAGS = {"--config-dir": "dir", "-cd": "dir", "--config-name": "name", "-cn": "name"}  # Hydra's, in --help
+
+
+def help_args(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """A `--help` command line's Hydra config flags (`--config-dir d`, `-cn=name`: by `HELP_FLAGS`' names) and its
+    overrides (the rest that is no flag)."""
+    flags: dict[str, str] = {}
+    overrides: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        name, given, value = arg.partition("=")
+        if name in HELP_FLAGS:
+            flags[HELP_FLAGS[name]] = value if given else next(rest, "")
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return flags, overrides
+
+
+def app_help(args: Sequence[str]) -> None:
     """`--help` as Hydra prints it (its template: the header, the config groups, the composed config), without
     what makes Hydra's slow and noisy: it lists the groups through a fresh deep copy of its config repository
     per group (about a second here), the schemas' groups (`schema/...`, no choice of the user's) among them. The
-    groups are the folders of `conf/` and their options its YAML files."""
+    config is composed as the command would compose it (`--config-dir`, `--config-name`, `hydra.searchpath`), and
+    the groups are the folders of `conf/` and of the user's config folders, their options the YAML files."""
     import string
 
-    from hydra import compose, initialize_config_dir
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict
 
-    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    flags, overrides = help_args(args)
+    search = create_config_search_path(f"file://{CONFIG_DIR}")
+    folders = [Path(CONFIG_DIR)]
+    if flags.get("dir"):  # where Hydra's own command line puts it: before the packaged configs
+        folders.insert(0, Path(flags["dir"]).resolve())
+        search.prepend("command-line", f"file://{folders[0]}", anchor=SearchPathQuery(provider="schema"))
+    cfg = ConfigLoaderImpl(search).load_configuration(flags.get("name") or "config", overrides, RunMode.RUN)
+    folders += [Path(p.removeprefix("file://")).resolve() for p in cfg.hydra.searchpath if p.startswith("file://")]
     template = str(cfg.hydra.help.template)
     with open_dict(cfg):
         del cfg["hydra"]
-    groups = "".join(f"{g.name}: {', '.join(sorted(p.stem for p in g.glob('*.yaml')))}\n"
-                     for g in sorted(Path(CONFIG_DIR).iterdir()) if g.is_dir() and any(g.glob("*.yaml")))
+    options: dict[str, set[str]] = {}
+    for folder in folders:
+        for group in folder.iterdir() if folder.is_dir() else ():
+            found = {p.stem for p in group.glob("*.yaml")} if group.is_dir() else set()
+            if found:
+                options.setdefault(group.name, set()).update(found)
+    groups = "".join(f"{name}: {', '.join(sorted(options[name]))}\n" for name in sorted(options))
     print(string.Template(template).safe_substitute(APP_CONFIG_GROUPS=groups, CONFIG=OmegaConf.to_yaml(cfg),
                                                     HYDRA_CONFIG_GROUPS="", FLAGS_HELP=""))
 
@@ -172,7 +206,7 @@ def main() -> None:
     args = sys.argv[1:]
     body = _hydra_main
     if "--help" in args or "-h" in args:
-        body = lambda: app_help([a for a in args if not a.startswith("-")])  # noqa: E731
+        body = lambda: app_help(args)  # noqa: E731
     try:
         code = errors.command("gdexp", body, what="config")
     finally:

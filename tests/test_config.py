@@ -274,3 +274,21 @@ def test_help_lists_the_groups_a_user_chooses_and_the_composed_config(capsys: py
     assert "optim: adagrad, adam, rmsprop, sgd\n" in out and "sweep: eos, landscape, lr, lr_range, regimes\n" in out
     assert "schema/" not in out
     assert "optim:\n  name: adam\n" in out and "n_trials: 30" in out and "hydra:" not in out
+
+
+@pytest.mark.parametrize("args", [["--config-dir", "myconf", "optim=sgdm"], ["-cd=myconf", "optim=sgdm"],
+                                  ["hydra.searchpath=[file://myconf]", "optim=sgdm"]])
+def test_help_composes_as_the_command_does_with_a_users_config_folder(project, capsys, args: list[str]) -> None:
+    """`--config-dir`, `hydra.searchpath`: `--help` shows the user's options and composes with them, as the command
+    runs with them (once it refused `optim=sgdm`, or read the folder's name as an override); `--config-name` picks
+    the user's primary config."""
+    from gdexp.__main__ import app_help
+
+    (project / "myconf" / "optim").mkdir(parents=True)
+    (project / "myconf" / "optim" / "sgdm.yaml").write_text("defaults:\n  - sgd\n  - _self_\nmomentum: 0.9\n")
+    (project / "myconf" / "myexp.yaml").write_text("defaults:\n  - config\n  - _self_\ntrain:\n  epochs: 2\n")
+    app_help([*args, "--help"])
+    out = capsys.readouterr().out
+    assert "optim: adagrad, adam, rmsprop, sgd, sgdm\n" in out and "  momentum: 0.9\n" in out
+    app_help(["-cd", "myconf", "--config-name", "myexp", "--help"])
+    assert "  epochs: 2\n" in capsys.readouterr().out
