@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 
-from gdexp import console, stopping, store
+from gdexp import console, errors, stopping, store
 from gdexp.sweep._accounting import tally, trial_value
 from gdexp.sweep._labels import relabel
 from gdexp.sweep._launchers import Launcher, launcher
@@ -41,8 +41,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
     """Run (or resume, or join) the study `cfg.sweep` describes; return the best value."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = validate_sweep(cfg, overrides)  # before any worker is forked, any folder or run exists
-    deadline = time.time() + cfg.sweep.timeout if cfg.sweep.timeout else None
-    workers = launcher(cfg)(cfg, overrides, space, deadline)
+    workers = launcher(cfg)(cfg, overrides, space)
     status = "KILLED"
     sweep: Sweep | None = None
     bar: Any = None
@@ -57,7 +56,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
             reconcile(uri, sweep.parent_run_id, sweep.records())
         if tally(sweep.records())["done"] >= n:  # nothing to run; a parent a stopped command left open is finished
             status = "FINISHED"
-            workers.start(None)
+            workers.start(None, None)
             if store.get_run(uri, sweep.parent_run_id).info.status != "FINISHED":
                 store.reopen_run(uri, sweep.parent_run_id)
             else:  # ended already: its plots stand; its runs are labelled anew (a store an older gdexp labelled)
@@ -66,7 +65,9 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
                 sweep.parent_run_id = None
         else:
             store.reopen_run(uri, sweep.parent_run_id)
-            workers.start(sweep.parent_run_id)
+            # counted from here, as Optuna's own timeout from the start of optimize(): the set-up is not the trials'
+            deadline = time.time() + cfg.sweep.timeout if cfg.sweep.timeout else None
+            workers.start(sweep.parent_run_id, deadline)
             bar = console.progress(n, f"sweep {cfg.sweep.name}", "trial", initial=tally(sweep.records())["done"])
 
             def refresh(records: Sequence[TrialRecord]) -> None:
@@ -81,6 +82,10 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
             if sweep.store_error is not None:
                 raise sweep.store_error
             refresh(sweep.records())
+            done = tally(sweep.records())["done"]
+            if deadline is not None and done < n:
+                errors.say(f"gdexp: sweep.timeout={cfg.sweep.timeout:g} s reached after {done} of {n} trials; run "
+                           "the same command again to go on")
             status = "FINISHED"
     finally:
         workers.stop(interrupt=status == "KILLED")

@@ -17,11 +17,11 @@ class Launcher(Protocol):
     """A study's workers beside the command: made before the command opens any connection (a forked process
     must not share one), started once the parent run exists, watched, and stopped exactly once."""
 
-    def __init__(self, cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution],
-                 deadline: float | None) -> None: ...
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution]) -> None: ...
 
-    def start(self, parent_run_id: str | None) -> None:
-        """Let the workers run trials under this parent run (None: the study is complete, they end)."""
+    def start(self, parent_run_id: str | None, deadline: float | None) -> None:
+        """Let the workers run trials under this parent run (None: the study is complete, they end), claiming none
+        after `deadline` (`time.time()`; None: no limit)."""
 
     def run(self, sweep: Sweep, deadline: float | None, on_trial: Progress) -> None:
         """Until every worker has ended: run trials here too (local) or watch (Ray), showing `on_trial` the study's

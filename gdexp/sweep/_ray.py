@@ -45,9 +45,8 @@ CONNECT_S = 5.0  # a head that does not accept a connection within this is not t
 class RayWorkers:
     """`sweep.n_workers` Ray tasks, each a worker of the study; this process only submits them and watches."""
 
-    def __init__(self, cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution],
-                 deadline: float | None) -> None:
-        self.cfg, self.overrides, self.space, self.deadline = cfg, list(overrides), space, deadline
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution]) -> None:
+        self.cfg, self.overrides, self.space = cfg, list(overrides), space
         self.refs: list[Any] = []
         self._stopped = False
         self.ray = _connect(cfg.sweep.ray.address)
@@ -59,7 +58,7 @@ class RayWorkers:
             if not checked:  # refused (or interrupted): leave the cluster before saying so
                 self.ray.shutdown()
 
-    def start(self, parent_run_id: str | None) -> None:
+    def start(self, parent_run_id: str | None, deadline: float | None) -> None:
         """Submit the workers (None: the study is complete, there is nothing to run)."""
         if parent_run_id is None:
             return
@@ -67,7 +66,7 @@ class RayWorkers:
         task = self.ray.remote(_worker).options(
             num_cpus=cpus, max_retries=RETRIES, retry_exceptions=False, scheduling_strategy="SPREAD",
             name=f"gdexp-sweep-{self.cfg.sweep.name}")
-        args = (self.cfg, self.overrides, self.space, parent_run_id, self.deadline, os.getcwd(), max(1, int(cpus)))
+        args = (self.cfg, self.overrides, self.space, parent_run_id, deadline, os.getcwd(), max(1, int(cpus)))
         self.refs = [task.remote(i, *args) for i in range(self.cfg.sweep.n_workers)]
 
     def run(self, sweep: Sweep, deadline: float | None, on_trial: Progress) -> None:

@@ -33,8 +33,7 @@ class Workers:
     would on Ctrl-C, rather than go on alone with nobody to show for it.
     """
 
-    def __init__(self, cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution],
-                 deadline: float | None) -> None:
+    def __init__(self, cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution]) -> None:
         n = min(cfg.sweep.n_workers, cfg.sweep.n_trials)
         self.procs: list[Any] = []
         self.pipes: list[Any] = []
@@ -51,18 +50,18 @@ class Workers:
         for i in range(1, n):
             receive, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_worker_main, name=f"gdexp-sweep-worker-{i}",
-                               args=(cfg, overrides, space, self.threads, receive, deadline,
-                                     stopping.tied_to_this_process()))
+                               args=(cfg, overrides, space, self.threads, receive, stopping.tied_to_this_process()))
             proc.start()
             receive.close()
             self.procs.append(proc)
             self.pipes.append(send)
 
-    def start(self, parent_run_id: str | None) -> None:
-        """Tell every worker the parent run; one that died already is skipped (its pipe is broken)."""
+    def start(self, parent_run_id: str | None, deadline: float | None) -> None:
+        """Tell every worker the parent run and the deadline; one that died already is skipped (its pipe is
+        broken)."""
         for pipe in self.pipes:
             with contextlib.suppress(OSError):  # BrokenPipeError: the worker is gone; the others go on
-                pipe.send(parent_run_id)
+                pipe.send((parent_run_id, deadline))
             pipe.close()
 
     def run(self, sweep: Sweep, deadline: float | None, on_trial: Progress) -> None:
@@ -88,7 +87,7 @@ class Workers:
 
 
 def _worker_main(cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution], threads: int,
-                 receive: Any, deadline: float | None, tie: Callable[[], None]) -> None:
+                 receive: Any, tie: Callable[[], None]) -> None:
     """A forked worker: its own BLAS thread share, its own storage and MLflow connections, the same study; it
     ends with the command (`tie`: SIGTERM when the command dies)."""
     from threadpoolctl import threadpool_limits
@@ -99,7 +98,7 @@ def _worker_main(cfg: DictConfig, overrides: Sequence[str], space: dict[str, Bas
 
     def body() -> None:
         try:
-            parent_run_id = receive.recv()
+            parent_run_id, deadline = receive.recv()
         except EOFError:  # the command ended before it sent one
             return
         if parent_run_id is not None:
