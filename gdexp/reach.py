@@ -204,6 +204,9 @@ def tracking_store(uri: str, *, read: bool = False, experiment: str | None = Non
     (`http_server`)."""
     from gdexp.config import database_url
 
+    if uri.startswith("file:"):  # MLflow's own store of folders, which it refuses by default since MLflow 3
+        return ("MLflow keeps its file store in maintenance mode and refuses it: use sqlite:///path (`mlflow "
+                "migrate-filestore` moves a file store's runs there), postgresql://..., or http(s)://host:port")
     if not uri.startswith(SCHEMES):
         return "it is not a store MLflow tracks to: use sqlite:///path, postgresql://..., or http(s)://host:port"
     if uri.startswith(("http://", "https://")):

@@ -248,6 +248,7 @@ def test_report_is_logged_to_the_parent_run(swept: Path, reported: Path) -> None
     (["regimes", "--bogus"], "unrecognized arguments: --bogus"),
     (["regimes", "--fraction", "abc"], "--fraction: invalid float value"),
     (["regimes", "--uri", "ftp://x"], "--uri=ftp://x cannot be read: it is not a store MLflow tracks to"),
+    (["regimes", "--uri", "file:///tmp/mlruns"], "MLflow keeps its file store in maintenance mode and refuses it"),
     (["regimes", "--uri", "http://127.0.0.1:1"], "--uri=http://127.0.0.1:1 cannot be read: nothing answers there"),
     (["regimes", "--uri", "sqlite:///empty.db"], "is not an MLflow store"),
     (["regimes", "--uri", "sqlite:///nowhere/mlflow.db"], "no MLflow store at"),
