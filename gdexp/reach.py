@@ -54,14 +54,16 @@ def sqlite_file(path: Path) -> str | None:
 
 
 def mlflow_sqlite(path: Path) -> str | None:
-    """Why `path` is not an MLflow store to read (missing, not SQLite, no MLflow tables), or None. Opened
-    read-only: asking MLflow would create its tables in any file it is given, an empty one included."""
+    """Why `path` is not an MLflow store to read (missing, not SQLite, no MLflow tables), or None. Opened by SQLite
+    alone (asking MLflow would create its tables in any file it is given, an empty one included), `mode=rw`: it
+    creates no file, and writes nothing, where a read-only connection to a store in write-ahead-log mode would
+    leave its `-wal` and `-shm` files behind (only a writer may remove them)."""
     import sqlite3
 
     if not path.is_file():
         return f"no MLflow store at {path}"
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as exc:
         return f"{path} is not a SQLite database ({exc})"
