@@ -227,8 +227,8 @@ def test_report_text_formats(reported: Path) -> None:
     assert html.startswith("<!DOCTYPE html>") and html.count("<table>") == 4
     doc = json.loads((reported / "regimes.json").read_text())
     assert len(doc["runs"]) == 18 and all(isinstance(r["lr"], float) for r in doc["runs"])
-    assert {r["GD variant"] for r in doc["recommended"]} == {"batch", "minibatch", "stochastic"}
-    assert all(isinstance(r["recommended lr"], float) for r in doc["recommended"])
+    assert {r["gd_variant"] for r in doc["recommended"]} == {"batch", "minibatch", "stochastic"}
+    assert all(isinstance(r["recommended_lr"], float) for r in doc["recommended"])
     assert "### Recommended learning rate per GD variant" in md and "### Just-right band" in md
     assert doc["range_test"]["suggested_lr"] > 0
 

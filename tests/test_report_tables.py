@@ -239,8 +239,11 @@ def test_json_holds_numbers_and_tex_is_pure_ascii_latex(tmp_path: Path) -> None:
     doc = json.loads(as_json(toy, t))
     first = doc["runs"][0]
     assert isinstance(first["lr"], float) and isinstance(first["final_val_loss"], float)
-    assert isinstance(first["diverged"], bool) and isinstance(doc["bands"][0]["band low"], float)
-    assert all(isinstance(r["recommended lr"], float | None) for r in doc["recommended"])
+    assert isinstance(first["diverged"], bool) and isinstance(doc["bands"][0]["band_low"], float)
+    assert all(isinstance(r["recommended_lr"], float | None) for r in doc["recommended"])
+    keys = {k for part in ("runs", "best", "bands", "recommended") for r in doc[part] for k in r}
+    assert all(k.isascii() and k.isidentifier() for k in keys), keys  # once "GD variant", "2/λmax(0)"
+    assert {"gd_variant", "sibling_group", "lr_edge"} <= keys
     counts = [first[key] for key in ("trial", "batch_size", "hidden_size", "epochs_run")]
     assert all(type(n) is int for n in counts), counts  # whole numbers: 64, not 64.0 nor "64"
     runs = {r["run_id"] for r in doc["runs"]}

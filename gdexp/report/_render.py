@@ -147,8 +147,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+JSON_KEYS = {"2/λmax(0)": "lr_edge", "data set": "dataset"}  # as the MLflow metric and tag name them
+
+
+def json_key(label: str) -> str:
+    """A table's column label as a JSON key, in the runs' style: `recommended lr` -> `recommended_lr`, `GD variant`
+    -> `gd_variant` (a program reads keys; the labels are for people)."""
+    return JSON_KEYS.get(label) or re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{str(k): _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    return [{json_key(str(k)): _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
 RUN_FIELDS = ["run_id", "trial", "state", "gd_variant", "batch_size", "optimizer", "lr", "hidden_size",
