@@ -13,6 +13,7 @@ of gdexp's runs show. The server process itself is `gdexp.serving`'s.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -66,7 +67,8 @@ def _opening(uri: str, fragment: str | None) -> str:
     if uri.startswith(("http://", "https://")):
         return f"{mask_secrets(uri).rstrip('/')}/{fragment or ''}"
     address = f"http://127.0.0.1:5000/{fragment}" if fragment else "its runs table"
-    return f"{errors.interpreter()} -m gdexp.ui, then {address}"
+    store_flag = f" --uri {shlex.quote(mask_secrets(uri))}" if uri != default_uri() else ""  # else it opens another
+    return f"{errors.interpreter()} -m gdexp.ui{store_flag}, then {address}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -193,6 +193,10 @@ def test_a_timeout_stops_the_sweep_says_so_and_the_same_command_goes_on(project:
         assert f"gdexp: sweep.timeout=2 s reached after {counts[-1]} of 50 trials; run the same command again to " \
                "go on" in result.stderr, result.stderr
     assert 0 < counts[0] < counts[1] < 50, counts
+    tiny = gdexp(*[a if a != "sweep.timeout=2" else "sweep.timeout=0.001" for a in args], cwd=project)
+    assert tiny.returncode == 0 and "sweep.timeout=0.001 s reached" in tiny.stderr, tiny.stderr
+    assert len([t for t in study(project).get_trials() if counted(t)]) > counts[1], \
+        "however short the timeout, a run of the command makes progress (a trial), as Optuna's optimize() does"
 
 
 def test_two_workers_exact_total(project: Path, tmp_path: Path) -> None:

@@ -24,6 +24,16 @@ REFUSED = [
 ]
 
 
+def test_the_hint_names_a_store_the_ui_would_not_open_by_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--uri` in the printed command whenever the run's store is not `gdexp.ui`'s default (once the hint opened
+    mlruns/ and the run was not there)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert " -m gdexp.ui --uri sqlite:///o2.db, then " in ui.run_hint("sqlite:///o2.db", "none-such")
+    assert " -m gdexp.ui, then " in ui.run_hint("sqlite:///mlruns/mlflow.db", "none-such")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///o2.db")
+    assert "--uri sqlite:///mlruns/mlflow.db," in ui.run_hint("sqlite:///mlruns/mlflow.db", "none-such")
+
+
 @pytest.mark.parametrize("args,words", REFUSED)
 def test_bad_flags_are_one_line_and_leave_nothing(args: list[str], words: str, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,

@@ -80,7 +80,9 @@ class Sweep:
         node = (self.placement or {}).get("worker", "").removeprefix("ray:") or None
         heartbeat = Heartbeat(self.storage.optuna, float(self.cfg.sweep.heartbeat_s))
         try:
-            while deadline is None or time.time() < deadline:
+            claimed = False  # each worker claims once however short the timeout, as Optuna's optimize() runs a trial
+            while not claimed or deadline is None or time.time() < deadline:
+                claimed = True
                 with stopping.shielded():
                     got = claim(self.study, self.storage, self.study_id, total=self.cfg.sweep.n_trials,
                                 grace=self.grace, on_lost=self._lost, ray_node=node)
