@@ -238,8 +238,8 @@ overrides = ["+sweep=lr", "sweep.n_workers=2", "tracking.uri={uri}"]
 with initialize_config_dir(str(CONFIG_DIR), version_base=None):
     cfg = compose("config", overrides=overrides)
 assert "mlflow.store.tracking.sqlalchemy_store" not in sys.modules
-workers = _workers.Workers(cfg, overrides, validate_sweep(cfg, overrides), None)
-workers.start(None)
+workers = _workers.Workers(cfg, overrides, validate_sweep(cfg, overrides))
+workers.start(None, None)
 workers.stop(interrupt=False)
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,

@@ -6,8 +6,6 @@ name in their defaults lists; so it is imported before Hydra composes (by `gdexp
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from gdexp.config._checks import (
     ConfigError,
     UsageError,
@@ -17,6 +15,7 @@ from gdexp.config._checks import (
     password_warning,
     validate,
 )
+from gdexp.config._folder import CONFIG_DIR
 from gdexp.config._multirun import JobsChecked, Refused
 from gdexp.config._schema import GROUPS, METRICS, PRUNERS, SAMPLERS, VARIANTS, register
 from gdexp.config._text import DATABASES, as_dict, database_url, flatten, mask_secrets, scheme
@@ -46,12 +45,4 @@ __all__ = [
 ]
 
 
-def _config_dir() -> Path:
-    """The packaged config folder: `gdexp/conf` in an installed wheel, `conf/` beside the sources."""
-    package = Path(__file__).resolve().parent.parent
-    installed = package / "conf"
-    return installed if (installed / "config.yaml").exists() else package.parent / "conf"
-
-
-CONFIG_DIR = _config_dir()
 register()

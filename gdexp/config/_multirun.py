@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gdexp.config._checks import ConfigError, check_overrides, validate
+from gdexp.config._folder import CONFIG_DIR
 
 __all__ = ["JobsChecked", "Refused"]
 
@@ -38,7 +39,6 @@ class JobsChecked(Callback):
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        from gdexp.config import CONFIG_DIR
         from gdexp.config._errors import explain
 
         written = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
