@@ -276,6 +276,15 @@ def test_a_trials_run_deleted_in_mlflow_is_left_deleted_and_the_sweep_goes_on(pr
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 3 and all(r.data.tags["regime"] in ("too_small", "just_right", "too_large")
                                       for r in children)
+    # the parent run deleted: one line naming it and how to restore it (once: 'the MLflow store ... failed')
+    (parent,) = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
+    client.delete_run(parent.info.run_id)
+    refused = gdexp(*args[:1], "sweep.n_trials=5", *args[2:], cwd=project)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].endswith(
+        f"was deleted in MLflow: restore it (mlflow runs restore --run-id {parent.info.run_id}), or give the sweep a "
+        "new sweep.name"), refused.stderr
+    client.restore_run(parent.info.run_id)
+    assert "5 of 5 trials" in gdexp(*args[:1], "sweep.n_trials=5", *args[2:], cwd=project).stdout
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from gdexp import store
-from gdexp.config import as_dict, flatten, mask_secrets
+from gdexp.config import UsageError, as_dict, flatten, mask_secrets
 from gdexp.sweep._accounting import tally
 from gdexp.sweep._labels import relabel
 from gdexp.sweep._plots import study_plots
@@ -28,6 +28,9 @@ def parent_run(cfg: DictConfig, study: optuna.Study) -> str:
     under the study's lock: one process creates it."""
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
+        if store.get_run(cfg.tracking.uri, str(run_id)).info.lifecycle_stage == "deleted":  # MLflow refuses writes
+            raise UsageError(f"the parent run of sweep '{cfg.sweep.name}' ({run_id}) was deleted in MLflow: restore "
+                             f"it (mlflow runs restore --run-id {run_id}), or give the sweep a new sweep.name")
         return str(run_id)
     uri = cfg.tracking.uri
     experiment_id = store.ensure_experiment(uri, cfg.tracking.experiment)
