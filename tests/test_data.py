@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import http.server
@@ -97,8 +98,9 @@ def idx(array: np.ndarray) -> bytes:
 
 
 @pytest.fixture
-def mnist_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], list[str]]]:
-    """A real HTTP server on 127.0.0.1 serving four small IDX files; yields (url, md5s, request log)."""
+def mnist_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], list[str], list[str]]]:
+    """A real HTTP server on 127.0.0.1 serving four small IDX files; yields (url, md5s, request log, the
+    Authorization header of each request)."""
     rng = np.random.default_rng(0)
     files = {
         "train-images-idx3-ubyte.gz": idx(rng.integers(0, 256, (50, 28, 28))),
@@ -111,6 +113,7 @@ def mnist_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], list[str
     for name, blob in files.items():
         (served / name).write_bytes(blob)
     requests: list[str] = []
+    auth: list[str] = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *a, **kw) -> None:
@@ -118,13 +121,14 @@ def mnist_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], list[str
 
         def log_message(self, fmt: str, *args: object) -> None:
             requests.append(self.path)
+            auth.append(self.headers.get("Authorization", ""))
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)  # shutdown() waits a poll
     thread.start()
     try:
         md5 = {name: hashlib.md5(blob).hexdigest() for name, blob in files.items()}
-        yield f"http://127.0.0.1:{server.server_address[1]}/", md5, requests
+        yield f"http://127.0.0.1:{server.server_address[1]}/", md5, requests, auth
     finally:
         server.shutdown()
         server.server_close()
@@ -139,7 +143,7 @@ def mnist_cfg(make_cfg, url: str, md5: dict[str, str], cache: Path):
 
 @pytest.mark.slow  # starts an HTTP server
 def test_mnist_download_checksum_and_cache(make_cfg, mnist_server, tmp_path: Path) -> None:
-    url, md5, requests = mnist_server
+    url, md5, requests, _ = mnist_server
     cfg = mnist_cfg(make_cfg, url, md5, tmp_path / "cache")
     data = load(cfg.data)
     assert (len(data.X_train) + len(data.X_val), len(data.X_test), data.n_features) == (50, 20, 784)
@@ -149,8 +153,18 @@ def test_mnist_download_checksum_and_cache(make_cfg, mnist_server, tmp_path: Pat
 
 
 @pytest.mark.slow  # starts an HTTP server
+def test_a_mirror_with_a_user_and_password_gets_them_as_basic_auth(make_cfg, mnist_server, tmp_path: Path) -> None:
+    """`https://user:pw@mirror/`: the credentials go as HTTP basic auth, not in the host name (once urllib looked up
+    `alice:pw@127.0.0.1` as a host: the password in a DNS query, and no download)."""
+    url, md5, requests, auth = mnist_server
+    cfg = mnist_cfg(make_cfg, url.replace("http://", "http://alice:p%40ss@"), md5, tmp_path / "cache")
+    fetch_mnist(cfg.data)
+    assert len(requests) == 4 and set(auth) == {"Basic " + base64.b64encode(b"alice:p@ss").decode()}
+
+
+@pytest.mark.slow  # starts an HTTP server
 def test_mnist_corrupt_cache_is_fetched_again(make_cfg, mnist_server, tmp_path: Path) -> None:
-    url, md5, requests = mnist_server
+    url, md5, requests, _ = mnist_server
     cfg = mnist_cfg(make_cfg, url, md5, tmp_path / "cache")
     paths = fetch_mnist(cfg.data)
     paths["t10k-labels-idx1-ubyte.gz"].write_bytes(b"corrupt")
@@ -161,7 +175,7 @@ def test_mnist_corrupt_cache_is_fetched_again(make_cfg, mnist_server, tmp_path: 
 
 @pytest.mark.slow  # starts an HTTP server
 def test_mnist_wrong_checksum_from_server_is_refused(make_cfg, mnist_server, tmp_path: Path) -> None:
-    url, md5, _ = mnist_server
+    url, md5, _, _ = mnist_server
     cfg = mnist_cfg(make_cfg, url, {**md5, "train-images-idx3-ubyte.gz": "0" * 32}, tmp_path / "cache")
     with pytest.raises(DataError, match="does not match"):
         fetch_mnist(cfg.data)

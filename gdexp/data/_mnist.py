@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import hashlib
@@ -10,6 +11,7 @@ import os
 import struct
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -34,12 +36,27 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _request(url: str) -> urllib.request.Request:
+    """The request for `url`; a user and password in it (`https://user:pw@mirror/`) are sent as HTTP basic auth,
+    the URL without them. urllib itself would take `user:pw@host` for the host name and look it up: the password
+    in a DNS query, and no download."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return urllib.request.Request(url)
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    plain = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    secret = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    basic = base64.b64encode(secret.encode()).decode()
+    return urllib.request.Request(plain, headers={"Authorization": f"Basic {basic}"})
+
+
 def _download(url: str, dest: Path, md5: str, timeout: float) -> None:
     """Fetch `url` into a temporary file beside `dest`, check its MD5, then rename it into place, so
     that an interrupted or corrupt download never replaces what the cache holds."""
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(_request(url), timeout=timeout) as response:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 out.write(chunk)
         got = _md5(Path(tmp))
