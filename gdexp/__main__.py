@@ -173,6 +173,7 @@ def app_help(args: Sequence[str]) -> None:
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
     from hydra.core.config_search_path import SearchPathQuery
+    from hydra.errors import SearchPathException
     from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict
 
@@ -181,6 +182,8 @@ def app_help(args: Sequence[str]) -> None:
     folders = [Path(CONFIG_DIR)]
     if flags.get("dir"):  # where Hydra's own command line puts it: before the packaged configs
         folders.insert(0, Path(flags["dir"]).resolve())
+        if not folders[0].is_dir():  # as Hydra says it when the command runs
+            raise SearchPathException(f"Additional config directory '{folders[0]}' not found")
         search.prepend("command-line", f"file://{folders[0]}", anchor=SearchPathQuery(provider="schema"))
     cfg = ConfigLoaderImpl(search).load_configuration(flags.get("name") or "config", overrides, RunMode.RUN)
     folders += [Path(p.removeprefix("file://")).resolve() for p in cfg.hydra.searchpath if p.startswith("file://")]

@@ -230,6 +230,23 @@ def test_a_refused_command_keeps_the_users_own_files_in_its_output_folder(projec
     assert (logs / "__main__.log").read_text() == "an earlier run's lines\n" and (logs / "notes.log").exists()
 
 
+@pytest.mark.parametrize("help_flag", [[], ["--help"]])
+def test_a_config_folder_that_is_not_there_is_one_line(project, installed, capsys, monkeypatch,
+                                                        help_flag: list[str]) -> None:
+    """`-cd nonexist`: Hydra's SearchPathException, said in one line with exit code 2 (once an internal error with a
+    traceback; with --help, nothing said at all)."""
+    from gdexp import __main__ as command
+
+    monkeypatch.setattr(command.stopping, "spare_exit_collection", lambda: None)
+    monkeypatch.setattr("sys.argv", ["gdexp", "-cd", "nonexist", "train.epochs=1", *help_flag])
+    with pytest.raises(SystemExit) as ended:
+        command.main()
+    out, err = capsys.readouterr()
+    assert ended.value.code == 2 and not out, (out, err)
+    assert err.startswith("gdexp: config error: --config-dir: Additional config directory '") and \
+        err.endswith("nonexist' not found (give a folder of config files)\n"), err
+
+
 def test_hydras_own_keys_that_do_not_resolve_are_named(project, installed, capsys, monkeypatch) -> None:
     """Hydra resolves `hydra.run.dir` itself, before the job and gdexp's validation: a `${...}` there that names no
     key is a config error naming it (once an internal error with a traceback, found by the fuzz test above)."""

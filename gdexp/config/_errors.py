@@ -12,7 +12,12 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.errors import (
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+    SearchPathException,
+)
 from omegaconf.errors import InterpolationResolutionError
 
 from gdexp import compat
@@ -105,6 +110,8 @@ def explain(exc: BaseException, config_dir: Path) -> ConfigError | None:
                                f"{', '.join(options)}{close_match(option, options)}")
         return ConfigError(f"{group} is not a config group: the groups are {', '.join(GROUPS)}"
                            f"{close_match(group, GROUPS)}")
+    if isinstance(exc, SearchPathException):  # --config-dir (-cd) naming no folder
+        return ConfigError(f"--config-dir: {exc} (give a folder of config files)")
     if isinstance(exc, InterpolationResolutionError) and getattr(exc, "full_key", None):
         return unresolved(exc)  # hydra.run.dir='${oops}': Hydra resolves its own keys before the job starts
     group_override = compat.hydra_override_error(exc)
