@@ -346,17 +346,23 @@ def test_bad_search_space_on_the_command_line(project: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(("sweep", "line"), [
-    ("optim.lr=0.1,-1,0.2", "gdexp: config error: optim.lr=-1.0 is not allowed: it must be a number > 0.0"),
-    ("gd=batch,bogus", "gdexp: config error: gd=bogus is not an option of gd: choose one of batch, minibatch, "
-                       "stochastic")])
-def test_a_multirun_with_one_bad_job_runs_none(project: Path, sweep: str, line: str) -> None:
+@pytest.mark.parametrize(("args", "line"), [
+    (["optim.lr=0.1,-1,0.2"], "gdexp: config error: optim.lr=-1.0 is not allowed: it must be a number > 0.0"),
+    (["gd=batch,bogus"], "gdexp: config error: gd=bogus is not an option of gd: choose one of batch, minibatch, "
+                         "stochastic"),
+    (["+sweep=regimes", "sweep.n_trials=18,20"], "gdexp: config error: sweep.n_trials=20 is more than the grid's 18 "
+                                                 "points"),  # a sweep's own settings
+    (["+sweep=lr", "sweep.n_trials=2", "optim=sgd,adam"], "gdexp: config error: the jobs +sweep=lr sweep.n_trials=2 "
+     "optim=sgd train.epochs=1 and +sweep=lr sweep.n_trials=2 optim=adam train.epochs=1 would add trials of two "
+     "configs to study 'lr'")])  # the second would be refused by the study after the first's 30 trials
+def test_a_multirun_with_one_bad_job_runs_none(project: Path, args: list[str], line: str) -> None:
     """Every job is checked before the first one runs, as a single run is before it trains: one line, exit code
     2, no run, no folder. (Once the first job trained and was recorded, the second was refused and the third
     never ran, leaving sweeps/hydra/multirun/ behind.)"""
     before = sorted(project.rglob("*"))
-    result = gdexp("-m", "gdexp", "-m", sweep, "train.epochs=1", cwd=project)
-    assert result.returncode == 2 and result.stderr.strip() == line and not result.stdout, result.stderr
+    result = gdexp("-m", "gdexp", "-m", *args, "train.epochs=1", cwd=project)
+    assert result.returncode == 2 and result.stderr.startswith(line) and not result.stdout, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert sorted(project.rglob("*")) == before and all_runs(project) == []
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gdexp.config._checks import (
     ConfigError,
+    Refused,
     UsageError,
     check_overrides,
     check_value,
@@ -16,7 +17,6 @@ from gdexp.config._checks import (
     validate,
 )
 from gdexp.config._folder import CONFIG_DIR
-from gdexp.config._multirun import JobsChecked, Refused
 from gdexp.config._schema import GROUPS, METRICS, PRUNERS, SAMPLERS, VARIANTS, register
 from gdexp.config._text import DATABASES, as_dict, database_url, flatten, mask_secrets, scheme
 
@@ -29,7 +29,6 @@ __all__ = [
     "SAMPLERS",
     "VARIANTS",
     "ConfigError",
-    "JobsChecked",
     "Refused",
     "UsageError",
     "as_dict",

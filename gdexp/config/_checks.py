@@ -44,6 +44,15 @@ class ConfigError(UsageError):
     """A config key has a value gdexp cannot use; the message names the key and what is allowed."""
 
 
+class Refused(BaseException):
+    """A usage error raised where a library catches every `Exception` (Hydra turns a callback's into a warning):
+    a `BaseException`, it reaches `gdexp.errors.command`, which says `error` in its one line."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def close_match(word: str, choices: Any) -> str:
     """' (did you mean X?)' for the nearest of `choices`, or ''."""
     found = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)

@@ -198,6 +198,21 @@ def validate_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, 
     size of 0, a GD variant nobody has); the data set must load, and hold what `sweep.metric` reads. The
     `sweep.*` keys themselves are checked by `config.validate`. The data stays loaded for the trials."""
     s = cfg.sweep
+    space = checked_space(cfg, overrides)
+    loaded = data.load(cfg.data, cfg.train.dtype)
+    if s.metric.startswith("val_") and len(loaded.X_val) == 0:
+        raise ConfigError(f"sweep.metric={s.metric} needs a validation split: data.val_fraction="
+                          f"{cfg.data.val_fraction} leaves none")
+    if s.metric.endswith("_accuracy") and loaded.task == "regression":
+        raise ConfigError(f"sweep.metric={s.metric} is not allowed on a regression task: choose val_loss or "
+                          "train_loss")
+    return space
+
+
+def checked_space(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, BaseDistribution]:
+    """`validate_sweep` but the data: the search space and the sweep's settings, from the config alone (a
+    multirun checks each of its sweeps so before the first one runs, `gdexp.config.JobsChecked`)."""
+    s = cfg.sweep
     space = parse_space(s.params, cfg)
     configs = TrialConfigs(cfg, overrides)
     for key, dist in space.items():
@@ -220,11 +235,4 @@ def validate_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, 
     if s.sampler == "gp" and importlib.util.find_spec("torch") is None:
         raise ConfigError("sweep.sampler=gp needs PyTorch, which Optuna's GPSampler runs on: "
                           "pip install torch==2.13.0 (or pip install -e '.[bench]'), or choose tpe, random, cmaes, qmc")
-    loaded = data.load(cfg.data, cfg.train.dtype)
-    if s.metric.startswith("val_") and len(loaded.X_val) == 0:
-        raise ConfigError(f"sweep.metric={s.metric} needs a validation split: data.val_fraction="
-                          f"{cfg.data.val_fraction} leaves none")
-    if s.metric.endswith("_accuracy") and loaded.task == "regression":
-        raise ConfigError(f"sweep.metric={s.metric} is not allowed on a regression task: choose val_loss or "
-                          "train_loss")
     return space

@@ -14,19 +14,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gdexp.config._checks import ConfigError, check_overrides, validate
-from gdexp.config._folder import CONFIG_DIR
+from gdexp.config import CONFIG_DIR, ConfigError, Refused, check_overrides, validate
 
-__all__ = ["JobsChecked", "Refused"]
-
-
-class Refused(BaseException):
-    """A usage error raised where a library catches every `Exception` (Hydra turns a callback's into a warning):
-    a `BaseException`, it reaches `gdexp.errors.command`, which says `error` in its one line."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
+__all__ = ["JobsChecked"]
 
 
 class JobsChecked(Callback):
@@ -44,6 +34,7 @@ class JobsChecked(Callback):
         written = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         parsed = OverridesParser.create().parse_overrides([str(o) for o in written or []])
         loader = GlobalHydra.instance().config_loader()
+        studies: dict[str, tuple[dict[str, Any], list[str]]] = {}  # sweep.name -> what its trials share, and whose
         for batch in BasicSweeper.split_arguments(parsed, None):
             for job in batch:
                 try:
@@ -52,8 +43,26 @@ class JobsChecked(Callback):
                     with open_dict(composed):
                         del composed["hydra"]
                     validate(composed)
+                    if composed.get("sweep") is not None:
+                        _one_config_a_study(composed, job, studies)
                 except Exception as exc:
                     found = exc if isinstance(exc, ConfigError) else explain(exc, CONFIG_DIR)
                     if found is None:
                         raise
                     raise Refused(found) from exc
+
+
+def _one_config_a_study(cfg: DictConfig, job: list[str], studies: dict[str, tuple[dict[str, Any], list[str]]]) -> None:
+    """A sweep job's search space and settings (`gdexp.sweep`'s own check, without the data); and two sweep jobs
+    of one `sweep.name` must share their trials' config, as a study refuses a command of another
+    (`optim=sgd,adam` would run the first 30 trials, then be refused)."""
+    from gdexp.sweep._space import TrialConfigs, checked_space
+
+    shared = TrialConfigs(cfg, job).shared(checked_space(cfg, job))
+    name = str(cfg.sweep.name)
+    first, by = studies.setdefault(name, (shared, job))
+    if shared != first:
+        differ = sorted(k for k in shared.keys() | first.keys() if shared.get(k) != first.get(k))
+        raise ConfigError(f"the jobs {' '.join(by)} and {' '.join(job)} would add trials of two configs to study "
+                          f"{name!r} (they differ in {', '.join(differ[:4])}): give each its own sweep.name, as "
+                          f"sweep.name='{name}-${{optim.name}}'")
