@@ -24,9 +24,11 @@ REFUSED = [
 ]
 
 
-def test_the_hint_names_a_store_the_ui_would_not_open_by_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_hint_names_a_store_the_ui_would_not_open_by_itself(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
     """`--uri` in the printed command whenever the run's store is not `gdexp.ui`'s default (once the hint opened
     mlruns/ and the run was not there)."""
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert " -m gdexp.ui --uri sqlite:///o2.db, then " in ui.run_hint("sqlite:///o2.db", "none-such")
     assert " -m gdexp.ui, then " in ui.run_hint("sqlite:///mlruns/mlflow.db", "none-such")
