@@ -127,19 +127,41 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return result[0] if result else None
 
 
+_EXISTED: set[Path] = set()  # what a literal hydra.run.dir held before Hydra made it (`_note_existing`)
+
+
+def _note_existing(args: Sequence[str]) -> None:
+    """Before Hydra runs: the folders along a literal `hydra.run.dir` (or `hydra.sweep.dir`) that exist, and what
+    that folder holds, which a refused command must not remove (`_drop_output_dir`)."""
+    for arg in args:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            path = Path(value).resolve()
+            _EXISTED.update(p for p in (path, *path.parents) if p.exists())
+            if path.is_dir():
+                _EXISTED.update(p.resolve() for p in path.iterdir())
+
+
 def _drop_output_dir() -> None:
     """A refused command leaves nothing behind: Hydra made the job's output folder and its log file
-    (`<job name>.log`) before the job ran. The log file goes while it is empty (no earlier run's lines), then the
-    folder and the folders above it while they are empty, up to the working folder: a folder of the user's own
-    (`hydra.run.dir=logs`), and whatever else it holds, stays."""
+    (`<job name>.log`) before the job ran (and, for a multirun, `multirun.yaml` in the multirun's folder). What
+    this command made goes: the log file while empty, `multirun.yaml` when no other job left anything, then the
+    folders while they are empty, up to the working folder. What was there before stays: a folder of the user's
+    (`hydra.run.dir=logs`), an earlier run's log, a folder the user made empty."""
     hydra = HydraConfig.get()
     cwd, out = Path.cwd(), Path(hydra.runtime.output_dir).resolve()
     log = out / f"{hydra.job.name}.log"
-    if cwd not in out.parents or not log.is_file() or log.stat().st_size:
+    if cwd not in out.parents or not log.is_file() or log.stat().st_size or log in _EXISTED:
         return
     log.unlink()
+    if hydra.mode == RunMode.MULTIRUN and not any(out.iterdir()):
+        out.rmdir()
+        out = Path(hydra.sweep.dir).resolve()
+        saved = out / "multirun.yaml"
+        if saved not in _EXISTED and [p.name for p in out.iterdir()] == [saved.name]:
+            saved.unlink()
     for folder in (out, *out.parents):
-        if folder == cwd or any(folder.iterdir()):
+        if folder == cwd or folder in _EXISTED or not folder.is_dir() or any(folder.iterdir()):
             return
         folder.rmdir()
 
@@ -207,6 +229,7 @@ def main() -> None:
     stopping.install()
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     args = sys.argv[1:]
+    _note_existing(args)
     body = _hydra_main
     if "--help" in args or "-h" in args:
         body = lambda: app_help(args)  # noqa: E731

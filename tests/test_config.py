@@ -228,6 +228,17 @@ def test_a_refused_command_keeps_the_users_own_files_in_its_output_folder(projec
     with pytest.raises(SystemExit):
         command.main()
     assert (logs / "__main__.log").read_text() == "an earlier run's lines\n" and (logs / "notes.log").exists()
+    # what the user made empty stays: a folder, one inside a folder of theirs, an earlier run's empty log
+    (project / "emptydir").mkdir()
+    (project / "a" / "b").mkdir(parents=True)
+    (project / "a" / "keep.txt").write_text("")
+    (logs / "__main__.log").write_text("")
+    for run_dir in ("emptydir", "a/b", "logs"):
+        monkeypatch.setattr("sys.argv", ["gdexp", f"hydra.run.dir={run_dir}", "gd.batch_size=0"])
+        with pytest.raises(SystemExit):
+            command.main()
+    assert (project / "emptydir").is_dir() and (project / "a" / "b").is_dir() and (logs / "__main__.log").exists()
+    assert list((project / "emptydir").iterdir()) == [] == list((project / "a" / "b").iterdir())
 
 
 @pytest.mark.parametrize("help_flag", [[], ["--help"]])

@@ -366,6 +366,16 @@ def test_a_multirun_with_one_bad_job_runs_none(project: Path, args: list[str], l
     assert sorted(project.rglob("*")) == before and all_runs(project) == []
 
 
+def test_a_multirun_whose_first_job_fails_on_its_data_leaves_nothing(project: Path) -> None:
+    """A job refused where only the job can see it (a mirror that refuses the download): Hydra's multirun.yaml and
+    the job's folder go with it, as a single run's folder does (once multirun.yaml stayed)."""
+    before = sorted(project.rglob("*"))
+    result = gdexp("-m", "gdexp", "-m", "data=mnist", "data.urls=[http://127.0.0.1:9/]",
+                   f"data.cache_dir={project / 'cache'}", "optim.lr=0.1,0.2", cwd=project)
+    assert result.returncode == 2 and "could not download" in result.stderr, result.stderr
+    assert sorted(project.rglob("*")) == before
+
+
 def test_hydra_multirun_logs_one_run_per_job(project: Path) -> None:
     result = gdexp("-m", "gdexp", "-m", "optim.lr=0.01,0.1", "gd=batch,minibatch", "train.epochs=2",
                    "train.progress=false", cwd=project)
