@@ -176,5 +176,5 @@ def test_the_eos_sweep_and_its_report(project) -> None:
     out = project / "sweeps" / "eos" / "report"
     assert (out / "sharpness.png").stat().st_size > 10_000
     doc = json.loads((out / "regimes.json").read_text())
-    assert doc["recommended"][0]["GD variant"] == "batch" and doc["recommended"][0]["2/λmax(0)"] != "—"
+    assert doc["recommended"][0]["gd_variant"] == "batch" and doc["recommended"][0]["lr_edge"] > 0
     assert "batch η·λmax" in (out / "regimes.md").read_text()
