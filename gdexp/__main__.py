@@ -166,24 +166,6 @@ def _drop_output_dir() -> None:
         folder.rmdir()
 
 
-HELP_FLAGS = {"--config-dir": "dir", "-cd": "dir", "--config-name": "name", "-cn": "name"}  # Hydra's, in --help
-
-
-def help_args(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    """A `--help` command line's Hydra config flags (`--config-dir d`, `-cn=name`: by `HELP_FLAGS`' names) and its
-    overrides (the rest that is no flag)."""
-    flags: dict[str, str] = {}
-    overrides: list[str] = []
-    rest = iter(args)
-    for arg in rest:
-        name, given, value = arg.partition("=")
-        if name in HELP_FLAGS:
-            flags[HELP_FLAGS[name]] = value if given else next(rest, "")
-        elif not arg.startswith("-"):
-            overrides.append(arg)
-    return flags, overrides
-
-
 def app_help(args: Sequence[str]) -> None:
     """`--help` as Hydra prints it (its template: the header, the config groups, the composed config), without
     what makes Hydra's slow and noisy: it lists the groups through a fresh deep copy of its config repository
@@ -193,21 +175,21 @@ def app_help(args: Sequence[str]) -> None:
     import string
 
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
+    from hydra._internal.utils import create_config_search_path, get_args_parser
     from hydra.core.config_search_path import SearchPathQuery
     from hydra.errors import SearchPathException
     from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict
 
-    flags, overrides = help_args(args)
+    given = get_args_parser().parse_args(args)  # Hydra's own reading of its command line
     search = create_config_search_path(f"file://{CONFIG_DIR}")
     folders = [Path(CONFIG_DIR)]
-    if flags.get("dir"):  # where Hydra's own command line puts it: before the packaged configs
-        folders.insert(0, Path(flags["dir"]).resolve())
+    if given.config_dir:  # where Hydra's own command line puts it: before the packaged configs
+        folders.insert(0, Path(given.config_dir).resolve())
         if not folders[0].is_dir():  # as Hydra says it when the command runs
             raise SearchPathException(f"Additional config directory '{folders[0]}' not found")
         search.prepend("command-line", f"file://{folders[0]}", anchor=SearchPathQuery(provider="schema"))
-    cfg = ConfigLoaderImpl(search).load_configuration(flags.get("name") or "config", overrides, RunMode.RUN)
+    cfg = ConfigLoaderImpl(search).load_configuration(given.config_name or "config", given.overrides, RunMode.RUN)
     folders += [Path(p.removeprefix("file://")).resolve() for p in cfg.hydra.searchpath if p.startswith("file://")]
     template = str(cfg.hydra.help.template)
     with open_dict(cfg):
