@@ -33,12 +33,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gdexp import console, errors, store
+from gdexp import errors, multirun, store
 from gdexp.config import CONFIG_DIR, mask_secrets
 
 for noisy in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
-logging.getLogger("hydra._internal.core_plugins.basic_launcher").addFilter(console.MaskedLog())
+logging.getLogger("hydra._internal.core_plugins.basic_launcher").addFilter(multirun.MaskedLog())
 
 
 def single(cfg: DictConfig) -> float:
@@ -46,7 +46,7 @@ def single(cfg: DictConfig) -> float:
 
     In a Hydra multirun each job prints its lines and the multirun ends with one table of the jobs and
     one UI hint (`console.MultirunSummary`)."""
-    from gdexp import train
+    from gdexp import console, train
     from gdexp.callbacks import callbacks_for
     from gdexp.tracking import MlflowTracker
     from gdexp.ui import run_hint

@@ -8,17 +8,12 @@ A Hydra multirun ends with one summary of its jobs (`MultirunSummary`), not a UI
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback as HydraCallback
-from hydra.types import RunMode
 from omegaconf import DictConfig
-
-from gdexp.config import mask_secrets
 
 __all__ = ["LineProgress", "MultirunSummary", "progress", "record_job"]
 
@@ -83,32 +78,12 @@ def record_job(overrides: str, line: str, ui_hint: str) -> None:
     _JOBS.ui_hint = ui_hint
 
 
-class MaskedLog(logging.Filter):
-    """Passwords out of a log line: Hydra's launcher logs each multirun job's overrides (`#0 : sweep.storage=...`)
-    as they were typed, URLs and all."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = mask_secrets(record.getMessage()), None
-        return True
-
-
 class MultirunSummary(HydraCallback):
     """Hydra callback (conf/config.yaml `hydra.callbacks`): after the last job of a multirun, one table of
     every job's result and the one command that opens the UI."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _JOBS.done.clear()
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Hydra saves a multirun's config, command line included, as `multirun.yaml` before its first job, with
-        any password of a storage or tracking URL in it: masked here, as each job starts (a batch cut short leaves
-        it masked too)."""
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
-        saved = Path(config.hydra.sweep.dir) / "multirun.yaml"
-        text = saved.read_text() if saved.is_file() else ""
-        if mask_secrets(text) != text:
-            saved.write_text(mask_secrets(text))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not _JOBS.done:

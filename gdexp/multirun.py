@@ -1,4 +1,5 @@
-"""A Hydra multirun's every job checked before the first one runs (`JobsChecked`, a Hydra callback).
+"""gdexp around a Hydra multirun: every job checked before the first one runs (`JobsChecked`), and no password
+in what Hydra prints or saves of it (`MaskedLog`, `SavedConfigMasked`).
 
 Hydra runs a multirun's jobs one after another, each composing and checking its own config: with
 `optim.lr=0.1,-1,0.2` the first job trained and was recorded before the second was refused, and the third never
@@ -8,15 +9,17 @@ holds for the multirun as a whole only if every job is checked first.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gdexp.config import CONFIG_DIR, ConfigError, Refused, check_overrides, validate
+from gdexp.config import CONFIG_DIR, ConfigError, Refused, check_overrides, mask_secrets, validate
 
-__all__ = ["JobsChecked"]
+__all__ = ["JobsChecked", "MaskedLog", "SavedConfigMasked"]
 
 
 class JobsChecked(Callback):
@@ -50,6 +53,29 @@ class JobsChecked(Callback):
                     if found is None:
                         raise
                     raise Refused(found) from exc
+
+
+class MaskedLog(logging.Filter):
+    """Passwords out of a log line: Hydra's launcher logs each multirun job's overrides (`#0 : sweep.storage=...`)
+    as they were typed, URLs and all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = mask_secrets(record.getMessage()), None
+        return True
+
+
+class SavedConfigMasked(Callback):
+    """Hydra callback (conf/config.yaml `hydra.callbacks`): Hydra saves a multirun's config, command line included,
+    as `multirun.yaml` before its first job, with any password of a storage or tracking URL in it: masked here, as
+    each job starts (a batch cut short leaves it masked too)."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        saved = Path(config.hydra.sweep.dir) / "multirun.yaml"
+        text = saved.read_text() if saved.is_file() else ""
+        if mask_secrets(text) != text:
+            saved.write_text(mask_secrets(text))
 
 
 def _one_config_a_study(cfg: DictConfig, job: list[str], studies: dict[str, tuple[dict[str, Any], list[str]]]) -> None:
