@@ -133,6 +133,7 @@ _EXISTED: set[Path] = set()  # what a literal hydra.run.dir held before Hydra ma
 def _note_existing(args: Sequence[str]) -> None:
     """Before Hydra runs: the folders along a literal `hydra.run.dir` (or `hydra.sweep.dir`) that exist, and what
     that folder holds, which a refused command must not remove (`_drop_output_dir`)."""
+    _EXISTED.clear()  # of this command line only (the tests call `main` again in one process)
     for arg in args:
         key, _, value = arg.lstrip("+").partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:

@@ -63,15 +63,16 @@ __all__ = [
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # tracking.uri's default (conf/tracking/mlflow.yaml)
 
+MAX_ITEMS_PER_CALL = 1000  # MLflow's limit for one log_batch (metrics, params and tags together)
+MAX_PARAMS_PER_CALL = 100  # of which params, and tags, each at most this many
+PAGE = 1000  # runs per search request
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens such an experiment on its runs
+
 
 def default_uri() -> str:
     """The store a command reads or writes unless told: MLflow's own `MLFLOW_TRACKING_URI` when set, as every
     MLflow tool does (and `tracking.uri` of a run or sweep), else `DEFAULT_URI`."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-MAX_ITEMS_PER_CALL = 1000  # MLflow's limit for one log_batch (metrics, params and tags together)
-MAX_PARAMS_PER_CALL = 100  # of which params, and tags, each at most this many
-PAGE = 1000  # runs per search request
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens such an experiment on its runs
 
 
 def sqlite_path(uri: str) -> Path | None:
