@@ -199,11 +199,9 @@ def _journal_study_again(folder: Path, sampler: str) -> tuple[optuna.Study, Stor
 
 def test_a_trials_place_skips_the_reruns_before_it() -> None:
     """`place`: what seeds a trial's sampler. A rerun (of a rerun, too) takes its original's place."""
-    trials = [optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=({"retry_of": r} if r is not None else {}))
-              for r in (None, None, 1, None, 2, None)]
-    for number, t in enumerate(trials):
-        t.number = number
-    assert [place(trials, n) for n in range(6)] == [0, 1, 1, 2, 1, 3]
+    records = [TrialRecord(number, number, TrialState.FAIL, retry_of=r)
+               for number, r in enumerate((None, None, 1, None, 2, None))]
+    assert [place(records, n) for n in range(6)] == [0, 1, 1, 2, 1, 3]
 
 
 def test_an_interrupted_or_store_failed_trial_is_run_again_and_a_lost_rerun_is_not(study) -> None:

@@ -197,11 +197,11 @@ def study_records(study: optuna.Study) -> list[TrialRecord]:
     return out
 
 
-def place(trials: Sequence[FrozenTrial], number: int) -> int:
+def place(records: Sequence[TrialRecord], number: int) -> int:
     """Trial `number`'s place in the sweep as if nothing had been rerun: a rerun takes its original's place, and
     any other trial counts the trials before it that are not reruns. A trial's sampler is seeded by it
     (`_samplers`), so that a resumed sweep draws what an uninterrupted one would have drawn."""
-    rerun_of = {t.number: r for t in trials if isinstance(r := t.user_attrs.get(KEYS["retry_of"]), int)}
+    rerun_of = {r.number: r.retry_of for r in records if r.retry_of is not None}
     while number in rerun_of:
         number = rerun_of[number]
     return number - sum(1 for n in rerun_of if n < number)

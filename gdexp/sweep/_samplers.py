@@ -26,7 +26,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from gdexp.config import ConfigError
-from gdexp.sweep._record import place
+from gdexp.sweep._record import place, study_records
 
 __all__ = ["TrialSeeded", "make_sampler", "trial_seed"]
 
@@ -45,7 +45,7 @@ class TrialSeeded(BaseSampler):
         self._inner = make(seed)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._inner = self._make(trial_seed(self._seed, place(study.get_trials(deepcopy=False), trial.number)))
+        self._inner = self._make(trial_seed(self._seed, place(study_records(study), trial.number)))
         self._inner.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
