@@ -111,7 +111,7 @@ def test_two_workers_on_postgresql_and_the_server(project: Path, database: Calla
     storage = database()
     result = gdexp("+sweep=lr", f"sweep.storage={storage}", f"tracking.uri={server.url}", "sweep.n_trials=6",
                    f"tracking.experiment={experiment}",
-                   "sweep.n_workers=2", "train.epochs=2", cwd=project)
+                   "sweep.n_workers=2", "gd=stochastic", "train.epochs=2", cwd=project)
     assert result.returncode == 0, result.stderr
     assert "View run" not in result.stdout and "View experiment" not in result.stdout, \
         "MLflow's per-run address lines are silenced: the summary gives the one address"
@@ -120,6 +120,9 @@ def test_two_workers_on_postgresql_and_the_server(project: Path, database: Calla
     assert lines and lines[-1].startswith("sweep lr: 6/6 trials"), "not a terminal: one plain line per trial"
     done = [t for t in load(storage).get_trials() if counted(t)]
     assert len(done) == 6 and len({t.number for t in done}) == 6
+    # both ran trials: stochastic trials (about 0.3 s of training each), as in test_sweep's two-worker test, so that
+    # the first trials outlast the forked worker's start on a busy machine (mini-batch ones did not, once, with a
+    # CPU hog on one core: the command ran all 6 before its worker had opened its storage)
     assert len({t.user_attrs["worker"] for t in done}) == 2
     runs = runs_of(server.url, experiment)
     parents = [r for r in runs if r.data.tags.get("gdexp.role") == "sweep"]
