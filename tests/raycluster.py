@@ -9,7 +9,8 @@ a network namespace does not cut off.
 
 `python tests/raycluster.py TEMP_DIR CPUS...`, run by `RayCluster` under `unshare -n`, starts one node per
 CPU count, prints one JSON line (the cluster's address and node ids), then obeys stdin: `kill` SIGKILLs
-every process of the second node (its raylet and its workers), EOF shuts the cluster down.
+every process of the second node (its raylet and its workers), `add` starts a new second node in its place
+(so that one cluster serves the tests after a kill), EOF shuts the cluster down.
 """
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ class RayCluster:
         self.proc.stdin.write("kill\n")
         self.proc.stdin.flush()
         assert self.proc.stdout.readline().strip() == "killed"
+        self.node = None
+
+    def replace_node(self) -> None:
+        """Start a new second node (as many CPUs as the killed one had) in place of the one `kill_node` killed."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("add\n")
+        self.proc.stdin.flush()
+        self.node = json.loads(self.proc.stdout.readline())["node"]
 
     def client_server_logs(self) -> str:
         """The end of each of the head's Ray Client server logs (its proxy's and each session's): what a failed
@@ -121,6 +130,10 @@ def _serve(temp_dir: str, cpus: list[int]) -> None:
                         os.kill(pid, signal.SIGKILL)
                 cluster.remove_node(node, allow_graceful=False)
                 print("killed", flush=True)
+            elif line.strip() == "add":
+                nodes[1] = cluster.add_node(num_cpus=cpus[1], temp_dir=temp_dir)
+                cluster.wait_for_nodes()
+                print(json.dumps({"node": nodes[1].node_id}), flush=True)
     finally:
         cluster.shutdown()
 
