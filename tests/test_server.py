@@ -74,6 +74,12 @@ def test_bad_flags_are_one_line_and_leave_nothing(flags: list[str], env: dict[st
 
 @pytest.mark.parametrize("args,words", [
     ([], "give --backend-store-uri, or set MLFLOW_BACKEND_STORE_URI"),
+    # the store is asked before the server starts: MLflow retried a store that does not answer for 108 s, then
+    # the server exited with code 1; an unknown scheme was a 30-line traceback
+    (["--backend-store-uri", "postgresql://postgres@127.0.0.1:1/x"],
+     "--backend-store-uri=postgresql://postgres@127.0.0.1:1/x cannot be used: connection failed"),
+    (["--backend-store-uri", "foo://x"], "a tracking server keeps its runs in a database: use postgresql://"),
+    (["--backend-store-uri", "mysql://u@127.0.0.1/x"], "its database driver is not installed"),
     (["user"], "the following arguments are required: action"),
     (["user", "add", "someone"], "give the server with --uri https://host:port (or set MLFLOW_TRACKING_URI)"),
     (["user", "grant", "someone", "--uri", "https://127.0.0.1:1"], "required: --experiment"),

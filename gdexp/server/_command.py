@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gdexp import errors
+from gdexp import errors, reach
 from gdexp.config import UsageError, database_url, mask_secrets, password_warning
 from gdexp.server import _auth
 from gdexp.serving import Tls, command, free_port, loopback, serve
@@ -80,6 +80,11 @@ def _serve(argv: Sequence[str]) -> int:
     backend = args.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI")
     if not backend:
         raise UsageError("give --backend-store-uri, or set MLFLOW_BACKEND_STORE_URI (postgresql://user@host/db)")
+    problem = None if backend.startswith(("sqlite:///", "postgres", "mysql")) else (
+        "a tracking server keeps its runs in a database: use postgresql://user@host/db (or sqlite:///path)")
+    problem = problem or reach.tracking_store(backend)  # in seconds, before MLflow's two minutes of retries
+    if problem is not None:
+        raise UsageError(f"--backend-store-uri={mask_secrets(backend)} cannot be used: {mask_secrets(problem)}")
     if not loopback(args.host) and not args.auth:
         raise UsageError(f"--host {args.host} lets other machines in, and without --auth anyone who reaches the port "
                          "may read, change or delete every run: add --auth (with the admin's password in "
