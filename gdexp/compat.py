@@ -246,6 +246,13 @@ def hydra_override_error(exc: BaseException) -> str | None:
     return text.splitlines()[0] if isinstance(exc, ValueError) and text.startswith("Config group override") else None
 
 
+def hydra_flags_error(exc: BaseException) -> str | None:
+    """Hydra's ValueError for flags of two modes at once (`-m ... --cfg job`): "Only one of --run, --multirun,
+    --cfg, --info and --shell_completion can be specified", read from its message. None for any other error."""
+    text = str(exc)
+    return text if isinstance(exc, ValueError) and text.startswith("Only one of --run, --multirun") else None
+
+
 def hydra_schema_error(exc: BaseException) -> tuple[str, Any] | None:
     """(full key, value) of Hydra's composition error for a value the schema refuses (`optim.lr=abc`): OmegaConf's
     ValidationError as its cause, the value after "Error merging override key=" in the message when it came from

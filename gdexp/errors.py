@@ -194,7 +194,7 @@ def _row(prog: str, exc: BaseException, *, what: str, uri: str | None, again: st
         return 2, f"{prog}: {label}{_first(exc)}"
     from gdexp.config._errors import explain
 
-    explained = explain(exc, CONFIG_DIR)
+    explained = explain(exc, CONFIG_DIR, sys.argv[1:])  # the command line: what Hydra's error leaves out
     if explained is not None:
         return 2, f"{prog}: {label}{_first(explained)}"
     if _mlflow(exc) or _database(exc):

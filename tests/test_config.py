@@ -116,6 +116,8 @@ def test_storages_that_name_their_database_are_accepted(make_cfg, storage: str) 
     (["sweep=lr"], "a sweep is added with a +: write +sweep=lr, not sweep=lr"),
     (["sweep.n_trials=3"], "sweep.n_trials needs a sweep, which is added with a +: write +sweep=lr"),
     (["lr_range=default"], "lr_range is in the config only with the sweep that adds it, with a +: +sweep=lr_range"),
+    (["+sweep=lr_range", "sweep.n_trials=3"], "sweep.n_trials is a key of the Optuna sweeps (+sweep=eos, "
+     "+sweep=landscape, +sweep=lr, +sweep=regimes), and +sweep=lr_range adds no sweep.* key: its keys are lr_range.*"),
     (["~train", "train.epochs=1"], "train cannot be removed (~train): gdexp needs it"),
     (["optim.lr=1e-3,1e-2"], "optim.lr=1e-3,1e-2 gives several values, which one run cannot take: add -m for a run "
                              "per value (python -m gdexp -m optim.lr=1e-3,1e-2), or search them with an Optuna sweep"),
@@ -128,7 +130,7 @@ def test_storages_that_name_their_database_are_accepted(make_cfg, storage: str) 
 def test_hydras_own_errors_are_said_in_one_line(make_cfg, overrides: list[str], message: str) -> None:
     with pytest.raises(Exception) as caught:
         make_cfg(*overrides)
-    explained = explain(caught.value, CONFIG_DIR)
+    explained = explain(caught.value, CONFIG_DIR, overrides)
     assert explained is not None and message in str(explained) and "\n" not in str(explained)
 
 
@@ -256,6 +258,35 @@ def test_a_config_folder_that_is_not_there_is_one_line(project, installed, capsy
     assert ended.value.code == 2 and not out, (out, err)
     assert err.startswith("gdexp: config error: --config-dir: Additional config directory '") and \
         err.endswith("nonexist' not found (give a folder of config files)\n"), err
+
+
+def test_two_modes_at_once_are_a_usage_error_not_a_bug(project, installed, capsys, monkeypatch) -> None:
+    """`-m optim.lr=0.1 --cfg job`: Hydra's plain ValueError for flags of two modes was "internal error (a bug in
+    gdexp, please report it)" after a traceback; it is the user's command line, said in one line."""
+    from gdexp import __main__ as command
+
+    monkeypatch.setattr(command.stopping, "spare_exit_collection", lambda: None)
+    monkeypatch.setattr("sys.argv", ["gdexp", "-m", "optim.lr=0.1", "--cfg", "job"])
+    with pytest.raises(SystemExit) as ended:
+        command.main()
+    out, err = capsys.readouterr()
+    assert ended.value.code == 2 and not out and len(err.splitlines()) == 1, (out, err)
+    assert err.startswith("gdexp: config error: Only one of --run, --multirun, --cfg") and "leave out -m" in err
+    assert list(project.iterdir()) == [project / "mlruns"], "nothing made"
+
+
+def test_a_sweep_key_beside_a_swept_overlay_is_told_how_to_write_it(project, installed, capsys, monkeypatch) -> None:
+    """`-m +sweep=lr,regimes sweep.name=x`: Hydra composes the multirun's shared config without the swept overlay,
+    so `sweep.name` is not there; the line said "write +sweep=lr", which the user had. `++` is what works."""
+    from gdexp import __main__ as command
+
+    monkeypatch.setattr(command.stopping, "spare_exit_collection", lambda: None)
+    monkeypatch.setattr("sys.argv", ["gdexp", "-m", "+sweep=lr,regimes", "sweep.name=x"])
+    with pytest.raises(SystemExit) as ended:
+        command.main()
+    out, err = capsys.readouterr()
+    assert ended.value.code == 2 and not out and len(err.splitlines()) == 1, (out, err)
+    assert "sweep.name=x cannot be set beside a swept +sweep=lr,regimes" in err and "write ++sweep.name=x" in err
 
 
 def test_hydras_own_keys_that_do_not_resolve_are_named(project, installed, capsys, monkeypatch) -> None:

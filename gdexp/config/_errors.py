@@ -8,6 +8,7 @@ raised for the same mistake, so every bad command line ends the same way: one li
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,21 @@ def _options(config_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
 
 
-def _needs_overlay(written: str, config_dir: Path) -> ConfigError:
-    """`sweep=lr` or `sweep.n_trials=...` without the `+sweep=...` that adds the package."""
+def _needs_overlay(written: str, config_dir: Path, given: Sequence[str]) -> ConfigError:
+    """`sweep=lr` or `sweep.n_trials=...` without the `+sweep=...` that adds the package; or with one that does not
+    add it (`+sweep=lr_range`, the range test), or one that a multirun sweeps over (`-m +sweep=lr,regimes`: Hydra
+    composes the multirun's shared config without it), as the command line `given` shows."""
     options = ", ".join(f"+sweep={o}" for o in _options(config_dir, "sweep"))
+    added = [o.partition("=")[2] for o in given if o.startswith("+sweep=")]
+    key, _, value = next((o for o in given if o.lstrip("+").startswith(f"{written}=")), written).partition("=")
+    if any("," in a or "(" in a for a in added):
+        return ConfigError(f"{key.lstrip('+')}={value} cannot be set beside a swept +sweep={added[0]}: Hydra composes "
+                           f"a multirun's shared config without the swept overlay, where {written} does not exist; "
+                           f"write ++{written}={value} (added where missing, set where present)")
+    if added and written.startswith("sweep.") and all(a in OVERLAYS for a in added):
+        optuna = ", ".join(f"+sweep={o}" for o in _options(config_dir, "sweep") if o not in OVERLAYS)
+        return ConfigError(f"{written} is a key of the Optuna sweeps ({optuna}), and +sweep={added[0]} adds no "
+                           f"sweep.* key: its keys are {added[0]}.*")
     if written == "sweep":
         return ConfigError(f"a sweep is added with a +: write +sweep=lr, not sweep=lr (the sweeps: {options})")
     if "." not in written:  # lr_range=...
@@ -100,8 +113,9 @@ def _bad_value(full_key: str, value: Any, reason: str) -> ConfigError:
     return ConfigError(f"{full_key}={value!r} is not allowed: {CONVERTED.get(kind, reason)}")
 
 
-def explain(exc: BaseException, config_dir: Path) -> ConfigError | None:
-    """The one-line `ConfigError` for a Hydra composition error, or None when `exc` is not one."""
+def explain(exc: BaseException, config_dir: Path, given: Sequence[str] = ()) -> ConfigError | None:
+    """The one-line `ConfigError` for a Hydra composition error, or None when `exc` is not one. `given`: the
+    command line's overrides, where the error alone cannot tell what was written (the overlays added)."""
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
         options = _options(config_dir, group)
@@ -114,6 +128,10 @@ def explain(exc: BaseException, config_dir: Path) -> ConfigError | None:
         return ConfigError(f"--config-dir: {exc} (give a folder of config files)")
     if isinstance(exc, InterpolationResolutionError) and getattr(exc, "full_key", None):
         return unresolved(exc)  # hydra.run.dir='${oops}': Hydra resolves its own keys before the job starts
+    flags = compat.hydra_flags_error(exc)
+    if flags is not None:  # -m with --cfg job: Hydra's own ValueError
+        return ConfigError(f"{flags} (--cfg job prints the config of one run: leave out -m and give each key one "
+                           "value)")
     group_override = compat.hydra_override_error(exc)
     if group_override is not None:  # optim=-1
         return ConfigError(f"{group_override}: a config group takes the name of one of its options "
@@ -138,7 +156,7 @@ def explain(exc: BaseException, config_dir: Path) -> ConfigError | None:
         cause, removed = getattr(exc.__cause__, "full_key", None), compat.hydra_removal(exc)
         written = compat.hydra_unknown_override(exc) or removed
         if cause in OVERLAYS or (cause is None and str(written).partition(".")[0] in OVERLAYS):  # no +sweep=...
-            return _needs_overlay(written or str(cause), config_dir)
+            return _needs_overlay(written or str(cause), config_dir, given)
         if removed is not None and cause is None:  # optim=adam ~optim.momentum
             return ConfigError(f"~{removed} removes nothing: {removed} is not in the config")
         if removed is not None:  # ~optim.lr: a key of the schema, which an override cannot take away
