@@ -16,6 +16,7 @@ from gdexp import plots, report, train
 from gdexp.callbacks import callbacks_for
 from gdexp.regimes import REGIMES
 from gdexp.report import Report
+from gdexp.report._figures import CAP
 from gdexp.report._landscape import cost_runs, examples_at, landscape_runs
 from gdexp.report._read import Cost
 from gdexp.tracking import MlflowTracker
@@ -180,25 +181,37 @@ def test_one_runs_report_is_its_own_path_and_cost_from_the_store(make_cfg, proje
 
 
 @pytest.mark.parametrize("overrides", [["optim.lr=1e30", "gd=batch"],  # the loss becomes NaN
-                                       ["optim.lr=1e20", "data=linear", "model.hidden_layers=0"]])  # 1.8e308, inf
+                                       ["optim.lr=1e20", "data=linear", "model.hidden_layers=0"],  # 1.8e308, inf
+                                       ["optim.lr=1", "data=linear", "model.hidden_layers=0", "gd=batch",
+                                        "train.epochs=20"]])  # past 2/L: grows 20x in 20 epochs, under CAP
 def test_a_run_that_blew_up_has_its_cost_drawn_to_where_it_diverged(make_cfg, project: Path, overrides: list[str],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """NaN, inf and float64's largest number in a run's losses: cost.png draws the line up to where it left the
-    axis (2x the loss before the first update) instead of failing on an axis limit or a log of infinity."""
-    cfg = make_cfg(*overrides, "train.epochs=3")
+    """NaN, inf and float64's largest number in a run's losses: cost.png draws the line up to `CAP` (30) times the
+    loss before the first update and a triangle at that level for each value past it, as loss_curves.png does,
+    instead of failing on an axis limit or a log of infinity, or running the line flat along a cut-off top."""
+    cfg = make_cfg("train.epochs=3", *overrides)
     tracker = MlflowTracker(cfg)
     history = train.run(cfg, callbacks_for(cfg, tracker=tracker))
-    assert history.diverged and tracker.run_id is not None
+    assert tracker.run_id is not None and history.diverged == ("train.epochs=20" not in overrides)
     figures = kept_figures(monkeypatch)
     written = report.write(report.build(tracker.run_id, uri=cfg.tracking.uri), project / "out")
     assert "cost.png" in [p.name for p in written]
-    start = history.initial["train_loss"]
+    ceiling = CAP * history.initial["train_loss"]
+    past = int(np.sum(history.curve("train_loss") > ceiling))  # inf included; a NaN only ends the line
     for ax in figures["cost.png"].axes:
         if ax.get_ylabel().endswith("training loss"):
-            assert ax.get_ylim()[1] == pytest.approx(2 * start)
-            for line in ax.lines:
-                ys = np.asarray(line.get_ydata(), dtype=float)
-                assert (ys[np.isfinite(ys)] <= 2 * start).all()
+            assert ax.get_ylim()[1] <= 1.5 * ceiling and (ax.get_ylim()[1] >= ceiling or not past)
+            drawn = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.lines])
+            drawn = drawn[np.isfinite(drawn)]
+            assert (drawn <= ceiling).all()
+            if not past:  # the line goes all the way up: no flat top where the axis would have cut it
+                highest = np.nanmax(np.r_[history.initial["train_loss"], history.curve("train_loss")])
+                assert drawn.max() == pytest.approx(highest, rel=1e-6)
+            marks = [c.get_offsets() for c in ax.collections if len(c.get_offsets()) and
+                     np.allclose(np.asarray(c.get_offsets())[:, 1], ceiling)]
+            assert sum(len(m) for m in marks) == past, "a triangle at the cap for each value past it"
+    legend = [t.get_text() for leg in figures["cost.png"].legends for t in leg.get_texts()]
+    assert any(f"above {CAP:g}x the initial loss" in t for t in legend) == bool(past)
 
 
 def test_the_landscape_overlay_searches_two_cases_three_variants_four_rates(make_cfg) -> None:

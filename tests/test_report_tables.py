@@ -282,6 +282,31 @@ def test_sharpness_figure_and_ratio_columns_from_hand_made_runs(tmp_path: Path) 
     assert plot_sharpness(make(grid()), tmp_path / "none.png") is None, "no run measured: no figure"
 
 
+def test_sharpness_figure_goes_log_when_the_edges_span_decades(tmp_path: Path, monkeypatch) -> None:
+    """A decade grid of rates (1e-4 .. 1) puts the edges 2/η at 20,000 .. 2 against a sharpness of 4 .. 50: on a
+    linear axis from 0 every sharpness curve lies flat on the floor. The y axis is then logarithmic and every
+    curve and edge is inside it; the edge-of-stability sweep's (edges 40-100) stays linear from 0."""
+    from tests.test_report_landscape import kept_figures
+
+    def figure(lrs: list[float], name: str) -> Any:
+        rows = [row(i, lr, "just_right", variant="batch", val=0.5 - i / 10) for i, lr in enumerate(lrs)]
+        sharpness = {}
+        for r in rows:
+            r.update(ratio_start=4 * r["lr"], ratio_end=50 * r["lr"], lr_edge=0.5, edge=2 / r["lr"])
+            sharpness[r["run_id"]] = (np.arange(0, 21, dtype=float), np.linspace(4, 50, 21))
+        toy = make(rows)
+        toy.sharpness = sharpness
+        figures = kept_figures(monkeypatch)
+        assert plot_sharpness(toy, tmp_path / name) is not None
+        return figures[name].axes[0]
+
+    decades = figure([1e-4, 1e-3, 1e-2, 0.1, 1.0], "decades.png")
+    low, high = decades.get_ylim()
+    assert decades.get_yscale() == "log" and low < 4 and high > 20_000
+    eos = figure([0.02, 0.03, 0.04, 0.05], "eos.png")
+    assert eos.get_yscale() == "linear" and eos.get_ylim()[0] == 0 and eos.get_ylim()[1] >= 100
+
+
 def test_a_run_not_ended_is_no_regime_sample_whatever_its_tags() -> None:
     """A run cut while it was written can hold its end tags without its curve: RUNNING, it is not labelled."""
     from types import SimpleNamespace

@@ -21,6 +21,7 @@ __all__ = ["lr_colours", "panels", "plot_final_loss_vs_lr", "plot_loss_curves", 
            "uniform_bins"]
 
 BAND_ALPHA = 0.18  # a just-right band's span: seen behind the points, over which the grid still shows
+GRID_TICKS = 8  # at most this many learning rates tried: each is ticked and labelled (a grid's, not a search's)
 CAP = 30.0  # a value past this many times the largest initial loss is drawn at the top edge, as a triangle
 
 
@@ -114,7 +115,7 @@ def plot_loss_curves(report: Report, path: Path) -> Path:
                 ax.set_title(f"{label}: {regime} ({counted})", color=plots.REGIME_COLORS[regime], fontsize="medium")
                 ax.set(xlabel="epoch")
                 if not runs.empty:
-                    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                    ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # 2800 and 3200 side by side
                 ax.tick_params(labelleft=True)
                 ax.grid(True, alpha=0.3)
             row[0].set_ylabel("training loss")
@@ -242,7 +243,8 @@ def plot_final_loss_vs_lr(report: Report, path: Path) -> Path:
                                        zorder=0)  # behind the points: a bar along the bottom hid the lowest
                     legend_variants[variant] = Line2D([], [], ls="", marker=marker, ms=8, mfc="white", mec="0.15",
                                                       label=variant)
-                plots.log_x(ax)
+                lrs = here["lr"][np.isfinite(here["lr"])]
+                plots.log_x(ax, at=lrs.tolist() if lrs.nunique() <= GRID_TICKS else ())
                 if plots.positive(here[column][finished[here.index]]):
                     plots.log_y(ax)
                 ax.set(xlabel="learning rate", ylabel=what)

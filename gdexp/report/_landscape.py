@@ -22,7 +22,7 @@ import pandas as pd
 
 from gdexp import plots
 from gdexp.regimes import REGIMES
-from gdexp.report._figures import panels
+from gdexp.report._figures import CAP, panels
 from gdexp.report._read import Report, variant_order
 
 __all__ = ["animate_steps", "cost_runs", "examples_at", "landscape_runs", "plot_cost", "plot_landscape"]
@@ -261,11 +261,12 @@ def plot_cost(report: Report, path: Path) -> Path | None:
                               kind="stable")
     with matplotlib.rc_context({"font.size": plots.REPORT["font.size"]}):
         fig, axes, _, height = panels(len(cases), 2, panel=5.6, right=3.0, top=1.0, height=3.9)
+        capped = False
         for row, case in zip(axes, cases, strict=True):
             here = shown[shown["dataset"] == case]
             starts = [h for h in here["initial_train_loss"] if math.isfinite(h)]
-            ceiling = 2 * max(starts) if starts else math.inf  # the axis top: a diverging line runs along it
-            lows = []
+            ceiling = CAP * max(starts) if starts else math.inf  # as loss_curves.png: past it, a triangle on top
+            lows, highs = [], []
             for run in here.itertuples():
                 cost, colour = report.costs[run.run_id], plots.VARIANT_COLORS.get(run.gd_variant, "0.4")
                 marker = plots.VARIANT_MARKS.get(run.gd_variant, "D")
@@ -279,10 +280,16 @@ def plot_cost(report: Report, path: Path) -> Path | None:
                 if len(cost.updates) and math.isfinite(rows):
                     row[0].scatter(examples_at(cost.updates, rows, batch), _drawable(cost.batch_loss, ceiling),
                                    s=7, color=colour, alpha=0.3, linewidths=0, zorder=1, rasterized=True)
+                over = cost.loss > ceiling  # inf included
+                capped |= bool(over.any())
                 for ax, x in zip(row, (cost.examples, cost.seconds), strict=True):
                     ax.plot(x, loss, color=colour, marker=marker, ms=3.5, lw=1.6, label=label, zorder=3,
                             markevery=None if len(loss) <= 60 else 0.05)  # 3,000 epochs: a mark per 5 %
+                    if over.any():
+                        ax.scatter(np.asarray(x)[over], np.full(int(over.sum()), ceiling), marker="^", s=34,
+                                   color=colour, zorder=4, clip_on=False)
                 lows.append(float(np.nanmin(loss)) if np.isfinite(loss).any() else math.nan)
+                highs.append(float(np.nanmax(loss)) if np.isfinite(loss).any() else math.nan)
             for ax, what in zip(row, ("examples processed by the updates (rows of their batches, summed)",
                                       "seconds spent in the updates (update_time_s)"), strict=True):
                 plots.log_x(ax)
@@ -290,7 +297,7 @@ def plot_cost(report: Report, path: Path) -> Path | None:
                     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
                 if starts and plots.positive(lows + starts):
                     plots.log_y(ax)
-                    ax.set_ylim(np.nanmin(lows + starts) / 3, ceiling)
+                    ax.set_ylim(np.nanmin(lows + starts) / 3, np.nanmax(highs + starts) * 1.5)
                 for initial in set(starts):
                     ax.axhline(initial, color="0.6", ls=":", lw=1)
                 ax.set(xlabel=what, ylabel=f"{case}: training loss")
@@ -301,7 +308,10 @@ def plot_cost(report: Report, path: Path) -> Path | None:
                    Line2D([], [], ls="", marker="o", ms=3, color="0.3", alpha=0.35,
                           label="loss of an update's own batch (logged ones): the noise of its steps"),
                    Line2D([], [], color="0.6", ls=":", lw=1, label="loss before the first update")]
-        fig.legend(handles=handles, loc="upper center", ncol=3, frameon=False, fontsize="small",
+        if capped:
+            handles.append(Line2D([], [], ls="", marker="^", ms=6, color="0.15",
+                                  label=f"above {CAP:g}x the initial loss (drawn at that level)"))
+        fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, fontsize="small",
                    bbox_to_anchor=(0.5, 1 - 0.45 / height))
         fig.suptitle(f"{report.name}: what each GD variant's updates cost, as the runs measured it",
                      y=1 - 0.08 / height, va="top")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +14,8 @@ from gdexp.report._figures import lr_colours, panels
 from gdexp.report._read import Report
 
 __all__ = ["plot_sharpness"]
+
+DECADES = 1.5  # a log y axis when the values drawn span more than this many decades
 
 
 def plot_sharpness(report: Report, path: Path) -> Path | None:
@@ -31,7 +34,7 @@ def plot_sharpness(report: Report, path: Path) -> Path | None:
         fig, grid, width, height = panels(1, len(variants), panel=max(4.0, 7.0 / len(variants)), right=1.65, top=1.0,
                                           height=4.3)
         axes = grid[0]
-        top = 0.0
+        shown: list[float] = []  # every sharpness value and edge drawn, for the y scale
         for ax, variant in zip(axes, variants, strict=True):
             for run in runs[runs["gd_variant"] == variant].sort_values("lr").itertuples():
                 steps, values = report.sharpness[run.run_id]
@@ -39,13 +42,11 @@ def plot_sharpness(report: Report, path: Path) -> Path | None:
                 ax.plot(steps, values, color=colour, lw=1.6)
                 if math.isfinite(run.edge):
                     ax.axhline(run.edge, color=colour, ls="--", lw=1.1)
-                    top = max(top, run.edge)
-                finite = values[np.isfinite(values)]
-                top = max(top, float(finite.max()) if finite.size else 0.0)
+                    shown.append(run.edge)
+                shown += values[np.isfinite(values)].tolist()
             ax.set(title=variant, xlabel="epoch", ylabel="sharpness λmax")
-            ax.grid(True, alpha=0.3)
-        for ax in axes:
-            ax.set_ylim(0, top * 1.1 if top > 0 else 1)
+            ax.grid(True, alpha=0.3, which="both")
+        _y_scale(axes, np.array(shown))
         fig.colorbar(ScalarMappable(norm, cmap), label="learning rate",
                      cax=fig.add_axes((1 - 1.35 / width, 0.62 / height, 0.16 / width, 1 - 1.62 / height)))
         handles = [Line2D([], [], color="0.2", lw=1.6, label="sharpness"),
@@ -53,3 +54,18 @@ def plot_sharpness(report: Report, path: Path) -> Path | None:
         fig.suptitle(f"{report.name}: sharpness per epoch (colour: learning rate)", y=1 - 0.08 / height, va="top")
         fig.legend(handles=handles, loc="upper center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 1 - 0.4 / height))
         return plots.save(fig, path)
+
+
+def _y_scale(axes: list[Any], shown: np.ndarray) -> None:
+    """Linear from 0 while the values drawn span less than `DECADES` decades (the edge of stability sweep: a
+    sharpness of 25 to 100 against edges of 40 to 100); log past that, where learning rates a decade apart put
+    their edges 2/η a decade apart and a linear axis flattens every sharpness curve onto 0. A negative sharpness
+    (a saddle's, or noise) has no place on a log axis: it is left out there."""
+    positive = shown[shown > 0]
+    top = float(shown.max()) if shown.size else 0.0
+    for ax in axes:
+        if positive.size and top / float(positive.min()) > 10**DECADES:
+            plots.log_y(ax)
+            ax.set_ylim(float(positive.min()) / 1.5, top * 1.5)
+        else:
+            ax.set_ylim(0, top * 1.1 if top > 0 else 1)
