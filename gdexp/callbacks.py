@@ -77,7 +77,8 @@ class Labeller(Callback):
     """At the end of a run that finished, its regime and reason from its own training-loss curve
     (`regimes.classify`); when the sharpness was measured, the reason also says what η·λmax did
     (`regimes.stability`), and on a full-batch run it tells a step just below the edge from a tiny one, whose
-    curves look alike. A run that was interrupted or failed gets no label."""
+    curves look alike. A full-batch run's rises are its steps' overshoots (no noise): `classify` is told which
+    runs are. A run that was interrupted or failed gets no label."""
 
     def __init__(self, rules: Any) -> None:
         self.rules = rules
@@ -86,14 +87,14 @@ class Labeller(Callback):
         if status != "FINISHED" or not history.epochs:
             return
         initial, ratios = history.initial.get("stability_ratio", math.nan), history.curve("stability_ratio")
+        start, losses = history.initial.get("train_loss", math.nan), history.curve("train_loss")
         measured = ratios[np.isfinite(ratios)]
         full_batch = history.updates == len(history.epochs)  # one update an epoch: the curve is the steps'
         history.regime, history.regime_reason = regimes.classify(
-            history.initial.get("train_loss", math.nan), history.curve("train_loss"),
-            diverged=history.diverged, note=history.note, rules=self.rules,
+            start, losses, diverged=history.diverged, note=history.note, rules=self.rules, full_batch=full_batch,
             ratios=(initial, float(measured[-1])) if full_batch and measured.size else (math.nan, math.nan))
         why, history.edge_of_stability = regimes.stability(
-            initial, [int(e) for e in history.curve("epoch")], ratios.tolist())
+            initial, [int(e) for e in history.curve("epoch")], ratios.tolist(), fell=bool(losses[-1] < start))
         if why:
             history.regime_reason += f"; {why}"
 

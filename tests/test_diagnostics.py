@@ -143,6 +143,22 @@ def test_the_label_says_why_in_terms_of_the_stability_ratio(make_cfg) -> None:
     assert over.regime == "too_large" and "the first steps overshot the sharpest direction" in over.regime_reason
 
 
+def test_a_quadratic_past_its_edge_is_no_edge_of_stability(make_cfg) -> None:
+    """Linear regression, full-batch GD at 1.04 x 2/L: η·λmax stays at 2.08, inside the band around 2, while the
+    loss grows every epoch. That is divergence, not the edge of stability, where the loss keeps falling."""
+    base = ("data=linear", "model.hidden_layers=0", "gd=batch", "diagnostics.power_iters=100",
+            "diagnostics.probe_size=10000", *QUIET)
+    def run(*overrides: str) -> History:
+        cfg = make_cfg(*base, "diagnostics.sharpness_every=1", *overrides)
+        return train.run(cfg, callbacks_for(cfg))
+
+    past = run(f"optim.lr={1.04 * run('train.epochs=1').initial['lr_edge']!r}", "train.epochs=20")
+    assert np.allclose(past.curve("stability_ratio"), 2.08, rtol=1e-4)
+    assert past.curve("train_loss")[-1] > past.initial["train_loss"]
+    assert past.regime == "too_large" and past.edge_of_stability is False
+    assert "edge of stability" not in past.regime_reason and "η·λmax = 2.08 at the start" in past.regime_reason
+
+
 def test_mlflow_records_the_sharpness_names_the_issue_fixes(make_cfg, project) -> None:
     from gdexp.tracking import MlflowTracker
     from tests.conftest import mlflow_client

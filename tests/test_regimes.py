@@ -120,6 +120,44 @@ def test_rule_on_hand_made_curves(curve: np.ndarray, expected: str, words: str) 
     assert (regime, words in reason) == (expected, True), reason
 
 
+# `+sweep=regimes`' full-batch run at lr 1.0 (digits, 64 units, 20 epochs): it falls by a zig-zag, rising in 7
+# epochs (5 past 1 % of the ground gained), 43 % lower over its last 4 epochs than before them
+BOUNCING = (2.4686, [2.08, 1.7669, 1.5444, 1.364, 1.3901, 1.4238, 1.2907, 0.8897, 0.805, 0.8526, 1.0344, 1.0388,
+                     0.9524, 0.703, 0.7073, 0.7579, 0.608, 0.5918, 0.465, 0.432])
+
+
+def test_a_zigzag_end_is_read_at_the_pace_of_its_trend() -> None:
+    """The decrease of its last 4 epochs alternates 0.15, 0.016, 0.127, 0.033: read from its first and last epochs
+    (as before) it slowed 4.5x and 'levelled off' with 2.47 % to come, which its curve does not show; read by halves
+    (0.166, then 0.160) it is still falling, with more than half of its decrease so far to come."""
+    assert "still falling" in regimes.slowness(BOUNCING[0], BOUNCING[1], rules=RULES)
+    regime, reason = regimes.classify(*BOUNCING, diverged=False, rules=RULES)
+    assert regime == "too_small" and "in 5 of 20 epochs" in reason, "its rises are in its reason"
+
+
+def test_a_full_batch_run_that_rose_is_not_too_small() -> None:
+    """Full-batch GD has no noise: a rise is a step that overshot, so a still-falling run that rose is too_large
+    (the sweep's batch run at lr 1.0, whose η·λmax measured 2.7-6.2, above 2 throughout); a smooth slow one stays
+    too_small, and a levelled-off one with a bump stays just_right."""
+    regime, reason = regimes.classify(*BOUNCING, diverged=False, rules=RULES, full_batch=True)
+    assert regime == "too_large" and "full-batch GD has no noise: each rise is a step that overshot" in reason
+    assert regimes.classify(10.0, 10 * 0.98 ** np.arange(1, 41), diverged=False, rules=RULES,
+                            full_batch=True)[0] == "too_small"
+    settled = np.r_[5, 3, 2, 1.5, 1.6, 1.2, 1.1, 1.05, 1.02, 1.01, 1.005, 1.004, 1.0035, 1.003, 1.0028]
+    assert regimes.classify(10.0, settled, diverged=False, rules=RULES, full_batch=True)[0] == "just_right"
+
+
+@pytest.mark.parametrize(("curve", "words"), [
+    (np.r_[1.0, 0.5, 0.2, 0.1, 0.05, 0.03, 0.02, 0.015, 0.034, 0.012, 0.011, 0.0105, 0.0102, 0.0101],
+     "with no rise of more than 1 % of the ground gained (the largest gave back 0.19 %"),  # x2.3 on a log axis
+    (1 + 9 * 0.5 ** np.arange(1, 21), "falling in every epoch: no overshoot"),
+])
+def test_a_just_right_reason_says_how_far_it_rose(curve: np.ndarray, words: str) -> None:
+    """0.015 -> 0.034 is a jump on the report's log axis, and 0.19 % of the ground gained: the reason says which."""
+    regime, reason = regimes.classify(10.0, curve, diverged=False, rules=RULES)
+    assert regime == "just_right" and words in reason, reason
+
+
 def test_a_wobble_near_the_bottom_is_no_overshoot() -> None:
     """0.004 -> 0.005 is a 25 % rise, but it gives back 0.01 % of the ground the run gained: noise, not a jump."""
     curve = np.r_[1.0, 0.1, 0.01, 0.004, 0.005, 0.004, 0.0045, 0.0038, 0.0041, 0.0035]
@@ -289,6 +327,19 @@ def test_the_labels_always_keep_the_order_invariant(runs: list[regimes.Sibling])
     labels = [label for label, _ in regimes.label_siblings(runs, RULES)]
     assert set(labels) <= set(regimes.REGIMES)
     assert regimes.order_violations(runs, labels) == []
+
+
+def test_the_fastest_step_is_just_right_when_a_larger_stable_step_ended_higher() -> None:
+    """The main job's h256-511 group: lr 0.184 ended lowest, still falling; lr 0.679 did not overshoot and ended
+    higher; lr 2.15 overshot. The pivot was too small, "the sweep left the faster steps in between untried", though
+    0.679 lies in between and did worse: larger steps do not help, so the pivot is the fastest step tried."""
+    pivot = sib(0.184, geometric(0.1, 15), "too_small")
+    higher = sib(0.679, geometric(0.1, 15, floor=0.05), "just_right")
+    over = sib(2.15, (9.0, 40.0, 7.0), "too_large")
+    labelled = regimes.label_siblings([pivot, higher, over], RULES)
+    assert [label for label, _ in labelled] == ["just_right", "just_right", "too_large"]
+    assert "a larger step that did not overshoot (run@0.679, lr 0.679, 3.7x) ended higher" in labelled[0][1]
+    assert "untried" not in labelled[0][1]
 
 
 def test_the_fastest_step_just_below_one_that_overshot_is_just_right_though_still_falling() -> None:

@@ -25,14 +25,14 @@ from tests.conftest import all_runs, default_sigint, descendants, gdexp, still_r
 
 pytestmark = pytest.mark.slow
 
-LRS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+LRS = [1e-4, 1e-3, 1e-2, 1e-1, 0.3, 1.0, 10.0]
 FILES = ["runs.csv", "regimes.csv", "regimes.md", "regimes.tex", "regimes.html", "regimes.json", "loss_curves.png",
          "final_loss_vs_lr.png", "cost.png"]
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> Path:
-    """A folder holding the `regimes` sweep as README shows it (6 learning rates x 3 variants, 20 epochs) and a
+    """A folder holding the `regimes` sweep as README shows it (7 learning rates x 3 variants, 20 epochs) and a
     range test."""
     folder = tmp_path_factory.mktemp("swept")
     (folder / "mlruns").mkdir()
@@ -71,7 +71,7 @@ def children(folder: Path) -> list:
 
 def test_regimes_sweep_labels_small_large_and_between(swept: Path) -> None:
     runs = children(swept)
-    assert len(runs) == 18
+    assert len(runs) == 21
     for variant in ("batch", "minibatch", "stochastic"):
         by_lr = {float(r.data.params["optim.lr"]): r.data.tags["regime"] for r in runs
                  if r.data.params["gd.variant"] == variant}
@@ -135,7 +135,7 @@ def test_labels_stay_when_only_the_validation_losses_change(swept: Path) -> None
         r, intermediate={e: v * rng.uniform(0.5, 2) for e, v in r.intermediate.items()},
         outcome=dataclasses.replace(r.outcome, final_val_loss=r.outcome.final_val_loss * rng.uniform(0.5, 2)))
         for r in records if r.outcome is not None]
-    assert len(noisy) == 18
+    assert len(noisy) == 21
     assert label_trials(noisy, rules) == label_trials(records, rules)
     stored = {r.info.run_id: r.data.tags["regime"] for r in children(swept)}
     assert {run_id: label for run_id, (label, _, _) in label_trials(records, rules).items()} == stored
@@ -162,7 +162,7 @@ def test_report_files_pivot_and_numbers(swept: Path, reported: Path) -> None:
     assert list(pivot.index) == LRS  # written as 1.00e-04 ...: read back as numbers
     assert (pivot["hidden size"] == 64).all()
     runs = pd.read_csv(reported / "runs.csv")
-    assert len(runs) == 18 and runs["run_id"].is_unique
+    assert len(runs) == 21 and runs["run_id"].is_unique
     written = (reported / "runs.csv").read_text().splitlines()[1].split(",")
     counts = [written[list(runs.columns).index(key)] for key in ("trial", "hidden_size", "hidden_layers", "n_params",
                                                                  "epochs_run")]
@@ -209,7 +209,7 @@ def test_the_report_refuses_labels_out_of_order(swept: Path, tmp_path: Path) -> 
     assert "Run the sweep's command again" in result.stderr
     assert not (folder / "sweeps" / "regimes" / "report").exists()
     again = gdexp("+sweep=regimes", cwd=folder)
-    assert again.returncode == 0 and "18 of 18 trials" in again.stdout, again.stderr
+    assert again.returncode == 0 and "21 of 21 trials" in again.stdout, again.stderr
     assert store(folder).get_run(run.info.run_id).data.tags["regime"] == "too_large"
     assert gdexp("-m", "gdexp.report", "regimes", "--no-log", cwd=folder).returncode == 0
 
@@ -221,12 +221,12 @@ def test_report_text_formats(reported: Path) -> None:
     assert "just\\_right" in tex and "too\\_small" in tex and " just_right" not in tex and tex.isascii()
     assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 4  # regimes, bands, recommended, best runs
     md = (reported / "regimes.md").read_text()
-    assert "| learning rate" in md and "> Sweep 'regimes'" in md and "18 runs with a regime" in md
+    assert "| learning rate" in md and "> Sweep 'regimes'" in md and "21 runs with a regime" in md
     assert "Learning-rate range test" in md, "the range test's suggestion sits beside the sweep's"
     html = (reported / "regimes.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and html.count("<table>") == 4
     doc = json.loads((reported / "regimes.json").read_text())
-    assert len(doc["runs"]) == 18 and all(isinstance(r["lr"], float) for r in doc["runs"])
+    assert len(doc["runs"]) == 21 and all(isinstance(r["lr"], float) for r in doc["runs"])
     assert {r["gd_variant"] for r in doc["recommended"]} == {"batch", "minibatch", "stochastic"}
     assert all(isinstance(r["recommended_lr"], float) for r in doc["recommended"])
     assert "### Recommended learning rate per GD variant" in md and "### Just-right band" in md

@@ -350,7 +350,7 @@ def test_bad_search_space_on_the_command_line(project: Path) -> None:
     (["optim.lr=0.1,-1,0.2"], "gdexp: config error: optim.lr=-1.0 is not allowed: it must be a number > 0.0"),
     (["gd=batch,bogus"], "gdexp: config error: gd=bogus is not an option of gd: choose one of batch, minibatch, "
                          "stochastic"),
-    (["+sweep=regimes", "sweep.n_trials=18,20"], "gdexp: config error: sweep.n_trials=20 is more than the grid's 18 "
+    (["+sweep=regimes", "sweep.n_trials=21,22"], "gdexp: config error: sweep.n_trials=22 is more than the grid's 21 "
                                                  "points"),  # a sweep's own settings
     (["+sweep=lr", "sweep.n_trials=2", "optim=sgd,adam"], "gdexp: config error: the jobs +sweep=lr sweep.n_trials=2 "
      "optim=sgd train.epochs=1 and +sweep=lr sweep.n_trials=2 optim=adam train.epochs=1 would add trials of two "

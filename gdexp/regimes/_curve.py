@@ -10,9 +10,11 @@ in it is the optimiser's doing and not the noise of a batch or of a small valida
    by more than `rise_tolerance` of the ground gained so far, in more than `oscillation` of the epochs.
 2. too_small when the steps are too short to get near the bottom in the time given: the loss fell by less
    than `min_progress` of its initial value (a loss that never moved included: a float32 step below the
-   weights' precision), its one epoch shows no pace to call levelled off, or it fell in every one of the last
-   `tail_fraction` of the epochs at a pace that, continued for as many epochs again (each epoch's decrease
-   shrinking at the rate it shrank over those epochs), would add more than `still_falling` of the decrease so far.
+   weights' precision), its one epoch shows no pace to call levelled off, or it was still falling over the last
+   `tail_fraction` of the epochs at a pace that, continued for as many epochs again (the decrease shrinking at
+   the rate it shrank from the first half of those epochs to the second), would add more than `still_falling`
+   of the decrease so far. But a full-batch run that rose (by more than `rise_tolerance` of the ground gained)
+   is too_large instead: its steps carry no noise, so a rise is a step that overshot.
 3. just_right otherwise: the loss fell and levelled off, with no overshoot.
 
 Rises are measured against the ground gained (initial − lowest so far), not against the previous value:
@@ -84,16 +86,25 @@ def overshoot(initial: float, losses: Sequence[float] | np.ndarray, *, diverged:
 
 
 def _tail(initial: float, curve: np.ndarray, rules: Mapping[str, Any]) -> tuple[int, bool, float, float]:
-    """The end of a curve of two epochs or more: (how many epochs count as its end, whether the loss fell in every
-    one of them, the share of the decrease so far that as many epochs again would add at the pace it was slowing
-    at, that pace: the share of an epoch's decrease the next kept, 1 when it did not fall throughout)."""
+    """The end of a curve of two epochs or more, read as two halves of h epochs each (the last 2h epochs; 2h is
+    `tail_fraction` of the epochs rounded up to even, at least 2): (h, whether the loss fell over the last h epochs,
+    the share of the decrease so far that as many epochs again would add at the pace it was slowing at, that pace:
+    the share of an epoch's decrease the next kept, (decrease over the last h / over the h before)^(1/h), 1 when
+    it did not slow).
+
+    Halves, not single epochs: a decrease that alternates big, small, big (a step that flips the sharpest
+    direction; a noisy epoch) is read at the pace of its trend, not at whichever epoch came last, and one small
+    uptick inside a falling end does not hide the fall. On a geometric decay the ratio of the halves is the exact
+    pace."""
     n = len(curve)
-    tail = max(2, round(n * rules["tail_fraction"]))
-    steps = -np.diff(np.concatenate([[initial], curve])[-(tail + 1):])
-    falling = bool(np.all(steps > 0))
+    half = min(math.ceil(max(2, round(n * rules["tail_fraction"])) / 2), n // 2)
+    full = np.concatenate([[initial], curve])
+    last, before = float(full[-1 - half] - full[-1]), float(full[-1 - 2 * half] - full[-1 - half])
     gained = initial - float(curve[-1])
-    pace = min(float((steps[-1] / steps[0]) ** (1 / (len(steps) - 1))), 1.0) if falling else 1.0
-    return min(tail, n), falling, (_ahead(steps[-1], pace, n) / gained if falling and gained > 0 else 0.0), pace
+    if last <= 0 or gained <= 0:
+        return half, False, 0.0, 1.0
+    pace = min((last / before) ** (1 / half), 1.0) if before > 0 else 1.0
+    return half, True, _ahead(last, pace, half, n) / gained, pace
 
 
 def slowness(initial: float, losses: Sequence[float] | np.ndarray, *, rules: Mapping[str, Any]) -> str | None:
@@ -115,39 +126,59 @@ def slowness(initial: float, losses: Sequence[float] | np.ndarray, *, rules: Map
 
 
 def classify(initial: float, losses: Sequence[float] | np.ndarray, *, diverged: bool, note: str = "",
-             rules: Mapping[str, Any], ratios: tuple[float, float] = (math.nan, math.nan)) -> tuple[str, str]:
-    """(regime, reason) of one run from its initial loss and per-epoch training losses (rules 1-3). A just-right
-    reason says how the curve ended and, when it rose at all, by how much, so that a bump on the plot is
-    accounted for. `ratios`: η·λmax before the first and after the last update of a full-batch run, when
-    measured; a slow run whose sharpest direction is flipped at every step, as slowly as its curve falls, is
-    too_large (`_stability.flipped`): its curve alone reads as a tiny step's."""
+             rules: Mapping[str, Any], full_batch: bool = False,
+             ratios: tuple[float, float] = (math.nan, math.nan)) -> tuple[str, str]:
+    """(regime, reason) of one run from its initial loss and per-epoch training losses (rules 1-3). Every reason
+    that is not an overshoot's says whether and how much the curve rose, so that a bump on the plot is accounted
+    for. `full_batch`: one update an epoch on the whole training set, whose steps carry no noise: a slow run that
+    rose is then too_large, as each rise is a step that overshot. `ratios`: η·λmax before the first and after the
+    last update of a full-batch run, when measured; a slow run whose sharpest direction is flipped at every step,
+    as slowly as its curve falls, is too_large (`_stability.flipped`): its curve alone reads as a tiny step's."""
     why = overshoot(initial, losses, diverged=diverged, note=note, rules=rules)
     if why is not None:
         return "too_large", why
     curve = np.asarray(losses, dtype=float)
+    n, final = len(curve), float(curve[-1])
+    _rise, shares, rises = _rises(initial, curve, rules)
     why = slowness(initial, losses, rules=rules)
     if why is not None:
-        flipping = flipped(*ratios, _tail(initial, curve, rules)[3]) if len(curve) > 1 else None
-        return ("too_large", f"{why}; but {flipping}") if flipping else ("too_small", why)
-    n, final = len(curve), float(curve[-1])
+        flipping = flipped(*ratios, _tail(initial, curve, rules)[3]) if n > 1 else None
+        if flipping:
+            return "too_large", f"{why}; but {flipping}"
+        if full_batch and rises:
+            return "too_large", (f"{why}; but it rose by more than {pct(rules['rise_tolerance'])} of the ground gained "
+                                 f"in {rises} of {n} epochs, and full-batch GD has no noise: each rise is a step that "
+                                 "overshot, so the steps are too long to settle, not too short")
+        return "too_small", f"{why}{_bumps(n, shares, rises, rules)}"
     progress = (initial - final) / initial if initial > 0 else 1.0
-    tail, falling, share, _pace = _tail(initial, curve, rules)
+    half, falling, share, _pace = _tail(initial, curve, rules)
     if falling:
         end = f"levelled off: at its last pace another {n} epochs would add only {pct(share)}"
     else:
-        end = f"levelled off: no steady descent left over its last {tail} epochs"
-    _rise, shares, rises = _rises(initial, curve, rules)
-    bumps = (f"; it rose by more than {pct(rules['rise_tolerance'])} of the ground gained in {rises} of {n} "
-             f"epochs, the largest rise giving back {pct(float(shares.max()))} of the "
-             f"ground gained (an overshoot gives back over {pct(rules['spike'])}, or rises in over "
-             f"{pct(rules['oscillation'])} of the epochs)") if rises else ", with no overshoot"
-    return "just_right", f"the loss fell {pct(progress)} in {n} epochs and {end}{bumps}"
+        end = f"levelled off: its last {f'{half} epochs' if half > 1 else 'epoch'} brought it no lower"
+    return "just_right", f"the loss fell {pct(progress)} in {n} epochs and {end}{_bumps(n, shares, rises, rules)}"
 
 
-def _ahead(last: float, ratio: float, epochs: int) -> float:
-    """The decrease the next `epochs` epochs would bring if the per-epoch decrease, `last` in the last epoch, kept
-    shrinking by `ratio` an epoch: d·r(1 − r^epochs)/(1 − r). For GD on a quadratic the decrease shrinks
-    geometrically, so this is the exact forecast of its slowest mode."""
+def _bumps(n: int, shares: np.ndarray, rises: int, rules: Mapping[str, Any]) -> str:
+    """How much a curve that did not overshoot rose, for its reason: the rises past `rise_tolerance` and the
+    largest, or the largest rise within the tolerance (visible on a log scale near the bottom, yet a tiny share of
+    the ground gained), or that it fell in every epoch."""
+    largest = float(shares.max()) if shares.size else 0.0
+    tolerance = pct(rules["rise_tolerance"])
+    if rises:
+        return (f"; it rose by more than {tolerance} of the ground gained in {rises} of {n} epochs, the largest "
+                f"rise giving back {pct(largest)} of the ground gained (an overshoot gives back over "
+                f"{pct(rules['spike'])}, or rises in over {pct(rules['oscillation'])} of the epochs)")
+    if largest > 0:
+        return (f", with no rise of more than {tolerance} of the ground gained (the largest gave back "
+                f"{pct(largest)} of it): no overshoot")
+    return ", falling in every epoch: no overshoot"
+
+
+def _ahead(last: float, ratio: float, span: int, epochs: int) -> float:
+    """The decrease the next `epochs` epochs would bring if the per-epoch decrease kept shrinking by `ratio` an
+    epoch, from `last` over the last `span` epochs: last·r^span·(1 − r^epochs)/(1 − r^span). For GD on a quadratic
+    the decrease shrinks geometrically, so this is the exact forecast of its slowest mode."""
     if ratio == 1.0:
-        return float(last * epochs)
-    return float(last * ratio * (1 - ratio**epochs) / (1 - ratio))
+        return float(last * epochs / span)
+    return float(last * ratio**span * (1 - ratio**epochs) / (1 - ratio**span))

@@ -11,7 +11,8 @@ curve's first point); n / e is how many times slower this run brought its loss d
 - A run whose own curve overshot is too_large wherever its learning rate is.
 - The pivot is the run with the lowest training loss at its end among those that did not overshoot (a pruned
   run included: stopped early, it would only have gone lower): the fastest step of the group. It is just right
-  by its own curve, or, still falling, when a larger step overshot: no faster stable step exists.
+  by its own curve, or, still falling, when a larger step was tried and did no better: one that did not overshoot
+  ended higher, or one that overshot is close above (no faster stable step exists).
 - Below the pivot's learning rate, a run is too_small when a larger step reached its loss at least `slower`
   times sooner and its own loss was still falling at the end: too slow, and clearly behind.
 - Above it, a run is too_large when a smaller step reached its loss at least `slower` times sooner: a clearly
@@ -173,16 +174,25 @@ def label_siblings(runs: Sequence[Sibling], rules: Mapping[str, Any]) -> list[tu
 
 def _fastest(r: Sibling, runs: Sequence[Sibling]) -> tuple[str, str]:
     """The pivot, the fastest step of its group. Still falling by its own curve, it is too_small unless a larger
-    step close above it overshot: at most 2 x `MARGIN` times its rate, so the edge lies within that factor and the
-    best step theory allows (edge / `MARGIN`, as 1/L against 2/L on a quadratic) is at most 2x this one; it is
-    just right for the epochs given. A step that overshot far above leaves the rates in between untried."""
+    step was tried and did no better: a larger step that did not overshoot (it ended higher, as every other run
+    did), or one close above it that overshot: at most 2 x `MARGIN` times its rate, so the edge lies within that
+    factor and the best step theory allows (edge / `MARGIN`, as 1/L against 2/L on a quadratic) is at most 2x this
+    one. Then it is just right for the epochs given. A step that overshot far above, with none tried in between,
+    leaves the faster rates untried."""
     stable = sum(not s.overshot for s in runs)  # the pivot is chosen among these: an overshooting run may end lower
     among = (f"{len(runs)} runs of its group" if stable == len(runs) else
              f"{stable} runs of its group that did not overshoot ({len(runs)} in all)" if stable > 1 else
              f"runs of its group that did not overshoot: the only one ({len(runs)} runs in all)")
     said = f"{r.reason}; its final training loss, {r.final:.4g}, is the lowest of the {among}"
+    if r.regime != "too_small":
+        return r.regime, said
+    larger = min((s for s in runs if not s.overshot and s.lr > r.lr), key=lambda s: s.lr, default=None)
+    if larger is not None:  # a larger step was tried, and did worse: the steps are not too short
+        return "just_right", (f"{said}, and a larger step that did not overshoot ({larger.label}, lr {larger.lr:.3g}, "
+                              f"{_times(larger.lr / r.lr)}x) ended higher ({larger.final:.4g}): the fastest step "
+                              "tried, though more epochs would still help")
     over = min((s.lr for s in runs if s.overshot and s.lr > r.lr), default=None)
-    if r.regime != "too_small" or over is None:
+    if over is None:
         return r.regime, said
     times = _times(over / r.lr)
     if over <= 2 * MARGIN * r.lr:

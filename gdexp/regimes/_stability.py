@@ -38,33 +38,37 @@ def flipped(initial: float, last: float, kept: float) -> str | None:
             "would bring it down faster")
 
 
-def stability(initial: float, epochs: Sequence[int], ratios: Sequence[float]) -> tuple[str, bool | None]:
+def stability(initial: float, epochs: Sequence[int], ratios: Sequence[float], *, fell: bool = True
+              ) -> tuple[str, bool | None]:
     """Why, in terms of curvature: a sentence on the stability ratio η·λmax (`initial` before training,
     `ratios` measured after the given epochs; NaN where not measured) and whether the run ended at the
     edge of stability (None when nothing was measured).
 
-    At the edge: the median of the last quarter of the measurements (at least three) is within
-    2 ± `EDGE_BAND`; the sentence gives the mean and range from the first epoch where the ratio reached 1.9 (what
-    the sharpness plot shows from there: the ratio may still be climbing through 2)."""
+    At the edge: the loss came down (`fell`: it ended below where it started) and the median of the last quarter
+    of the measurements (at least three) is within 2 ± `EDGE_BAND`; the sentence gives the mean and range from the
+    first epoch where the ratio reached 1.9 (what the sharpness plot shows from there: the ratio may still be
+    climbing through 2). A loss that grew is no edge of stability, whatever the ratio: on a quadratic at a step
+    just past 2/L, η·λmax stays at 2.08 while the loss grows geometrically."""
     pairs = [(e, r) for e, r in zip(epochs, ratios, strict=True) if math.isfinite(r)]
     if not pairs and not math.isfinite(initial):
         return "", None
     values = np.array([r for _, r in pairs])
-    start = f"{initial:.2g}" if math.isfinite(initial) else "?"
-    if len(values) >= 3:
+    start = f"{initial:.3g}" if math.isfinite(initial) else "?"
+    if len(values) >= 3 and fell:
         last = values[-max(3, len(values) // 4):]
         if abs(float(np.median(last)) - EDGE) <= EDGE_BAND:
             first = next(e for e, r in pairs if r >= EDGE - EDGE_BAND)
             settled = values[[i for i, (e, _) in enumerate(pairs) if e >= first]]
-            return (f"η·λmax rose from {start}, reached {EDGE - EDGE_BAND:g} at epoch {first} and from then on "
-                    f"averaged {settled.mean():.2f} (from {settled.min():.2f} to {settled.max():.2f}): the run trains "
-                    "at the edge of stability"), True
+            rose = (f"η·λmax was {start} at the start" if math.isfinite(initial) and initial >= EDGE - EDGE_BAND
+                    else f"η·λmax rose from {start}, reached {EDGE - EDGE_BAND:g} at epoch {first}")
+            return (f"{rose} and from then on averaged {settled.mean():.3g} (from {settled.min():.3g} to "
+                    f"{settled.max():.3g}): the run trains at the edge of stability"), True
     top = max([initial, *values.tolist()]) if math.isfinite(initial) else float(values.max())
     if math.isfinite(initial) and initial > EDGE:
-        later = f", then {values[-1]:.2g} at the end" if len(values) else ""
-        return (f"η·λmax = {initial:.2g} at the start: the first steps overshot the sharpest direction (stable below "
+        later = f", then {values[-1]:.3g} at the end" if len(values) else ""
+        return (f"η·λmax = {initial:.3g} at the start: the first steps overshot the sharpest direction (stable below "
                 f"2){later}"), False
     if top <= FAR_BELOW:
         return f"η·λmax ≤ {top:.2g} throughout: steps are far shorter than the curvature allows (up to 2)", False
-    end = f"{values[-1]:.2g}" if len(values) else start
+    end = f"{values[-1]:.3g}" if len(values) else start
     return f"η·λmax went from {start} to {end} (GD is stable below 2)", False
