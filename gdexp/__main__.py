@@ -57,7 +57,9 @@ def single(cfg: DictConfig) -> float:
     shown = [k for k in ("train_loss", "val_loss", "test_loss", "train_accuracy", "val_accuracy",
                          "test_accuracy") if k in result]
     width = max(len(k) for k in shown)
-    print(f"\n{len(history.epochs)} epochs, {history.updates} updates, {result['train_time_s']:.2f} s"
+    n = len(history.epochs)
+    print(f"\n{n} epoch{'s' * (n != 1)}, {history.updates} update{'s' * (history.updates != 1)}, "
+          f"{result['train_time_s']:.2f} s"
           + ("  DIVERGED: " + history.note if history.diverged else ""))
     for key in shown:
         print(f"  {key:<{width}}  {result[key]:.4f}")

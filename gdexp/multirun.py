@@ -88,7 +88,10 @@ def _one_config_a_study(cfg: DictConfig, job: list[str], studies: dict[str, tupl
     name = str(cfg.sweep.name)
     first, by = studies.setdefault(name, (shared, job))
     if shared != first:
-        differ = sorted(k for k in shared.keys() | first.keys() if shared.get(k) != first.get(k))
+        # a group's option first (optim.name: what `optim=sgd,adam` changed), then the keys it brought along
+        differ = sorted((k for k in shared.keys() | first.keys() if shared.get(k) != first.get(k)),
+                        key=lambda k: (not k.endswith(".name"), k))
+        more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
         raise ConfigError(f"the jobs {' '.join(by)} and {' '.join(job)} would add trials of two configs to study "
-                          f"{name!r} (they differ in {', '.join(differ[:4])}): give each its own sweep.name, as "
-                          f"sweep.name='{name}-${{optim.name}}'")
+                          f"{name!r} (they differ in {', '.join(differ[:4])}{more}): give each its own sweep.name, "
+                          f"as sweep.name='{name}-${{optim.name}}'")

@@ -318,3 +318,15 @@ def test_a_run_not_ended_is_no_regime_sample_whatever_its_tags() -> None:
                           data=SimpleNamespace(params={}, metrics={}, tags=tags))
     row = _row(run, np.array([2.3]), 0.9, np.array([2.3]), [])
     assert (row["state"], row["regime"]) == ("RUNNING", "none")
+
+
+def test_small_ratios_and_epoch_counts_read_as_they_are() -> None:
+    """η·λmax of a step far below the edge read '0.00 → 0.00' with two decimals; runs.csv wrote the epoch a run
+    reached 90 % of its decrease as 18.0, where its other counts are whole numbers."""
+    from gdexp.report._read import with_counts
+    from gdexp.report._tables import fmt_ratios
+
+    assert fmt_ratios(0.00043, 0.00051) == "0.00043 → 0.00051" and fmt_ratios(0.51, 2.0) == "0.51 → 2.00"
+    frame = with_counts(pd.DataFrame({"epochs_to_90pct": [18.0, math.nan], "lr": [0.1, 0.2]}))
+    assert frame["epochs_to_90pct"].tolist() == [18, pd.NA] and frame["lr"].tolist() == [0.1, 0.2]
+    assert frame.to_csv(index=False).splitlines()[1] == "18,0.1"

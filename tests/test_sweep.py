@@ -354,7 +354,9 @@ def test_bad_search_space_on_the_command_line(project: Path) -> None:
                                                  "points"),  # a sweep's own settings
     (["+sweep=lr", "sweep.n_trials=2", "optim=sgd,adam"], "gdexp: config error: the jobs +sweep=lr sweep.n_trials=2 "
      "optim=sgd train.epochs=1 and +sweep=lr sweep.n_trials=2 optim=adam train.epochs=1 would add trials of two "
-     "configs to study 'lr'")])  # the second would be refused by the study after the first's 30 trials
+     "configs to study 'lr' (they differ in optim.name, optim.amsgrad, optim.betas, optim.dampening and ")])
+# the last: the second would be refused by the study after the first's 30 trials; optim.name, what the user changed,
+# comes first (it was cut off behind four of the keys it brought along)
 def test_a_multirun_with_one_bad_job_runs_none(project: Path, args: list[str], line: str) -> None:
     """Every job is checked before the first one runs, as a single run is before it trains: one line, exit code
     2, no run, no folder. (Once the first job trained and was recorded, the second was refused and the third

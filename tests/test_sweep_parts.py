@@ -296,3 +296,19 @@ def test_a_diverged_trials_penalty_is_drawn_along_the_top_not_on_the_scale(value
     (diverged,) = ax.collections
     ((x, y),) = diverged.get_offsets()
     assert x == 3 and kept.max() < y < high and diverged.get_label().startswith("diverged")
+
+
+def test_a_study_past_its_n_trials_says_so(make_cfg) -> None:
+    """`+sweep=lr sweep.n_trials=5` on a study that holds 30 trials runs none and said 'Study 'lr': 30 of 5
+    trials'; the line now says why there are more."""
+    from gdexp.sweep._parent import summary_table
+
+    study = optuna.create_study(direction="minimize")
+    for x in (0.3, 0.2, 0.1):
+        study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions={"x": CategoricalDistribution(
+            [0.1, 0.2, 0.3])}, value=x))
+    line = summary_table(make_cfg("+sweep=lr", "sweep.n_trials=2"), study, "here", "ui").splitlines()[0]
+    assert line.startswith("Study 'lr': 3 (more than sweep.n_trials=2: the study held them already) trials (3 "
+                           "complete"), line
+    assert summary_table(make_cfg("+sweep=lr", "sweep.n_trials=3"), study, "here", "ui").startswith(
+        "Study 'lr': 3 of 3 trials")

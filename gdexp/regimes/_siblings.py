@@ -211,7 +211,7 @@ def _close(r: Sibling, behind: tuple[float, float, Sibling] | None, slower: floa
         return f"{r.reason}; no sibling on the side of the fastest step reached its loss {r.final:.4g}"
     _factor, e, s = behind
     return (f"{r.reason}; {s.label} (lr {s.lr:.3g}) reached its loss {r.final:.4g} {_when(e)}, against epoch "
-            f"{len(r.losses)} here: within {slower:g}x of the fastest")
+            f"{len(r.losses):,} here: within {slower:g}x of the fastest")
 
 
 def _slow(r: Sibling, behind: tuple[float, float, Sibling], side: int, pivot: Sibling, falling: bool
@@ -220,10 +220,10 @@ def _slow(r: Sibling, behind: tuple[float, float, Sibling], side: int, pivot: Si
     n = len(r.losses)
     stop = "where the pruner stopped it" if r.pruned else "at its end"
     if e > 0:
-        evidence = (f"its training loss was {r.final:.4g} {stop} (epoch {n}); {s.label} (lr {s.lr:.3g}) had reached "
+        evidence = (f"its training loss was {r.final:.4g} {stop} (epoch {n:,}); {s.label} (lr {s.lr:.3g}) had reached "
                     f"it {_when(e)}: {'at least ' if e < 1 else ''}{_times(factor)}x sooner")
     else:  # a sibling of another initialisation started below where this run ended
-        evidence = (f"its training loss was {r.final:.4g} {stop} (epoch {n}); {s.label} (lr {s.lr:.3g}) was below "
+        evidence = (f"its training loss was {r.final:.4g} {stop} (epoch {n:,}); {s.label} (lr {s.lr:.3g}) was below "
                     f"that before its first update ({s.initial:.4g}) and went on down")
     if side > 0:  # a smaller step than the fastest
         if r.regime == "too_small":  # its own curve already says slow: that evidence first

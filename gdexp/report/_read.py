@@ -174,8 +174,9 @@ def with_counts(runs: pd.DataFrame) -> pd.DataFrame:
     """`runs` with its counts as whole numbers, empty where a run has none (batch GD's batch size, a linear
     model's hidden size): as runs.csv and regimes.json give them. The frame itself keeps floats, NaN for none,
     which its figures and tables compute with."""
+    counts = [*COUNTS, *(key for key in runs if key.startswith("epochs_to_"))]  # epochs_to_90pct: an epoch too
     return runs.assign(**{key: pd.to_numeric(runs[key], errors="coerce").astype("Int64")
-                          for key in COUNTS if key in runs})
+                          for key in counts if key in runs})
 
 
 def build(name: str, *, uri: str = DEFAULT_URI, experiment: str = "gdexp", fraction: float = 0.9,

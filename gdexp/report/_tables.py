@@ -27,8 +27,11 @@ def fmt_loss(x: float) -> str:
 
 
 def fmt_ratios(start: float, end: float) -> str:
-    """The stability ratio η·λmax before training and at the end: `0.51 → 2.00` (— where not measured)."""
-    return f"{start:.2f} → {end:.2f}" if math.isfinite(start) and math.isfinite(end) else "—"
+    """The stability ratio η·λmax before training and at the end: `0.51 → 2.00`, `0.00043 → 0.00051` (two
+    significant digits below 0.01, where two decimals read 0.00); — where not measured."""
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return "—"
+    return " → ".join(f"{x:.2f}" if abs(x) >= 0.01 or x == 0 else f"{x:.2g}" for x in (start, end))
 
 
 def fmt_acc(x: float) -> str:

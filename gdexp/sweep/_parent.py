@@ -108,7 +108,9 @@ def summary_table(cfg: DictConfig, study: optuna.Study, where: str, ui: str) -> 
              *(f"{v:.3g}" if isinstance(v, float) else v for v in r.params.values())]
             for r, mark in zip(top, diverged, strict=True)]
     keys = (["diverged"] if shown else []) + (list(top[0].params) if top else [])
-    lines = [f"Study {cfg.sweep.name!r}: {counts['done']} of {cfg.sweep.n_trials} trials "
+    total = (f"{counts['done']} of {cfg.sweep.n_trials}" if counts["done"] <= cfg.sweep.n_trials else
+             f"{counts['done']} (more than sweep.n_trials={cfg.sweep.n_trials}: the study held them already)")
+    lines = [f"Study {cfg.sweep.name!r}: {total} trials "
              f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed, "
              f"{counts['diverged']} diverged; {counts['not counted']} interrupted or lost, not counted)"]
     if done:

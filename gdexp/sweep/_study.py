@@ -185,6 +185,7 @@ def _end_tags(history: History, status: str) -> dict[str, str]:
     if status == "FINISHED":
         return {"optuna.state": state}
     why = "interrupted" if status == "KILLED" else "training failed"
-    return {"optuna.state": state, **unlabelled(f"{why} after {len(history.epochs)} epochs")}
+    n = len(history.epochs)
+    return {"optuna.state": state, **unlabelled(f"{why} after {n} epoch{'s' * (n != 1)}")}
 
 
