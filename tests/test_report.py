@@ -187,6 +187,29 @@ def test_report_files_pivot_and_numbers(swept: Path, reported: Path) -> None:
     assert runs["epochs_to_90pct"].isna().any() and runs["epochs_to_90pct"].notna().any()
 
 
+def test_a_report_of_fewer_formats_replaces_the_parent_runs_report(swept: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full report, then `--formats md`: the parent run's report/ holds regimes.md alone, not the new .md beside
+    the older .json, .html and figures (of another set of runs, perhaps), and only what this report wrote is
+    uploaded from its folder."""
+    from gdexp.report import main as report_main
+
+    folder = tmp_path / "copy"
+    for part in ("mlruns", "sweeps"):
+        shutil.copytree(swept / part, folder / part, ignore=shutil.ignore_patterns("report"))
+    monkeypatch.chdir(folder)
+    (parent,) = [r for r in all_runs(folder) if r.data.tags.get("gdexp.role") == "sweep"]
+
+    def logged() -> set[str]:
+        return {a.path for a in store(folder).list_artifacts(parent.info.run_id, "report")}
+
+    assert report_main(["regimes"]) == 0
+    assert {"report/regimes.json", "report/regimes.md", "report/loss_curves.png"} <= logged()
+    assert report_main(["regimes", "--formats", "md"]) == 0
+    assert logged() == {"report/regimes.md"}
+    assert (folder / "sweeps" / "regimes" / "report" / "regimes.json").exists(), "the output folder keeps its files"
+
+
 def test_the_range_test_is_no_regime_sample(swept: Path) -> None:
     (run,) = [r for r in all_runs(swept) if r.data.tags.get("gdexp.role") == "lr_range"]
     assert run.info.run_name == "lr_range-sgd-minibatch32-h64"

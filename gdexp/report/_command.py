@@ -79,9 +79,17 @@ def _write_run(report: Report, out: Path, formats: Sequence[str]) -> list[Path]:
     return written
 
 
-def log_to_parent(report: Report, out: Path) -> None:
-    """The same files on the parent run, under `report/` (a finished parent stays finished)."""
-    store.log_artifacts(report.uri, report.parent_id, out, artifact_path="report")
+def log_to_parent(report: Report, written: Sequence[Path]) -> None:
+    """The files this report wrote, on the parent run under `report/`, in place of the last report's (a finished
+    parent stays finished): a report of fewer formats (`--formats md,png`) left the files of an older one beside
+    them, of another set of runs, both in the output folder and on the run."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gdexp-report-") as tmp:
+        for path in written:
+            shutil.copy2(path, Path(tmp) / path.name)
+        store.log_artifacts(report.uri, report.parent_id, Path(tmp), artifact_path="report", replace=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,7 +139,7 @@ def _report(argv: Sequence[str] | None) -> int:
     out = args.out or report.folder
     written = write(report, out, formats)
     if not args.no_log:
-        log_to_parent(report, out)
+        log_to_parent(report, written)
     if report.single:
         run = report.runs.iloc[0]
         print(f"Run {report.parent_id} ({report.name}, experiment {report.experiment!r}): {run['gd_variant']} GD, lr "
