@@ -216,6 +216,16 @@ def test_the_range_test_is_no_regime_sample(swept: Path) -> None:
     assert "regime" not in run.data.tags and "regime_reason" not in run.data.tags
 
 
+def test_the_range_tests_report_says_what_it_is(swept: Path, tmp_path: Path) -> None:
+    """Reported by its run id: it said 'lr 0.1' (the config's optim.lr, which a range test does not use) and 'its
+    path on the loss surface', which it has none of."""
+    (run,) = [r for r in all_runs(swept) if r.data.tags.get("gdexp.role") == "lr_range"]
+    result = gdexp("-m", "gdexp.report", run.info.run_id, "--no-log", "--out", str(tmp_path / "out"), cwd=swept)
+    assert result.returncode == 0, result.stderr
+    assert "its learning rate raised every update (a range test)" in result.stdout and "lr 0.1" not in result.stdout
+    assert "written: runs.csv, cost.png." in result.stdout, result.stdout
+
+
 def test_the_report_refuses_labels_out_of_order(swept: Path, tmp_path: Path) -> None:
     """A store whose labels break the order (as an older gdexp left them): no table, one line naming the run
     and what to do; the sweep's command, run again on the finished sweep, labels its runs anew."""
@@ -265,6 +275,7 @@ def test_report_is_logged_to_the_parent_run(swept: Path, reported: Path) -> None
 
 @pytest.mark.parametrize("args,message", [
     (["nosuch"], "no sweep named 'nosuch'"),
+    (["lr_range"], "a range test (+sweep=lr_range) is one run, reported by its id: the latest is "),
     (["regimes", "--experiment", "other"], "no experiment 'other'"),
     (["regimes", "--formats", "pdf"], "--formats"),
     (["regimes", "--bogus"], "unrecognized arguments: --bogus"),

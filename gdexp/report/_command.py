@@ -142,8 +142,11 @@ def _report(argv: Sequence[str] | None) -> int:
         log_to_parent(report, written)
     if report.single:
         run = report.runs.iloc[0]
-        print(f"Run {report.parent_id} ({report.name}, experiment {report.experiment!r}): {run['gd_variant']} GD, lr "
-              f"{run['lr']:g}, {run['regime'] or 'no regime'}; its path on the loss surface and what its updates cost.")
+        # a range test's optim.lr is the config's, unused: its rate rises every update (lr_range.run names the run)
+        lr = ("its learning rate raised every update (a range test)" if report.name.startswith("lr_range-")
+              else f"lr {run['lr']:g}")
+        print(f"Run {report.parent_id} ({report.name}, experiment {report.experiment!r}): {run['gd_variant']} GD, "
+              f"{lr}, {run['regime'] or 'no regime'}; written: {', '.join(p.name for p in written)}.")
     else:
         print("\n".join(caption(report)))
         for row in recommend(report).to_dict(orient="records"):

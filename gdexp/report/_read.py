@@ -79,7 +79,10 @@ def _find_parent(uri: str, experiment_id: str, name: str) -> Any:
     if found:
         return found[0]
     held = ", ".join(store.sweep_names(uri, experiment_id)) or "none yet"
-    raise ReportError(f"no sweep named {name!r} (nor a run with that id): the experiment's sweeps: {held}")
+    ranges = store.search_runs(uri, experiment_id, "tags.`gdexp.role` = 'lr_range'", ["attributes.start_time DESC"])
+    hint = (f"; a range test (+sweep=lr_range) is one run, reported by its id: the latest is "
+            f"{ranges[0].info.run_id}" if ranges else "")
+    raise ReportError(f"no sweep named {name!r} (nor a run with that id): the experiment's sweeps: {held}{hint}")
 
 
 def _number(value: Any) -> float:
