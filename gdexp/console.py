@@ -61,6 +61,7 @@ def progress(total: int, desc: str, unit: str, *, initial: int = 0, every: int =
 class _Job:
     overrides: str
     line: str
+    noun: str  # what the job made: a run, a sweep
 
 
 @dataclass
@@ -72,9 +73,9 @@ class _Jobs:
 _JOBS = _Jobs()
 
 
-def record_job(overrides: str, line: str, ui_hint: str) -> None:
+def record_job(overrides: str, line: str, ui_hint: str, *, noun: str = "run") -> None:
     """A finished job of a Hydra multirun: its one-line result, kept for the summary at the end."""
-    _JOBS.done.append(_Job(overrides, line))
+    _JOBS.done.append(_Job(overrides, line, noun))
     _JOBS.ui_hint = ui_hint
 
 
@@ -89,7 +90,9 @@ class MultirunSummary(HydraCallback):
         if not _JOBS.done:
             return
         width = max(len(job.overrides) for job in _JOBS.done)
-        print(f"\n{len(_JOBS.done)} runs:")
+        nouns = {job.noun for job in _JOBS.done}
+        noun = nouns.pop() if len(nouns) == 1 else "job"
+        print(f"\n{len(_JOBS.done)} {noun}{'s' * (len(_JOBS.done) != 1)}:")
         for job in _JOBS.done:
             print(f"  {job.overrides:<{width}}  {job.line}")
         if _JOBS.ui_hint:

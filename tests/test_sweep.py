@@ -392,6 +392,19 @@ def test_hydra_multirun_logs_one_run_per_job(project: Path) -> None:
     assert "optim.lr=0.1 gd=minibatch" in summary and summary.count("val_loss") == 4
 
 
+def test_a_multirun_of_sweeps_ends_with_one_table_and_one_hint(project: Path) -> None:
+    """Each sweep job prints its own summary; the multirun's end holds a line per sweep and the one UI hint (each
+    job printed its own hint, and there was no table)."""
+    result = gdexp("-m", "gdexp", "-m", "+sweep=lr", "sweep.name=a,b", "sweep.n_trials=2", "train.epochs=1",
+                   cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Open the UI") == 1 and result.stdout.count("Study '") == 2, result.stdout
+    table = result.stdout.split("2 sweeps:")[1]
+    assert "+sweep=lr sweep.name=a sweep.n_trials=2 train.epochs=1  study 'a': 2 of 2 trials, best val_loss " \
+        in table and "study 'b': 2 of 2 trials" in table, table
+    assert "Open the UI: python -m gdexp.ui, then http://127.0.0.1:5000/#/experiments/1/runs?" in table
+
+
 def test_a_trial_that_raises_is_fail_and_failed_and_the_sweep_goes_on(make_cfg, project: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection: training raises for one learning rate (as a bug or a full disk would)."""

@@ -117,6 +117,7 @@ def summary_table(cfg: DictConfig, study: optuna.Study, where: str, ui: str) -> 
         lines += [f"Best: trial {done[0].number}, {cfg.sweep.metric} = {done[0].value:.4g}", "",
                   tabulate(rows, headers=["trial", cfg.sweep.metric, *keys], tablefmt="simple"), ""]
     lines += [f"Study storage: {where}",
-              f"MLflow: experiment {cfg.tracking.experiment!r} in {mask_secrets(cfg.tracking.uri)}",
-              f"Open the UI: {ui}"]
+              f"MLflow: experiment {cfg.tracking.experiment!r} in {mask_secrets(cfg.tracking.uri)}"]
+    if ui:  # a multirun's jobs leave it to the multirun's end
+        lines.append(f"Open the UI: {ui}")
     return "\n".join(lines)
