@@ -147,6 +147,21 @@ def test_what_composing_hides_is_refused_from_the_overrides(overrides: list[str]
         check_overrides(overrides)
 
 
+@pytest.mark.parametrize(("key", "words"), [
+    ("optim.momentumm", "optim.momentumm is not a key of the config (nor a config group): the keys of optim are "
+                        "name, lr, weight_decay, momentum, dampening, nesterov (did you mean momentum?)"),
+    ("optimm.lr", "optimm.lr is not a key of the config (nor a config group) (did you mean optim?)"),
+])
+def test_a_search_space_key_typo_gets_the_keys_and_a_close_match(make_cfg, key: str, words: str) -> None:
+    """As a typo of a config key on the command line is told (`optim.lrr`): the node's keys and the nearest."""
+    from gdexp.sweep import validate_sweep
+
+    cfg = make_cfg("+sweep=lr")
+    cfg.sweep.params = {key: "interval(0, 0.9)"}
+    with pytest.raises(ConfigError, match=re.escape(f"sweep.params.{key}: {words}")):
+        validate_sweep(cfg)
+
+
 def test_a_search_space_of_the_wrong_type_is_refused_naming_the_key(make_cfg) -> None:
     from gdexp.sweep import validate_sweep
 

@@ -17,7 +17,7 @@ from omegaconf.errors import ValidationError
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from gdexp import data
-from gdexp.config import CONFIG_DIR, ConfigError, as_dict, flatten, validate
+from gdexp.config import CONFIG_DIR, ConfigError, as_dict, close_match, flatten, validate
 from gdexp.config._errors import explain
 from gdexp.sweep._samplers import make_sampler
 
@@ -35,7 +35,7 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> dict[str, BaseDis
         where = f"sweep.params.{key}"
         is_group = (CONFIG_DIR / str(key)).is_dir()
         if not is_group and OmegaConf.select(cfg, str(key), default=KeyError) is KeyError:
-            raise ConfigError(f"{where}: {key} is not a key of the config (nor a config group)")
+            raise ConfigError(f"{where}: {key} is not a key of the config (nor a config group){_near(str(key), cfg)}")
         if isinstance(spec, str):
             text = spec
         elif isinstance(spec, list):
@@ -51,6 +51,16 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> dict[str, BaseDis
     if not space:
         raise ConfigError("sweep.params is empty: give at least one key to search")
     return space
+
+def _near(key: str, cfg: DictConfig) -> str:
+    """What `key` was likely meant to be: its node's keys, and the nearest of them (`optim.momentumm`)."""
+    node, _, leaf = key.rpartition(".")
+    held = OmegaConf.select(cfg, node, default=None) if node else cfg
+    if not isinstance(held, DictConfig):  # no such node (`optimm.lr`): the nearest group
+        return close_match(key.partition(".")[0], [str(k) for k in cfg])
+    keys = [str(k) for k in held if isinstance(held.get(k), (int, float, str, bool))]  # what a space can search
+    return f": the keys of {node or 'the config'} are {', '.join(keys)}{close_match(leaf, keys)}" if keys else ""
+
 
 def _distribution(where: str, value: Any) -> BaseDistribution:
     log = "log" in getattr(value, "tags", set())
