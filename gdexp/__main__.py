@@ -121,7 +121,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         "gdexp", lambda: result.append(job(cfg)), what="config",
         uri=mask_secrets(str(cfg.tracking.uri)), cleanup=_drop_output_dir,
         again=(f"; finished trials are kept: run the same command again to resume the sweep:\n  {again}"
-               if swept else "; the runs so far are recorded"),
+               if swept else "; the runs so far are recorded" if HydraConfig.get().mode == RunMode.MULTIRUN
+               else "; the run is recorded as it was, KILLED"),
         retry=(f"; the sweep stopped, and a trial it cut short is not counted: once the store answers, run the same "
                f"command again:\n  {again}") if swept else "")
     if code:

@@ -385,6 +385,7 @@ def test_sigterm_ends_the_run_killed_with_its_metrics(project: Path) -> None:
     proc.terminate()
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "Traceback" not in err, err
+    assert err.endswith("gdexp: interrupted; the run is recorded as it was, KILLED\n"), err
     (run,) = all_runs(project)
     assert run.info.status == "KILLED"
     assert len(store(project).get_metric_history(run.info.run_id, "train_loss")) >= 1, "metrics flushed first"
