@@ -25,7 +25,7 @@ from gdexp.history import Callback, History
 from gdexp.nn import MLP
 from gdexp.tracking import MlflowTracker
 
-__all__ = ["exponential", "run", "suggest"]
+__all__ = ["exponential", "run", "smoothed", "suggest"]
 
 
 def exponential(min_lr: float, max_lr: float) -> train.Schedule:
@@ -37,6 +37,15 @@ def exponential(min_lr: float, max_lr: float) -> train.Schedule:
     return schedule
 
 
+def smoothed(losses: np.ndarray, smoothing: float) -> np.ndarray:
+    """The batch losses' bias-corrected exponential moving average (fastai's): the curve the suggestion reads."""
+    smooth, avg = np.empty(len(losses)), 0.0
+    for i, value in enumerate(losses):
+        avg = smoothing * avg + (1 - smoothing) * value
+        smooth[i] = avg / (1 - smoothing ** (i + 1)) if smoothing else value
+    return smooth
+
+
 def suggest(lrs: np.ndarray, losses: np.ndarray, smoothing: float = 0.9) -> dict[str, float]:
     """Read the range test's curve (see the module docstring). NaN fields when the curve is too short."""
     keep = np.isfinite(lrs) & np.isfinite(losses)
@@ -44,10 +53,7 @@ def suggest(lrs: np.ndarray, losses: np.ndarray, smoothing: float = 0.9) -> dict
     if len(lrs) < 5:
         return {k: math.nan for k in ("steepest_lr", "min_loss_lr", "suggested_lr", "divergence_lr",
                                       "window_low", "window_high")}
-    smooth, avg = np.empty_like(losses), 0.0
-    for i, value in enumerate(losses):  # bias-corrected exponential moving average
-        avg = smoothing * avg + (1 - smoothing) * value
-        smooth[i] = avg / (1 - smoothing ** (i + 1)) if smoothing else value
+    smooth = smoothed(losses, smoothing)
     lowest = int(np.argmin(smooth))
     above = np.nonzero(smooth[lowest:] > 4 * smooth[lowest])[0]
     edge = float(lrs[lowest + above[0]]) if len(above) else float(lrs[-1])
@@ -69,7 +75,8 @@ class _RangeLog(Callback):
     def on_end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
         n = history.updates
         lrs, losses = history.lr[:n], history.batch_loss[:n]
-        self.result = suggest(lrs, losses, float(self.cfg.lr_range.smoothing))
+        smoothing = float(self.cfg.lr_range.smoothing)
+        self.result = suggest(lrs, losses, smoothing)
         if history.diverged:  # the run stopped at the edge: that update's rate is the edge
             self.result["divergence_lr"] = float(lrs[-1])
         if self.tracker is None:
@@ -78,7 +85,9 @@ class _RangeLog(Callback):
         store.log_params(uri, run_id, {f"lr_range.{k}": f"{v:.6g}" for k, v in self.result.items()})
         store.log_metrics(uri, run_id, [store.metric("lr", float(lr), i + 1, 0) for i, lr in enumerate(lrs)])
         with tempfile.TemporaryDirectory(prefix="gdexp-lr-range-") as tmp:
-            plots.lr_range(lrs, losses, self.result, Path(tmp) / "lr_range.png")
+            keep = np.isfinite(lrs) & np.isfinite(losses)
+            plots.lr_range(lrs[keep], losses[keep], smoothed(losses[keep], smoothing), self.result,
+                           Path(tmp) / "lr_range.png")
             store.log_artifacts(uri, run_id, Path(tmp))
 
 

@@ -39,12 +39,12 @@ REPORT = {"dpi": 150, "font.size": 11.0}
 
 
 def axes(width: float = 6.0, height: float = 4.0, *, left: float = 0.14, bottom: float = 0.13,
-         top: float = 0.91, dpi: int = 100) -> tuple[Figure, Axes]:
+         top: float = 0.91, right: float = 0.97, dpi: int = 100) -> tuple[Figure, Axes]:
     """A figure with one set of axes and fixed margins (shares of the figure)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=dpi)
-    fig.subplots_adjust(left=left, right=0.97, top=top, bottom=bottom)
+    fig.subplots_adjust(left=left, right=right, top=top, bottom=bottom)
     return fig, fig.subplots()
 
 
@@ -127,16 +127,30 @@ def loss_curve(history: History, path: Path, *, title: str) -> Path:
     return save(fig, path)
 
 
-def lr_range(lrs: np.ndarray, losses: np.ndarray, result: dict[str, float], path: Path) -> Path:
-    """Loss against learning rate for the range test, with the suggested window and divergence edge."""
-    fig, ax = axes()
-    ax.plot(lrs, losses, lw=1)
-    ax.set_xscale("log")
+def lr_range(lrs: np.ndarray, losses: np.ndarray, smooth: np.ndarray, result: dict[str, float], path: Path) -> Path:
+    """Loss against learning rate for the range test: each update's batch loss faint, the smoothed curve the
+    suggestion reads, its steepest fall and its lowest point marked, the suggested rate (a tenth of the lowest
+    point's), the just-right window and the divergence edge."""
+    fig, ax = axes(9.0, 4.4, dpi=int(REPORT["dpi"]), left=0.09, right=0.64)
+    ax.plot(lrs, losses, lw=0.8, color="0.6", alpha=0.6, label="batch loss of each update")
+    ax.plot(lrs, smooth, lw=1.8, color="C0", label="smoothed (what the suggestion reads)")
+    log_x(ax)
     if positive(losses):
         log_y(ax)
+        finite = smooth[np.isfinite(smooth)]
+        ax.set_ylim(float(np.min(finite)) / 1.5, float(finite[0]) * 3)  # a blow-up past the edge: off the top
     if math.isfinite(result["window_low"]):
-        ax.axvspan(result["window_low"], result["window_high"], color="C2", alpha=0.2, label="just-right window")
-        ax.axvline(result["divergence_lr"], color="C3", ls="--", label="divergence edge")
-        ax.legend()
-    ax.set(xlabel="learning rate", ylabel="batch loss", title="learning-rate range test")
+        ax.axvspan(result["window_low"], result["window_high"], color=REGIME_COLORS["just_right"], alpha=0.18,
+                   lw=0, label="just-right window")
+        for key, marker, label in (("steepest_lr", "v", "steepest fall"), ("min_loss_lr", "o", "lowest loss")):
+            at = int(np.argmin(np.abs(np.log(lrs) - math.log(result[key]))))
+            ax.plot(lrs[at], smooth[at], marker=marker, ms=8, color="0.15", ls="",
+                    label=f"{label}: lr {result[key]:.3g}")
+        ax.axvline(result["suggested_lr"], color="0.15", ls=":", lw=1.4,
+                   label=f"suggested lr {result['suggested_lr']:.3g}\n(a tenth of the lowest loss's)")
+        ax.axvline(result["divergence_lr"], color=REGIME_COLORS["too_large"], ls="--",
+                   label=f"divergence edge {result['divergence_lr']:.3g}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
+    ax.set(xlabel="learning rate (raised every update)", ylabel="training loss", title="learning-rate range test")
+    ax.grid(True, alpha=0.3)
     return save(fig, path)

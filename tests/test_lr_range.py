@@ -36,3 +36,26 @@ def test_the_range_test_run_is_recorded_as_no_regime_sample(make_cfg, project: P
     assert float(run.data.params["lr_range.suggested_lr"]) == pytest.approx(suggested, rel=1e-5)
     lrs = mlflow_client(cfg.tracking.uri).get_metric_history(run.info.run_id, "lr")
     assert lrs[0].value == pytest.approx(1e-5) and [m.step for m in lrs[:3]] == [1, 2, 3]
+
+
+def test_the_range_test_figure_marks_what_the_suggestion_reads(tmp_path: Path, monkeypatch) -> None:
+    """lr_range.png drew the raw batch losses only, with neither the steepest fall, the lowest point nor the
+    suggested rate on it: now the smoothed curve the suggestion reads, both points, the suggested rate and the
+    edge, at the report figures' 150 dpi."""
+    from gdexp import plots
+    from tests.test_report_landscape import kept_figures
+
+    figures = kept_figures(monkeypatch)
+    schedule = exponential(1e-5, 10.0)
+    lrs = np.array([schedule(i, 600) for i in range(600)])
+    x = np.log10(lrs)
+    losses = 2.0 - 1.5 / (1 + np.exp(-(x + 2) * 3)) + np.where(x > np.log10(0.3), 40 * (x - np.log10(0.3)) ** 2, 0)
+    result = suggest(lrs, losses, smoothing=0.9)
+    plots.lr_range(lrs, losses, lr_range.smoothed(losses, 0.9), result, tmp_path / "lr_range.png")
+    (ax,) = figures["lr_range.png"].axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith(f"steepest fall: lr {result['steepest_lr']:.3g}") for t in labels)
+    assert any(t.startswith(f"lowest loss: lr {result['min_loss_lr']:.3g}") for t in labels)
+    assert any(t.startswith(f"suggested lr {result['suggested_lr']:.3g}") for t in labels)
+    assert any(t.startswith("smoothed") for t in labels)
+    assert int.from_bytes((tmp_path / "lr_range.png").read_bytes()[16:20], "big") >= 1200
