@@ -74,8 +74,11 @@ _JOBS = _Jobs()
 
 
 def record_job(overrides: str, line: str, ui_hint: str, *, noun: str = "run") -> None:
-    """A finished job of a Hydra multirun: its one-line result, kept for the summary at the end."""
-    _JOBS.done.append(_Job(overrides, line, noun))
+    """A finished job of a Hydra multirun: its one-line result, kept for the summary at the end (its overrides
+    with any password of a storage or tracking URL masked, as everything gdexp prints)."""
+    from gdexp.config import mask_secrets
+
+    _JOBS.done.append(_Job(mask_secrets(overrides), line, noun))
     _JOBS.ui_hint = ui_hint
 
 

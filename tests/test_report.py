@@ -187,27 +187,30 @@ def test_report_files_pivot_and_numbers(swept: Path, reported: Path) -> None:
     assert runs["epochs_to_90pct"].isna().any() and runs["epochs_to_90pct"].notna().any()
 
 
-def test_a_report_of_fewer_formats_replaces_the_parent_runs_report(swept: Path, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """A full report, then `--formats md`: the parent run's report/ holds regimes.md alone, not the new .md beside
-    the older .json, .html and figures (of another set of runs, perhaps), and only what this report wrote is
-    uploaded from its folder."""
-    from gdexp.report import main as report_main
+def test_a_report_of_fewer_formats_replaces_the_runs_report(project: Path) -> None:
+    """A full report, then `--formats md`: the run's report/ holds regimes.md alone, not the new .md beside the
+    older .json, .html and figures (of another set of runs, perhaps); only what this report wrote is uploaded,
+    not whatever its folder holds. (On a run of its own: a copy of a store still writes to the original's
+    artifact folders, which are absolute paths.)"""
+    from types import SimpleNamespace
 
-    folder = tmp_path / "copy"
-    for part in ("mlruns", "sweeps"):
-        shutil.copytree(swept / part, folder / part, ignore=shutil.ignore_patterns("report"))
-    monkeypatch.chdir(folder)
-    (parent,) = [r for r in all_runs(folder) if r.data.tags.get("gdexp.role") == "sweep"]
+    from gdexp.report import log_to_parent
+
+    client = store(project)
+    run = client.create_run(client.create_experiment("gdexp")).info.run_id
+    report = SimpleNamespace(uri="sqlite:///mlruns/mlflow.db", parent_id=run)
+    out = project / "out"
+    out.mkdir()
+    for name in ("regimes.md", "regimes.json", "loss_curves.png"):
+        (out / name).write_text(name)
 
     def logged() -> set[str]:
-        return {a.path for a in store(folder).list_artifacts(parent.info.run_id, "report")}
+        return {a.path for a in store(project).list_artifacts(run, "report")}
 
-    assert report_main(["regimes"]) == 0
-    assert {"report/regimes.json", "report/regimes.md", "report/loss_curves.png"} <= logged()
-    assert report_main(["regimes", "--formats", "md"]) == 0
+    log_to_parent(report, sorted(out.iterdir()))  # type: ignore[arg-type]
+    assert logged() == {"report/regimes.md", "report/regimes.json", "report/loss_curves.png"}
+    log_to_parent(report, [out / "regimes.md"])  # type: ignore[arg-type]
     assert logged() == {"report/regimes.md"}
-    assert (folder / "sweeps" / "regimes" / "report" / "regimes.json").exists(), "the output folder keeps its files"
 
 
 def test_the_range_test_is_no_regime_sample(swept: Path) -> None:
