@@ -64,7 +64,7 @@ def callbacks_for(cfg: DictConfig, *, tracker: Callback | None = None, trial: Re
     if trial is not None:
         chosen.append(Pruning(trial, cfg.sweep.metric))
     if cfg.get("lr_range") is None:
-        chosen.append(Labeller(cfg.regimes))
+        chosen.append(Labeller(cfg.regimes, plain=cfg.optim.name == "sgd" and not cfg.optim.get("momentum", 0)))
     chosen += list(extra)
     if tracker is not None:
         chosen.append(tracker)
@@ -77,11 +77,13 @@ class Labeller(Callback):
     """At the end of a run that finished, its regime and reason from its own training-loss curve
     (`regimes.classify`); when the sharpness was measured, the reason also says what η·λmax did
     (`regimes.stability`), and on a full-batch run it tells a step just below the edge from a tiny one, whose
-    curves look alike. A full-batch run's rises are its steps' overshoots (no noise): `classify` is told which
-    runs are. A run that was interrupted or failed gets no label."""
+    curves look alike. A full-batch run's rises are its steps' overshoots (no noise) when it is plain GD (no
+    momentum, whose heavy ball may rise on a stable step; no adaptive step): `classify` is told which runs are.
+    A run that was interrupted or failed gets no label."""
 
-    def __init__(self, rules: Any) -> None:
+    def __init__(self, rules: Any, *, plain: bool = True) -> None:
         self.rules = rules
+        self.plain = plain  # plain GD: no momentum, no adaptive step, so a full-batch rise is an overshoot
 
     def on_end(self, history: History, model: MLP, status: str, error: BaseException | None) -> None:
         if status != "FINISHED" or not history.epochs:
@@ -91,7 +93,8 @@ class Labeller(Callback):
         measured = ratios[np.isfinite(ratios)]
         full_batch = history.updates == len(history.epochs)  # one update an epoch: the curve is the steps'
         history.regime, history.regime_reason = regimes.classify(
-            start, losses, diverged=history.diverged, note=history.note, rules=self.rules, full_batch=full_batch,
+            start, losses, diverged=history.diverged, note=history.note, rules=self.rules,
+            full_batch=full_batch and self.plain,  # momentum's heavy ball may rise on a stable step
             ratios=(initial, float(measured[-1])) if full_batch and measured.size else (math.nan, math.nan))
         why, history.edge_of_stability = regimes.stability(
             initial, [int(e) for e in history.curve("epoch")], ratios.tolist(), fell=bool(losses[-1] < start))

@@ -178,8 +178,9 @@ def database(url: str) -> str | None:
     except exc.DBAPIError as error:
         return _first_line(error.orig if error.orig is not None else error)
     except ImportError as error:  # gdexp installs psycopg 3 only
-        return (f"its database driver is not installed ({_first_line(error)}): install one and name it in the "
-                "URL, e.g. pip install pymysql and mysql+pymysql://...")
+        example = ("postgresql://... or postgresql+psycopg://... (psycopg 3, which gdexp installs)"
+                   if url.startswith("postgres") else "pip install pymysql and mysql+pymysql://...")
+        return f"its database driver is not installed ({_first_line(error)}): use {example}"
     except (exc.ArgumentError, exc.NoSuchModuleError) as error:
         return f"{type(error).__name__}: {_first_line(error)}"
     return None

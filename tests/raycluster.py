@@ -78,7 +78,10 @@ class RayCluster:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write("add\n")
         self.proc.stdin.flush()
-        self.node = json.loads(self.proc.stdout.readline())["node"]
+        line = self.proc.stdout.readline()
+        if not line:  # the cluster went down instead (its own log says why)
+            raise RuntimeError(f"the Ray test cluster could not start a new node (exit code {self.proc.wait()})")
+        self.node = json.loads(line)["node"]
 
     def client_server_logs(self) -> str:
         """The end of each of the head's Ray Client server logs (its proxy's and each session's): what a failed

@@ -296,12 +296,14 @@ def test_a_sweep_key_beside_a_swept_overlay_is_told_how_to_write_it(project, ins
     from gdexp import __main__ as command
 
     monkeypatch.setattr(command.stopping, "spare_exit_collection", lambda: None)
-    monkeypatch.setattr("sys.argv", ["gdexp", "-m", "+sweep=lr,regimes", "sweep.name=x"])
-    with pytest.raises(SystemExit) as ended:
-        command.main()
-    out, err = capsys.readouterr()
-    assert ended.value.code == 2 and not out and len(err.splitlines()) == 1, (out, err)
-    assert "sweep.name=x cannot be set beside a swept +sweep=lr,regimes" in err and "write ++sweep.name=x" in err
+    for key, fix in (("sweep.name=x", "leave it out: each overlay names its own study"),
+                     ("sweep.n_trials=3", "write ++sweep.n_trials=3")):
+        monkeypatch.setattr("sys.argv", ["gdexp", "-m", "+sweep=lr,regimes", key])
+        with pytest.raises(SystemExit) as ended:
+            command.main()
+        out, err = capsys.readouterr()
+        assert ended.value.code == 2 and not out and len(err.splitlines()) == 1, (out, err)
+        assert f"{key} cannot be set beside a swept +sweep=lr,regimes" in err and fix in err, err
 
 
 def test_hydras_own_keys_that_do_not_resolve_are_named(project, installed, capsys, monkeypatch) -> None:

@@ -151,6 +151,7 @@ LONG = ["gd=stochastic", "train.epochs=30", "~sweep.params.model.hidden_size", "
 def test_a_killed_node_loses_nothing(cluster: Cluster, tmp_path: Path, experiment: str) -> None:
     """The second node is SIGKILLed mid-trial: the head finishes the study, exact totals, the lost trial's
     run FAILED and the trial retried with the same parameters. A new second node takes its place after."""
+    proc: subprocess.Popen[str] | None = None
     try:
         name = "ray-kill"
         url = str(tmp_path / "sweeps" / name / "study.journal")
@@ -176,6 +177,9 @@ def test_a_killed_node_loses_nothing(cluster: Cluster, tmp_path: Path, experimen
         assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == lost.params
         assert {r.data.tags["worker"] for r in kids if r.info.status == "FINISHED"} >= {f"ray:{cluster.ray.head}"}
     finally:
+        if proc is not None and proc.poll() is None:  # a failed assertion: the sweep leaves the shared cluster
+            proc.kill()
+            proc.communicate(timeout=60)
         if cluster.ray.node is None:  # killed: the tests after this one get a second node again
             cluster.ray.replace_node()
 

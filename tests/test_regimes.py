@@ -338,8 +338,13 @@ def test_the_fastest_step_is_just_right_when_a_larger_stable_step_ended_higher()
     over = sib(2.15, (9.0, 40.0, 7.0), "too_large")
     labelled = regimes.label_siblings([pivot, higher, over], RULES)
     assert [label for label, _ in labelled] == ["just_right", "just_right", "too_large"]
-    assert "a larger step that did not overshoot (run@0.679, lr 0.679, 3.7x) ended higher" in labelled[0][1]
+    assert "a larger step that did not overshoot (run@0.679, lr 0.679, 3.7x) never came down to it" in labelled[0][1]
     assert "untried" not in labelled[0][1]
+    # a larger step that came down to the pivot's loss sooner, then rose at its end, did better: the pivot is slow
+    faster = sib(0.4, (*geometric(0.4, 14), 0.6), "just_right")
+    label, reason = regimes.label_siblings([pivot, faster, over], RULES)[0]
+    assert label == "too_small" and "run@0.4 (lr 0.4), a larger step that did not overshoot, had come down" in reason
+    assert "untried" not in reason
 
 
 def test_the_fastest_step_just_below_one_that_overshot_is_just_right_though_still_falling() -> None:
@@ -356,3 +361,15 @@ def test_the_fastest_step_just_below_one_that_overshot_is_just_right_though_stil
     far = regimes.label_siblings([*slow, sib(10.0, (9.0, 40.0, 7.0), "too_large")], RULES)
     assert [label for label, _ in far] == ["too_small", "too_small", "too_large"]
     assert "but it is 1,000x larger: the sweep left the faster steps in between untried" in far[1][1]
+
+
+@pytest.mark.parametrize(("overrides", "plain"), [((), True), (("optim.momentum=0.9",), False),
+                                                    (("optim=adam",), False)])
+def test_the_full_batch_rise_rule_is_plain_gds(make_cfg, overrides: tuple[str, ...], plain: bool) -> None:
+    """Heavy-ball momentum can rise on a stable step, and an adaptive step has no single step length: only plain
+    GD's full-batch rises are read as overshoots."""
+    from gdexp.callbacks import Labeller, callbacks_for
+
+    cfg = make_cfg("gd=batch", *overrides)
+    (labeller,) = [c for c in callbacks_for(cfg) if isinstance(c, Labeller)]
+    assert labeller.plain is plain

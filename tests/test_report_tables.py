@@ -293,7 +293,7 @@ def test_sharpness_figure_goes_log_when_the_edges_span_decades(tmp_path: Path, m
         sharpness = {}
         for r in rows:
             r.update(ratio_start=4 * r["lr"], ratio_end=50 * r["lr"], lr_edge=0.5, edge=2 / r["lr"])
-            sharpness[r["run_id"]] = (np.arange(0, 21, dtype=float), np.linspace(4, 50, 21))
+            sharpness[r["run_id"]] = (np.arange(0, 21, dtype=float), np.r_[np.linspace(4, 50, 20), -1e-4])
         toy = make(rows)
         toy.sharpness = sharpness
         figures = kept_figures(monkeypatch)
@@ -302,7 +302,9 @@ def test_sharpness_figure_goes_log_when_the_edges_span_decades(tmp_path: Path, m
 
     decades = figure([1e-4, 1e-3, 1e-2, 0.1, 1.0], "decades.png")
     low, high = decades.get_ylim()
-    assert decades.get_yscale() == "log" and low < 4 and high > 20_000
+    assert decades.get_yscale() == "log" and 1 < low < 4 and high > 20_000
+    drawn = np.concatenate([line.get_ydata() for line in decades.lines if line.get_linestyle() == "-"])
+    assert np.isnan(drawn).sum() == 5, "a negative sharpness breaks its line on a log axis, not plunges off it"
     eos = figure([0.02, 0.03, 0.04, 0.05], "eos.png")
     assert eos.get_yscale() == "linear" and eos.get_ylim()[0] == 0 and eos.get_ylim()[1] >= 100
 

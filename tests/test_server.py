@@ -80,6 +80,8 @@ def test_bad_flags_are_one_line_and_leave_nothing(flags: list[str], env: dict[st
      "--backend-store-uri=postgresql://postgres@127.0.0.1:1/x cannot be used: connection failed"),
     (["--backend-store-uri", "foo://x"], "a tracking server keeps its runs in a database: use postgresql://"),
     (["--backend-store-uri", "mysql://u@127.0.0.1/x"], "its database driver is not installed"),
+    (["--backend-store-uri", "postgresql+psycopg2://u@127.0.0.1/x"],  # advice for PostgreSQL, not MySQL's
+     "is not installed (No module named 'psycopg2'): use postgresql://... or postgresql+psycopg://..."),
     (["user"], "the following arguments are required: action"),
     (["user", "add", "someone"], "give the server with --uri https://host:port (or set MLFLOW_TRACKING_URI)"),
     (["user", "grant", "someone", "--uri", "https://127.0.0.1:1"], "required: --experiment"),

@@ -308,7 +308,7 @@ def test_a_study_past_its_n_trials_says_so(make_cfg) -> None:
         study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions={"x": CategoricalDistribution(
             [0.1, 0.2, 0.3])}, value=x))
     line = summary_table(make_cfg("+sweep=lr", "sweep.n_trials=2"), study, "here", "ui").splitlines()[0]
-    assert line.startswith("Study 'lr': 3 (more than sweep.n_trials=2: the study held them already) trials (3 "
+    assert line.startswith("Study 'lr': 3 trials, more than sweep.n_trials=2, which the study held already (3 "
                            "complete"), line
     assert summary_table(make_cfg("+sweep=lr", "sweep.n_trials=3"), study, "here", "ui").startswith(
         "Study 'lr': 3 of 3 trials")

@@ -58,9 +58,11 @@ def _needs_overlay(written: str, config_dir: Path, given: Sequence[str]) -> Conf
     added = [o.partition("=")[2] for o in given if o.startswith("+sweep=")]
     key, _, value = next((o for o in given if o.lstrip("+").startswith(f"{written}=")), written).partition("=")
     if any("," in a or "(" in a for a in added):
+        fix = ("leave it out: each overlay names its own study (a shared name would mix two configs in one study)"
+               if written == "sweep.name" else f"write ++{written}={value} (added where missing, set where present)")
         return ConfigError(f"{key.lstrip('+')}={value} cannot be set beside a swept +sweep={added[0]}: Hydra composes "
                            f"a multirun's shared config without the swept overlay, where {written} does not exist; "
-                           f"write ++{written}={value} (added where missing, set where present)")
+                           f"{fix}")
     if added and written.startswith("sweep.") and all(a in OVERLAYS for a in added):
         optuna = ", ".join(f"+sweep={o}" for o in _options(config_dir, "sweep") if o not in OVERLAYS)
         return ConfigError(f"{written} is a key of the Optuna sweeps ({optuna}), and +sweep={added[0]} adds no "

@@ -37,6 +37,10 @@ from gdexp.regimes._stability import flipped
 __all__ = ["classify", "overshoot", "pct", "slowness"]
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' * (n != 1)}"
+
+
 def pct(x: float) -> str:
     """`73.5 %`; a share just short of the whole keeps the digits that tell it from 100 % (`99.98 %`)."""
     digits = 3
@@ -114,7 +118,7 @@ def slowness(initial: float, losses: Sequence[float] | np.ndarray, *, rules: Map
     final = float(curve[-1])
     progress = (initial - final) / initial if initial > 0 else 1.0
     if progress < rules["min_progress"]:
-        return f"the loss fell only {pct(progress)} in {n} epochs"
+        return f"the loss fell only {pct(progress)} in {_epochs(n)}"
     if n == 1:  # one decrease shows no pace: nothing says it levelled off
         return (f"the loss fell {pct(progress)} in its only epoch: one epoch shows no pace, so nothing says it "
                 "levelled off")
@@ -140,6 +144,7 @@ def classify(initial: float, losses: Sequence[float] | np.ndarray, *, diverged: 
     curve = np.asarray(losses, dtype=float)
     n, final = len(curve), float(curve[-1])
     _rise, shares, rises = _rises(initial, curve, rules)
+    steady = bool(np.all(np.diff(np.concatenate([[initial], curve])) < 0))  # fell in every epoch
     why = slowness(initial, losses, rules=rules)
     if why is not None:
         flipping = flipped(*ratios, _tail(initial, curve, rules)[3]) if n > 1 else None
@@ -149,20 +154,21 @@ def classify(initial: float, losses: Sequence[float] | np.ndarray, *, diverged: 
             return "too_large", (f"{why}; but it rose by more than {pct(rules['rise_tolerance'])} of the ground gained "
                                  f"in {rises} of {n} epochs, and full-batch GD has no noise: each rise is a step that "
                                  "overshot, so the steps are too long to settle, not too short")
-        return "too_small", f"{why}{_bumps(n, shares, rises, rules)}"
+        return "too_small", f"{why}{_bumps(n, shares, rises, rules, falling=steady)}"
     progress = (initial - final) / initial if initial > 0 else 1.0
     half, falling, share, _pace = _tail(initial, curve, rules)
     if falling:
         end = f"levelled off: at its last pace another {n} epochs would add only {pct(share)}"
     else:
         end = f"levelled off: its last {f'{half} epochs' if half > 1 else 'epoch'} brought it no lower"
-    return "just_right", f"the loss fell {pct(progress)} in {n} epochs and {end}{_bumps(n, shares, rises, rules)}"
+    bumps = _bumps(n, shares, rises, rules, falling=steady)
+    return "just_right", f"the loss fell {pct(progress)} in {_epochs(n)} and {end}{bumps}"
 
 
-def _bumps(n: int, shares: np.ndarray, rises: int, rules: Mapping[str, Any]) -> str:
+def _bumps(n: int, shares: np.ndarray, rises: int, rules: Mapping[str, Any], *, falling: bool) -> str:
     """How much a curve that did not overshoot rose, for its reason: the rises past `rise_tolerance` and the
     largest, or the largest rise within the tolerance (visible on a log scale near the bottom, yet a tiny share of
-    the ground gained), or that it fell in every epoch."""
+    the ground gained), or that it fell in every epoch (`falling`), or at least never rose (a flat stretch)."""
     largest = float(shares.max()) if shares.size else 0.0
     tolerance = pct(rules["rise_tolerance"])
     if rises:
@@ -172,7 +178,7 @@ def _bumps(n: int, shares: np.ndarray, rises: int, rules: Mapping[str, Any]) -> 
     if largest > 0:
         return (f", with no rise of more than {tolerance} of the ground gained (the largest gave back "
                 f"{pct(largest)} of it): no overshoot")
-    return ", falling in every epoch: no overshoot"
+    return ", falling in every epoch: no overshoot" if falling else ", never rising: no overshoot"
 
 
 def _ahead(last: float, ratio: float, span: int, epochs: int) -> float:

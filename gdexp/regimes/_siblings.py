@@ -12,7 +12,7 @@ curve's first point); n / e is how many times slower this run brought its loss d
 - The pivot is the run with the lowest training loss at its end among those that did not overshoot (a pruned
   run included: stopped early, it would only have gone lower): the fastest step of the group. It is just right
   by its own curve, or, still falling, when a larger step was tried and did no better: one that did not overshoot
-  ended higher, or one that overshot is close above (no faster stable step exists).
+  never came down to its loss, or one that overshot is close above (no faster stable step exists).
 - Below the pivot's learning rate, a run is too_small when a larger step reached its loss at least `slower`
   times sooner and its own loss was still falling at the end: too slow, and clearly behind.
 - Above it, a run is too_large when a smaller step reached its loss at least `slower` times sooner: a clearly
@@ -174,8 +174,8 @@ def label_siblings(runs: Sequence[Sibling], rules: Mapping[str, Any]) -> list[tu
 
 def _fastest(r: Sibling, runs: Sequence[Sibling]) -> tuple[str, str]:
     """The pivot, the fastest step of its group. Still falling by its own curve, it is too_small unless a larger
-    step was tried and did no better: a larger step that did not overshoot (it ended higher, as every other run
-    did), or one close above it that overshot: at most 2 x `MARGIN` times its rate, so the edge lies within that
+    step was tried and did no better: a larger step that did not overshoot and never came down to its loss, or one
+    close above it that overshot: at most 2 x `MARGIN` times its rate, so the edge lies within that
     factor and the best step theory allows (edge / `MARGIN`, as 1/L against 2/L on a quadratic) is at most 2x this
     one. Then it is just right for the epochs given. A step that overshot far above, with none tried in between,
     leaves the faster rates untried."""
@@ -187,10 +187,14 @@ def _fastest(r: Sibling, runs: Sequence[Sibling]) -> tuple[str, str]:
     if r.regime != "too_small":
         return r.regime, said
     larger = min((s for s in runs if not s.overshot and s.lr > r.lr), key=lambda s: s.lr, default=None)
-    if larger is not None:  # a larger step was tried, and did worse: the steps are not too short
+    reached = epochs_to_reach(larger.initial, larger.losses, r.final) if larger is not None else None
+    if larger is not None and reached is not None:  # it got here sooner, and ended higher after
+        return "too_small", (f"{said}; but {larger.label} (lr {larger.lr:.3g}), a larger step that did not overshoot, "
+                             f"had come down to that loss {_when(reached)}, against epoch {len(r.losses):,} here")
+    if larger is not None:  # a larger step was tried and never came down to this loss: the steps are not too short
         return "just_right", (f"{said}, and a larger step that did not overshoot ({larger.label}, lr {larger.lr:.3g}, "
-                              f"{_times(larger.lr / r.lr)}x) ended higher ({larger.final:.4g}): the fastest step "
-                              "tried, though more epochs would still help")
+                              f"{_times(larger.lr / r.lr)}x) never came down to it (it ended at {larger.final:.4g}): "
+                              "the fastest step tried, though more epochs would still help")
     over = min((s.lr for s in runs if s.overshot and s.lr > r.lr), default=None)
     if over is None:
         return r.regime, said

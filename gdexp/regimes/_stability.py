@@ -59,8 +59,12 @@ def stability(initial: float, epochs: Sequence[int], ratios: Sequence[float], *,
         if abs(float(np.median(last)) - EDGE) <= EDGE_BAND:
             first = next(e for e, r in pairs if r >= EDGE - EDGE_BAND)
             settled = values[[i for i, (e, _) in enumerate(pairs) if e >= first]]
-            rose = (f"η·λmax was {start} at the start" if math.isfinite(initial) and initial >= EDGE - EDGE_BAND
-                    else f"η·λmax rose from {start}, reached {EDGE - EDGE_BAND:g} at epoch {first}")
+            if not (math.isfinite(initial) and initial >= EDGE - EDGE_BAND):
+                rose = f"η·λmax rose from {start}, reached {EDGE - EDGE_BAND:g} at epoch {first}"
+            elif first == pairs[0][0]:  # at the edge from the start, every measurement at 1.9 or more
+                rose = f"η·λmax was {start} at the start"
+            else:  # it fell below 1.9 first
+                rose = f"η·λmax started at {start}, was below {EDGE - EDGE_BAND:g}, then back at epoch {first}"
             return (f"{rose} and from then on averaged {settled.mean():.3g} (from {settled.min():.3g} to "
                     f"{settled.max():.3g}): the run trains at the edge of stability"), True
     top = max([initial, *values.tolist()]) if math.isfinite(initial) else float(values.max())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -34,19 +33,23 @@ def plot_sharpness(report: Report, path: Path) -> Path | None:
         fig, grid, width, height = panels(1, len(variants), panel=max(4.0, 7.0 / len(variants)), right=1.65, top=1.0,
                                           height=4.3)
         axes = grid[0]
-        shown: list[float] = []  # every sharpness value and edge drawn, for the y scale
+        shown = np.array([*runs["edge"], *(v for r in runs["run_id"] for v in report.sharpness[r][1])], dtype=float)
+        shown = shown[np.isfinite(shown)]  # every sharpness value and edge to draw, for the y scale
+        log = _log_scale(shown)
         for ax, variant in zip(axes, variants, strict=True):
             for run in runs[runs["gd_variant"] == variant].sort_values("lr").itertuples():
                 steps, values = report.sharpness[run.run_id]
                 colour = cmap(norm(run.lr))
-                ax.plot(steps, values, color=colour, lw=1.6)
+                ax.plot(steps, np.where(values > 0, values, np.nan) if log else values, color=colour, lw=1.6)
                 if math.isfinite(run.edge):
                     ax.axhline(run.edge, color=colour, ls="--", lw=1.1)
-                    shown.append(run.edge)
-                shown += values[np.isfinite(values)].tolist()
             ax.set(title=variant, xlabel="epoch", ylabel="sharpness λmax")
             ax.grid(True, alpha=0.3, which="both")
-        _y_scale(axes, np.array(shown))
+            if log:
+                plots.log_y(ax)
+                ax.set_ylim(float(shown[shown > 0].min()) / 1.5, float(shown.max()) * 1.5)
+            else:
+                ax.set_ylim(0, float(shown.max()) * 1.1 if shown.size and shown.max() > 0 else 1)
         fig.colorbar(ScalarMappable(norm, cmap), label="learning rate",
                      cax=fig.add_axes((1 - 1.35 / width, 0.62 / height, 0.16 / width, 1 - 1.62 / height)))
         handles = [Line2D([], [], color="0.2", lw=1.6, label="sharpness"),
@@ -56,16 +59,10 @@ def plot_sharpness(report: Report, path: Path) -> Path | None:
         return plots.save(fig, path)
 
 
-def _y_scale(axes: list[Any], shown: np.ndarray) -> None:
-    """Linear from 0 while the values drawn span less than `DECADES` decades (the edge of stability sweep: a
-    sharpness of 25 to 100 against edges of 40 to 100); log past that, where learning rates a decade apart put
-    their edges 2/η a decade apart and a linear axis flattens every sharpness curve onto 0. A negative sharpness
-    (a saddle's, or noise) has no place on a log axis: it is left out there."""
+def _log_scale(shown: np.ndarray) -> bool:
+    """Log when the values drawn span more than `DECADES` decades: learning rates a decade apart put their edges
+    2/η a decade apart, and a linear axis flattens every sharpness curve onto 0 (the edge of stability sweep, a
+    sharpness of 25 to 100 against edges of 40 to 100, stays linear from 0). A sharpness at or below 0 (a saddle's,
+    or noise) has no place on a log axis: its line breaks there."""
     positive = shown[shown > 0]
-    top = float(shown.max()) if shown.size else 0.0
-    for ax in axes:
-        if positive.size and top / float(positive.min()) > 10**DECADES:
-            plots.log_y(ax)
-            ax.set_ylim(float(positive.min()) / 1.5, top * 1.5)
-        else:
-            ax.set_ylim(0, top * 1.1 if top > 0 else 1)
+    return bool(positive.size) and float(shown.max()) / float(positive.min()) > 10**DECADES

@@ -26,7 +26,7 @@ from gdexp import console, errors, stopping, store
 from gdexp.sweep._accounting import tally, trial_value
 from gdexp.sweep._labels import relabel
 from gdexp.sweep._launchers import Launcher, launcher
-from gdexp.sweep._parent import best_trial, best_value, finish_parent, parent_run, summary_table
+from gdexp.sweep._parent import best_trial, best_value, finish_parent, parent_run, summary_table, trials_done
 from gdexp.sweep._reconcile import reconcile
 from gdexp.sweep._record import TrialRecord
 from gdexp.sweep._space import parse_space, same_trials, validate_sweep
@@ -101,9 +101,9 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
     if _in_multirun():  # one UI hint after the jobs, and a line of this sweep in the multirun's table
         print(summary_table(cfg, sweep.study, sweep.where, ""))
         shown = f", best {cfg.sweep.metric} {best:.4g}" if best is not None else ""
-        console.record_job(" ".join(overrides), f"study {cfg.sweep.name!r}: {tally(sweep.records())['done']} of "
-                           f"{cfg.sweep.n_trials} trials{shown}", run_hint(cfg.tracking.uri, cfg.tracking.experiment),
-                           noun="sweep")
+        trials = trials_done(tally(sweep.records())["done"], cfg.sweep.n_trials)
+        console.record_job(" ".join(overrides), f"study {cfg.sweep.name!r}: {trials}{shown}",
+                           run_hint(cfg.tracking.uri, cfg.tracking.experiment), noun="sweep")
         return best
     with stopping.shielded():
         ui = hint(cfg.tracking.uri, cfg.tracking.experiment, cfg.sweep.name)

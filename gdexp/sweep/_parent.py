@@ -92,6 +92,13 @@ def best_value(study: optuna.Study) -> float | None:
     return None if best is None else float(best.value)  # type: ignore[arg-type]
 
 
+def trials_done(done: int, n_trials: int) -> str:
+    """`12 of 30 trials`; a study that holds more than `sweep.n_trials` (lowered after it ran) says so."""
+    if done <= n_trials:
+        return f"{done} of {n_trials} trials"
+    return f"{done} trials, more than sweep.n_trials={n_trials}, which the study held already"
+
+
 def summary_table(cfg: DictConfig, study: optuna.Study, where: str, ui: str) -> str:
     """The console's closing table: best trial, top five, counts by state, where things live, the UI's address."""
     from tabulate import tabulate
@@ -108,9 +115,7 @@ def summary_table(cfg: DictConfig, study: optuna.Study, where: str, ui: str) -> 
              *(f"{v:.3g}" if isinstance(v, float) else v for v in r.params.values())]
             for r, mark in zip(top, diverged, strict=True)]
     keys = (["diverged"] if shown else []) + (list(top[0].params) if top else [])
-    total = (f"{counts['done']} of {cfg.sweep.n_trials}" if counts["done"] <= cfg.sweep.n_trials else
-             f"{counts['done']} (more than sweep.n_trials={cfg.sweep.n_trials}: the study held them already)")
-    lines = [f"Study {cfg.sweep.name!r}: {total} trials "
+    lines = [f"Study {cfg.sweep.name!r}: {trials_done(counts['done'], cfg.sweep.n_trials)} "
              f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed, "
              f"{counts['diverged']} diverged; {counts['not counted']} interrupted or lost, not counted)"]
     if done:
