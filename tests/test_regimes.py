@@ -345,6 +345,10 @@ def test_the_fastest_step_is_just_right_when_a_larger_stable_step_ended_higher()
     label, reason = regimes.label_siblings([pivot, faster, over], RULES)[0]
     assert label == "too_small" and "run@0.4 (lr 0.4), a larger step that did not overshoot, had come down" in reason
     assert "untried" not in reason
+    # any larger stable step that came down sooner counts, not only the next one up
+    further = sib(1.0, faster.losses, "just_right")  # above 0.679, which never came down to the pivot's loss
+    label, reason = regimes.label_siblings([pivot, higher, further, over], RULES)[0]
+    assert label == "too_small" and "run@1 (lr 1), a larger step that did not overshoot, had come down" in reason
 
 
 def test_the_fastest_step_just_below_one_that_overshot_is_just_right_though_still_falling() -> None:

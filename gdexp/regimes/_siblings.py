@@ -186,12 +186,13 @@ def _fastest(r: Sibling, runs: Sequence[Sibling]) -> tuple[str, str]:
     said = f"{r.reason}; its final training loss, {r.final:.4g}, is the lowest of the {among}"
     if r.regime != "too_small":
         return r.regime, said
+    behind = _behind(r, runs, 1)  # the larger step that did not overshoot and came down to this loss first
+    if behind is not None:  # it got here sooner, and ended higher after
+        _factor, e, s = behind
+        return "too_small", (f"{said}; but {s.label} (lr {s.lr:.3g}), a larger step that did not overshoot, had come "
+                             f"down to that loss {_when(e)}, against epoch {len(r.losses):,} here")
     larger = min((s for s in runs if not s.overshot and s.lr > r.lr), key=lambda s: s.lr, default=None)
-    reached = epochs_to_reach(larger.initial, larger.losses, r.final) if larger is not None else None
-    if larger is not None and reached is not None:  # it got here sooner, and ended higher after
-        return "too_small", (f"{said}; but {larger.label} (lr {larger.lr:.3g}), a larger step that did not overshoot, "
-                             f"had come down to that loss {_when(reached)}, against epoch {len(r.losses):,} here")
-    if larger is not None:  # a larger step was tried and never came down to this loss: the steps are not too short
+    if larger is not None:  # larger steps were tried and none came down to this loss: the steps are not too short
         return "just_right", (f"{said}, and a larger step that did not overshoot ({larger.label}, lr {larger.lr:.3g}, "
                               f"{_times(larger.lr / r.lr)}x) never came down to it (it ended at {larger.final:.4g}): "
                               "the fastest step tried, though more epochs would still help")
