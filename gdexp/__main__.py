@@ -67,7 +67,7 @@ def single(cfg: DictConfig) -> float:
     uri, experiment = cfg.tracking.uri, cfg.tracking.experiment
     if tracker is not None:
         print(f"MLflow run {tracker.run_id} in {mask_secrets(uri)} (experiment {experiment})")
-    if HydraConfig.get().mode == RunMode.MULTIRUN:  # one hint after the jobs: the runs table
+    if multirun.in_multirun():  # one hint after the jobs: the runs table
         loss = f"val_loss {result['val_loss']:.4g}, " if "val_loss" in result else ""
         console.record_job(" ".join(task_overrides()), f"{loss}{history.regime}",
                            run_hint(uri, experiment) if tracker is not None else "")
@@ -121,7 +121,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         "gdexp", lambda: result.append(job(cfg)), what="config",
         uri=mask_secrets(str(cfg.tracking.uri)), cleanup=_drop_output_dir,
         again=(f"; finished trials are kept: run the same command again to resume the sweep:\n  {again}"
-               if swept else "; the runs so far are recorded" if HydraConfig.get().mode == RunMode.MULTIRUN
+               if swept else "; the runs so far are recorded" if multirun.in_multirun()
                else "; the run is recorded as it was, KILLED"),
         retry=(f"; the sweep stopped, and a trial it cut short is not counted: once the store answers, run the same "
                f"command again:\n  {again}") if swept else "")

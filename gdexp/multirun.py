@@ -19,7 +19,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gdexp.config import CONFIG_DIR, ConfigError, Refused, check_overrides, mask_secrets, validate
 
-__all__ = ["JobsChecked", "MaskedLog", "SavedConfigMasked"]
+__all__ = ["JobsChecked", "MaskedLog", "SavedConfigMasked", "in_multirun"]
+
+
+def in_multirun() -> bool:
+    """Is this a job of a Hydra multirun (`-m optim.lr=0.1,1`, `-m +sweep=lr optim=sgd,adam`)? Its results go to
+    the multirun's one table and UI hint (`console.MultirunSummary`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 class JobsChecked(Callback):

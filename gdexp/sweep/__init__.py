@@ -95,10 +95,11 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
             with stopping.shielded():  # a second Ctrl-C waits until the parent run is ended
                 sweep.reap()
                 finish_parent(cfg, sweep.study, sweep.parent_run_id, status)
+    from gdexp.multirun import in_multirun
     from gdexp.ui import hint, run_hint
 
     best = best_value(sweep.study)
-    if _in_multirun():  # one UI hint after the jobs, and a line of this sweep in the multirun's table
+    if in_multirun():  # one UI hint after the jobs, and a line of this sweep in the multirun's table
         print(summary_table(cfg, sweep.study, sweep.where, ""))
         shown = f", best {cfg.sweep.metric} {best:.4g}" if best is not None else ""
         trials = trials_done(tally(sweep.records())["done"], cfg.sweep.n_trials)
@@ -110,10 +111,3 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> float | None:
     print(summary_table(cfg, sweep.study, sweep.where, ui))
     return best
 
-
-def _in_multirun() -> bool:
-    """Is this a job of a Hydra multirun (`-m +sweep=lr optim=sgd,adam`)?"""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
