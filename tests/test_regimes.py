@@ -22,6 +22,7 @@ from gdexp import regimes, train
 from gdexp.callbacks import callbacks_for
 from gdexp.data import load
 from gdexp.history import History
+from gdexp.regimes._curve import pct
 
 DATASETS = [(0, 3, 1.0), (1, 5, 3.0), (2, 8, 0.3), (3, 4, 10.0)]  # seed, features, feature scale
 
@@ -156,6 +157,14 @@ def test_a_just_right_reason_says_how_far_it_rose(curve: np.ndarray, words: str)
     """0.015 -> 0.034 is a jump on the report's log axis, and 0.19 % of the ground gained: the reason says which."""
     regime, reason = regimes.classify(10.0, curve, diverged=False, rules=RULES)
     assert regime == "just_right" and words in reason, reason
+
+
+def test_a_share_beside_its_threshold_keeps_the_digits_that_tell_them_apart() -> None:
+    """A loss that fell 9.996 % is too_small by the 10 % rule: its reason must not say 'fell only 10 %'."""
+    regime, reason = regimes.classify(10.0, np.r_[9.5, 9.0004], diverged=False, rules=RULES)
+    assert regime == "too_small" and "fell only 9.996 % in 2 epochs" in reason, reason
+    assert (pct(0.999), pct(0.9999), pct(0.5, 0.5), pct(0.0501, 0.05)) == (
+        "99.9 %", "99.99 %", "50 %", "5.01 %")
 
 
 def test_a_wobble_near_the_bottom_is_no_overshoot() -> None:

@@ -41,10 +41,12 @@ def _epochs(n: int) -> str:
     return f"{n} epoch{'s' * (n != 1)}"
 
 
-def pct(x: float) -> str:
-    """`73.5 %`; a share just short of the whole keeps the digits that tell it from 100 % (`99.98 %`)."""
+def pct(x: float, beside: float = 1.0) -> str:
+    """`73.5 %`; a share just short of the whole, or of the threshold `beside` it is read against, keeps the
+    digits that tell it apart (`99.98 %`; `9.996 %` beside a 10 % rule, which a reason's "only 10 %" would
+    contradict)."""
     digits = 3
-    while digits < 6 and x < 1 and f"{100 * x:.{digits}g}" == "100":
+    while digits < 6 and x != beside and f"{100 * x:.{digits}g}" == f"{100 * beside:.{digits}g}":
         digits += 1
     return f"{100 * x:.{digits}g} %"
 
@@ -82,7 +84,8 @@ def overshoot(initial: float, losses: Sequence[float] | np.ndarray, *, diverged:
             return (f"the loss rose from {lowest:.4g} (epoch {at}) to {full[k + 1]:.4g} in epoch {k + 1}, above "
                     f"its initial {initial:.4g}: the steps overshot")
         return (f"the loss jumped from {lowest:.4g} (epoch {at}) to {full[k + 1]:.4g} in epoch {k + 1}, giving back "
-                f"{pct(rise[k] / (initial - lowest))} of the ground it had gained: a step overshot the valley")
+                f"{pct(rise[k] / (initial - lowest), rules['spike'])} of the ground it had gained: a step overshot the "
+                "valley")
     if n >= 4 and rises / n > rules["oscillation"]:
         return (f"the loss rose by more than {pct(rules['rise_tolerance'])} of the ground gained in {rises} of {n} "
                 "epochs: the steps overshoot and oscillate")
@@ -118,14 +121,14 @@ def slowness(initial: float, losses: Sequence[float] | np.ndarray, *, rules: Map
     final = float(curve[-1])
     progress = (initial - final) / initial if initial > 0 else 1.0
     if progress < rules["min_progress"]:
-        return f"the loss fell only {pct(progress)} in {_epochs(n)}"
+        return f"the loss fell only {pct(progress, rules['min_progress'])} in {_epochs(n)}"
     if n == 1:  # one decrease shows no pace: nothing says it levelled off
         return (f"the loss fell {pct(progress)} in its only epoch: one epoch shows no pace, so nothing says it "
                 "levelled off")
     _n_tail, falling, share, _pace = _tail(initial, curve, rules)
     if falling and share > rules["still_falling"]:
         return (f"the loss fell {pct(progress)} in {n} epochs and was still falling: at its last pace another "
-                f"{n} epochs would add {pct(share)} more")
+                f"{n} epochs would add {pct(share, rules['still_falling'])} more")
     return None
 
 
@@ -158,7 +161,7 @@ def classify(initial: float, losses: Sequence[float] | np.ndarray, *, diverged: 
     progress = (initial - final) / initial if initial > 0 else 1.0
     half, falling, share, _pace = _tail(initial, curve, rules)
     if falling:
-        end = f"levelled off: at its last pace another {n} epochs would add only {pct(share)}"
+        end = f"levelled off: at its last pace another {n} epochs would add only {pct(share, rules['still_falling'])}"
     else:
         end = f"levelled off: its last {f'{half} epochs' if half > 1 else 'epoch'} brought it no lower"
     bumps = _bumps(n, shares, rises, rules, falling=steady)
@@ -177,7 +180,7 @@ def _bumps(n: int, shares: np.ndarray, rises: int, rules: Mapping[str, Any], *, 
                 f"{pct(rules['spike'])}, or rises in over {pct(rules['oscillation'])} of the epochs)")
     if largest > 0:
         return (f", with no rise of more than {tolerance} of the ground gained (the largest gave back "
-                f"{pct(largest)} of it): no overshoot")
+                f"{pct(largest, rules['rise_tolerance'])} of it): no overshoot")
     return ", falling in every epoch: no overshoot" if falling else ", never rising: no overshoot"
 
 
