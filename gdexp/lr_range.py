@@ -4,7 +4,8 @@ The learning rate grows exponentially at every update, from `lr_range.min_lr` to
 and the loss is read against it. With the loss smoothed, the suggestion is:
 - `divergence_lr`: the first rate where the loss climbs past `train.divergence_factor` times its start
   (the run stops there), or the rate where it ends up 4x above its minimum;
-- `min_loss_lr`: where the smoothed loss is lowest; `steepest_lr`: where it falls fastest per decade;
+- `min_loss_lr`: where the smoothed loss is lowest; `steepest_lr`: where it falls fastest per decade (both
+  past the first tenth of the updates, as fastai's, where the average warms up on a few noisy batches);
 - the just-right window: from `steepest_lr` to `min_loss_lr / 10` (in increasing order), and the
   suggestion `suggested_lr = min_loss_lr / 10`, the usual rule of thumb.
 A sweep tests these rates one run each; the report puts this one-run estimate beside what the sweep found.
@@ -54,11 +55,15 @@ def suggest(lrs: np.ndarray, losses: np.ndarray, smoothing: float = 0.9) -> dict
         return {k: math.nan for k in ("steepest_lr", "min_loss_lr", "suggested_lr", "divergence_lr",
                                       "window_low", "window_high")}
     smooth = smoothed(losses, smoothing)
-    lowest = int(np.argmin(smooth))
+    # the first tenth is read by no suggestion, as fastai's lr_find: there the average is warming up on a few noisy
+    # batches, 0.01 decade apart, and their jitter reads as a fall steeper than the real one
+    skip = len(lrs) // 10
+    lowest = skip + int(np.argmin(smooth[skip:]))
     above = np.nonzero(smooth[lowest:] > 4 * smooth[lowest])[0]
     edge = float(lrs[lowest + above[0]]) if len(above) else float(lrs[-1])
-    slope = np.gradient(smooth[: lowest + 1], np.log10(lrs[: lowest + 1])) if lowest >= 2 else np.zeros(1)
-    steepest = float(lrs[int(np.argmin(slope))])
+    span = slice(skip, lowest + 1)
+    slope = np.gradient(smooth[span], np.log10(lrs[span])) if lowest - skip >= 2 else np.zeros(1)
+    steepest = float(lrs[skip + int(np.argmin(slope))])
     best = float(lrs[lowest])
     low, high = sorted((steepest, best / 10))
     return {"steepest_lr": steepest, "min_loss_lr": best, "suggested_lr": best / 10, "divergence_lr": edge,

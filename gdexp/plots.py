@@ -138,7 +138,10 @@ def lr_range(lrs: np.ndarray, losses: np.ndarray, smooth: np.ndarray, result: di
     if positive(losses):
         log_y(ax)
         finite = smooth[np.isfinite(smooth)]
-        ax.set_ylim(float(np.min(finite)) / 1.5, float(finite[0]) * 3)  # a blow-up past the edge: off the top
+        raw = losses[np.isfinite(losses) & (losses > 0)]
+        # the faint batch losses dip below the smoothed curve near its lowest point: their 1st percentile is kept
+        # in view (a single near-zero batch would flatten the rest); a blow-up past the edge goes off the top
+        ax.set_ylim(min(float(np.min(finite)) / 1.5, float(np.percentile(raw, 1)) / 1.2), float(finite[0]) * 3)
     if math.isfinite(result["window_low"]):
         ax.axvspan(result["window_low"], result["window_high"], color=REGIME_COLORS["just_right"], alpha=0.18,
                    lw=0, label="just-right window")
