@@ -219,14 +219,23 @@ def test_the_range_test_is_no_regime_sample(swept: Path) -> None:
     assert "regime" not in run.data.tags and "regime_reason" not in run.data.tags
 
 
-def test_the_range_tests_report_says_what_it_is(swept: Path, tmp_path: Path) -> None:
+def test_the_range_tests_report_says_what_it_is(swept: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reported by its run id: it said 'lr 0.1' (the config's optim.lr, which a range test does not use) and 'its
-    path on the loss surface', which it has none of."""
+    path on the loss surface', which it has none of; its runs.csv and cost.png's legend said lr 0.1 too."""
+    from gdexp import report
+    from tests.test_report_landscape import kept_figures
+
     (run,) = [r for r in all_runs(swept) if r.data.tags.get("gdexp.role") == "lr_range"]
     result = gdexp("-m", "gdexp.report", run.info.run_id, "--no-log", "--out", str(tmp_path / "out"), cwd=swept)
     assert result.returncode == 0, result.stderr
-    assert "its learning rate raised every update (a range test)" in result.stdout and "lr 0.1" not in result.stdout
+    assert "lr raised every update, a range test" in result.stdout and "lr 0.1" not in result.stdout
     assert "written: runs.csv, cost.png." in result.stdout, result.stdout
+    assert pd.read_csv(tmp_path / "out" / "runs.csv")["lr"].isna().all()
+    figures = kept_figures(monkeypatch)
+    report.write(report.build(run.info.run_id, uri=f"sqlite:///{swept / 'mlruns' / 'mlflow.db'}"), tmp_path / "again")
+    (legend,) = {ax.get_legend() for ax in figures["cost.png"].axes} - {None}
+    assert [t.get_text().split(":")[0] for t in legend.get_texts()] == [
+        "minibatch, lr raised every update, a range test (no regime)"]
 
 
 def test_the_report_refuses_labels_out_of_order(swept: Path, tmp_path: Path) -> None:
@@ -304,6 +313,15 @@ def test_report_bad_input_is_one_line_and_leaves_nothing(swept: Path, args: list
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
     assert (swept / "empty.db").read_bytes() == b"", "MLflow made no tables in a file that is not its store"
     assert files() == before
+
+
+@pytest.mark.parametrize(("name", "end"), [
+    ("ls", "the experiment's sweeps: regimes"),  # the range-test hint is for `report lr_range`, not for any name
+    ("regime", "the experiment's sweeps: regimes (did you mean regimes?)"),
+])
+def test_an_unknown_sweep_name_lists_the_sweeps(swept: Path, name: str, end: str) -> None:
+    result = gdexp("-m", "gdexp.report", name, "--no-log", cwd=swept)
+    assert result.returncode == 2 and result.stderr.strip().endswith(end), result.stderr
 
 
 def test_report_on_an_empty_sweep_and_an_empty_folder(project: Path) -> None:

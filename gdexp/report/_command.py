@@ -14,7 +14,7 @@ from gdexp.report._landscape import animate_steps, plot_cost, plot_landscape
 from gdexp.report._read import Report, ReportError, build, with_counts
 from gdexp.report._render import as_json, html_page, latex, markdown, tables
 from gdexp.report._stability import plot_sharpness
-from gdexp.report._tables import caption, fmt_lr, order_problems
+from gdexp.report._tables import caption, fmt_lr, lr_words, order_problems
 from gdexp.store import DEFAULT_URI, default_uri
 
 FORMATS = ("csv", "md", "tex", "html", "json", "png")
@@ -142,11 +142,9 @@ def _report(argv: Sequence[str] | None) -> int:
         log_to_parent(report, written)
     if report.single:
         run = report.runs.iloc[0]
-        # a range test's optim.lr is the config's, unused: its rate rises every update (lr_range.run names the run)
-        lr = ("its learning rate raised every update (a range test)" if report.name.startswith("lr_range-")
-              else f"lr {run['lr']:g}")
         print(f"Run {report.parent_id} ({report.name}, experiment {report.experiment!r}): {run['gd_variant']} GD, "
-              f"{lr}, {run['regime'] or 'no regime'}; written: {', '.join(p.name for p in written)}.")
+              f"{lr_words(run['lr'], 6)}, {run['regime'] or 'no regime'}; written: "
+              f"{', '.join(p.name for p in written)}.")
     else:
         print("\n".join(caption(report)))
         for row in recommend(report).to_dict(orient="records"):

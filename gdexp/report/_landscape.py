@@ -24,6 +24,7 @@ from gdexp import plots
 from gdexp.regimes import REGIMES
 from gdexp.report._figures import CAP, panels
 from gdexp.report._read import Report, variant_order
+from gdexp.report._tables import lr_words
 
 __all__ = ["animate_steps", "cost_runs", "examples_at", "landscape_runs", "plot_cost", "plot_landscape"]
 
@@ -122,7 +123,7 @@ def _panel(ax: Any, run: Any, t: dict[str, np.ndarray], two: bool, filled: bool 
     ax.set_xlim(t["grid_x"][0], t["grid_x"][-1])
     ax.set_ylim(t["grid_y"][0], t["grid_y"][-1])
     label = run.regime if run.regime in REGIMES else "no regime"
-    ax.set_title(f"{run.gd_variant}, lr {run.lr:g}: {label}" + (" (diverged)" if run.diverged else "")
+    ax.set_title(f"{run.gd_variant}, {lr_words(run.lr, 6)}: {label}" + (" (diverged)" if run.diverged else "")
                  + ("\nthe plane is (w, b) itself" if two else f"\nplane: {explained:.1%} of the path's variance"),
                  color=colour, fontsize="medium")
     if two:
@@ -274,7 +275,7 @@ def plot_cost(report: Report, path: Path) -> Path | None:
                 batch = rows if run.batch_size in ("", "None") else float(run.batch_size)
                 updates = int(np.ceil(np.diff(cost.examples, prepend=0.0) / batch).sum()) if math.isfinite(rows) else 0
                 regime = run.regime if run.regime in REGIMES else "no regime"
-                label = (f"{run.gd_variant}, lr {run.lr:.3g} ({regime}):\n"
+                label = (f"{run.gd_variant}, {lr_words(run.lr)} ({regime}):\n"
                          f"{updates:,} updates, {1e3 * cost.seconds[-1] / max(updates, 1):.3g} ms each")
                 loss = _drawable(cost.loss, ceiling)  # NaN, inf: the line ends where it diverged
                 if len(cost.updates) and math.isfinite(rows):

@@ -78,10 +78,16 @@ def _find_parent(uri: str, experiment_id: str, name: str) -> Any:
                               ["attributes.start_time DESC"])
     if found:
         return found[0]
-    held = ", ".join(store.sweep_names(uri, experiment_id)) or "none yet"
-    ranges = store.search_runs(uri, experiment_id, "tags.`gdexp.role` = 'lr_range'", ["attributes.start_time DESC"])
-    hint = (f"; a range test (+sweep=lr_range) is one run, reported by its id: the latest is "
-            f"{ranges[0].info.run_id}" if ranges else "")
+    from gdexp.config import close_match
+
+    names = store.sweep_names(uri, experiment_id)
+    held = (", ".join(names) + close_match(name, names)) if names else "none yet"
+    hint = ""
+    if "range" in name:  # `report lr_range`: the command's own name, but a range test is no sweep
+        ranges = store.search_runs(uri, experiment_id, "tags.`gdexp.role` = 'lr_range'",
+                                   ["attributes.start_time DESC"])
+        hint = (f"; a range test (+sweep=lr_range) is one run, reported by its id: the latest is "
+                f"{ranges[0].info.run_id}" if ranges else "")
     raise ReportError(f"no sweep named {name!r} (nor a run with that id): the experiment's sweeps: {held}{hint}")
 
 
@@ -142,7 +148,8 @@ def _row(run: Any, curve: np.ndarray, fraction: float, train: np.ndarray, ratios
         "gd_variant": p.get("gd.variant", t.get("gd.variant", "")),
         "batch_size": p.get("gd.batch_size", ""),
         "optimizer": p.get("optim.name", t.get("optimizer", "")),
-        "lr": _number(p.get("optim.lr")),
+        # a range test's optim.lr is the config's, unused: its rate rises every update
+        "lr": math.nan if t.get("gdexp.role") == "lr_range" else _number(p.get("optim.lr")),
         "hidden_size": _number(p.get("model.hidden_size")) if p.get("model.hidden_layers") != "0" else math.nan,
         "hidden_layers": _number(p.get("model.hidden_layers")),
         "n_params": m.get("n_params", math.nan),

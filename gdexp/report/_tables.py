@@ -22,6 +22,12 @@ def fmt_lr(x: float) -> str:
     return f"{x:.2e}" if math.isfinite(x) else "—"
 
 
+def lr_words(x: float, digits: int = 3) -> str:
+    """A run's learning rate for a title or a legend: `lr 0.1`; none for a range test, whose rate rose every
+    update (`_read` leaves its unused `optim.lr` out)."""
+    return f"lr {x:.{digits}g}" if math.isfinite(x) else "lr raised every update, a range test"
+
+
 def fmt_loss(x: float) -> str:
     return f"{x:.4g}" if math.isfinite(x) else ("diverged" if x != x or math.isinf(x) else "—")
 
