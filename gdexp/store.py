@@ -381,17 +381,23 @@ def log_artifacts(uri: str, run_id: str, folder: Path, artifact_path: str | None
     """Every file in `folder`, under `artifact_path` of the run, through the artifact repository MLflow's client
     would use. Its location is the one the run's creation returned, when this process made the run: the client
     would first read the whole run back (params, metrics and tags with it) only to learn it, about 4 ms of a
-    sweep trial's 30-40 ms of MLflow writes. `replace`: what `artifact_path` held goes first, so that it holds
-    these files only (a report of fewer formats left the older ones beside it, of another set of runs)."""
+    sweep trial's 30-40 ms of MLflow writes. `replace`: `artifact_path` then holds these files only (a report of
+    fewer formats left the older ones beside them, of another set of runs); the others are deleted after the upload,
+    so that a process killed in between leaves old files beside the new ones, never an empty folder."""
+    import posixpath
+
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     absolute = _absolute(uri)
     location = _artifact_uris.pop(run_id, None) or get_run(uri, run_id).info.artifact_uri  # kept once: bounded
     with stopping.shielded():
         repository = _guarded(absolute, get_artifact_repository)(location, tracking_uri=absolute)
-        if replace and artifact_path:
-            _guarded(absolute, repository.delete_artifacts)(artifact_path)
         _guarded(absolute, repository.log_artifacts)(str(folder), artifact_path)
+        if replace and artifact_path:
+            fresh = {posixpath.join(artifact_path, p.name) for p in folder.iterdir()}
+            for stale in _guarded(absolute, repository.list_artifacts)(artifact_path):
+                if stale.path not in fresh:
+                    _guarded(absolute, repository.delete_artifacts)(stale.path)
 
 
 # --------------------------------------------------------------------------------------- reading

@@ -213,6 +213,41 @@ def test_a_report_of_fewer_formats_replaces_the_runs_report(project: Path) -> No
     assert logged() == {"report/regimes.md"}
 
 
+def test_a_report_cut_while_it_uploads_leaves_the_last_one_on_the_run(project: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's report/ was emptied before the upload: an upload that failed (a process killed there) left it
+    empty. Now the new files go up first, and only then do the older ones that they did not overwrite go."""
+    from types import SimpleNamespace
+
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    from gdexp.report import log_to_parent
+
+    client = store(project)
+    run = client.create_run(client.create_experiment("gdexp")).info.run_id
+    report = SimpleNamespace(uri="sqlite:///mlruns/mlflow.db", parent_id=run)
+    old, new = project / "old", project / "new"
+    for folder, names in ((old, ("regimes.md", "regimes.json")), (new, ("regimes.md",))):
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_text(f"{folder.name} {name}")
+    log_to_parent(report, sorted(old.iterdir()))  # type: ignore[arg-type]
+
+    def cut(*_args: object, **_kwargs: object) -> None:
+        raise OSError("killed mid-upload")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalArtifactRepository, "log_artifacts", cut)
+        with pytest.raises(OSError):
+            log_to_parent(report, [new / "regimes.md"])  # type: ignore[arg-type]
+    assert {a.path for a in store(project).list_artifacts(run, "report")} == {"report/regimes.md",
+                                                                               "report/regimes.json"}
+    log_to_parent(report, [new / "regimes.md"])  # type: ignore[arg-type]
+    assert {a.path for a in store(project).list_artifacts(run, "report")} == {"report/regimes.md"}
+    fetched = store(project).download_artifacts(run, "report/regimes.md", str(project / "fetched"))
+    assert Path(fetched).read_text() == "new regimes.md"
+
+
 def test_the_range_test_is_no_regime_sample(swept: Path) -> None:
     (run,) = [r for r in all_runs(swept) if r.data.tags.get("gdexp.role") == "lr_range"]
     assert run.info.run_name == "lr_range-sgd-minibatch32-h64"
