@@ -75,7 +75,9 @@ def test_matplotlibs_log_formatter_still_has_its_number_hook() -> None:
     from matplotlib import ticker
 
     assert callable(getattr(ticker.LogFormatter, "_num_to_string", None))
-    assert compat.log_formatter()()._num_to_string(0.3, 0.1, 10) == "0.3"
+    plain = compat.log_formatter()()
+    assert [plain._num_to_string(x, 0.1, 1e5) for x in (0.3, 1e-5, 100, 2000, 1e4, 1e6)] == [
+        "0.3", "1e-05", "100", "2,000", "10,000", "1,000,000"]
 
 
 @pytest.mark.slow  # a fresh interpreter, where scikit-learn is not loaded yet
