@@ -41,6 +41,9 @@ __all__ = ["Failure", "Parser", "captured", "command", "host", "interpreter", "p
 
 # the disk refused what a run wrote, whatever the run was: not the run's fault, and the next one fares no better
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+# ... nor is a folder the run must write to that refuses it (its permissions, an immutable folder): a sweep's
+# trial that met one is not counted, as on a full disk, and the sweep stops until the folder is fixed
+MACHINE_ERRNOS = DISK_ERRNOS | {errno.EACCES, errno.EPERM}
 INPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR,
                 errno.ENOENT, errno.EEXIST}  # a path the user gave (or the folder they run in) cannot be used
 
@@ -149,7 +152,7 @@ def captured() -> Iterator[Failure]:
             failure.interrupted = stop
         else:
             failure.error = exc
-            failure.store = store_unreachable(exc) or (isinstance(exc, OSError) and exc.errno in DISK_ERRNOS)
+            failure.store = store_unreachable(exc) or (isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS)
 
 
 def command(prog: str, body: Callable[[], int | None], *, what: str = "", uri: str | None = None,

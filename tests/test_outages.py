@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,6 +268,39 @@ def test_a_sweep_on_a_full_artifact_disk_stops_and_uses_up_no_trial(tmp_path: Pa
     assert len(trials) == 1 and not counted(trials[0]) and "store_failed" in trials[0].user_attrs
     again = subprocess.run([sys.executable, "-m", "gdexp", *args], cwd=folder, env=child_env(), capture_output=True,
                            text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert sum(map(counted, study.get_trials())) == 3 and len(study.get_trials()) == 4
+
+
+def test_a_sweep_whose_artifact_folder_refuses_writes_stops_and_uses_up_no_trial(tmp_path: Path,
+                                                                                empty_store: Path) -> None:
+    """The experiment's artifact folder refuses new entries (made immutable: EPERM even for root; for a user,
+    a folder without write permission is EACCES): the machine's fault, as a full disk. Each later trial failed
+    with 'Permission denied', counted, so the study was used up by failures the rerun could not redo; now the
+    trial that met it is not counted, the sweep stops in one line, and the rerun runs the rest."""
+    folder = tmp_path / "locked"
+    (folder / "mlruns").mkdir(parents=True)
+    shutil.copy(empty_store, folder / "mlruns" / "mlflow.db")
+    args = [sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.n_trials=3", "train.epochs=1", "sweep.pruner=none"]
+    assert subprocess.run([*args[:-3], "sweep.n_trials=1", *args[-2:]], cwd=folder, env=child_env(),
+                          capture_output=True, timeout=300, check=False).returncode == 0
+    locked = folder / "mlruns" / "artifacts" / "gdexp"
+    if subprocess.run(["chattr", "+i", str(locked)], capture_output=True, check=False).returncode != 0:
+        pytest.skip("this filesystem has no immutable flag (chattr +i)")
+    try:
+        cut = subprocess.run(args, cwd=folder, env=child_env(), capture_output=True, text=True, timeout=300,
+                             check=False)
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+    lines = [line for line in cut.stderr.splitlines() if not line.startswith("sweep lr: ")]
+    assert cut.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"gdexp: cannot use {locked}/"), cut.stderr
+    assert lines[0].endswith("Operation not permitted"), cut.stderr
+    study = journal_study(folder)
+    assert study is not None
+    trials = study.get_trials()
+    assert len(trials) == 2 and not counted(trials[1]) and "store_failed" in trials[1].user_attrs
+    again = subprocess.run(args, cwd=folder, env=child_env(), capture_output=True, text=True, timeout=300,
+                           check=False)
     assert again.returncode == 0, again.stderr
     assert sum(map(counted, study.get_trials())) == 3 and len(study.get_trials()) == 4
 
