@@ -164,7 +164,9 @@ def command(prog: str, body: Callable[[], int | None], *, what: str = "", uri: s
     before a usage error's line, so that a refused command leaves nothing behind; `quiet_interrupt`: an
     interruption is another process's to say (a sweep's worker, stopped by its command)."""
     try:
-        return body() or 0
+        code = body() or 0
+        stopping.raise_pending()  # a Ctrl-C that Python dropped (it landed in a finalizer) still stops with 130
+        return code
     except KeyboardInterrupt as exc:
         if not quiet_interrupt:
             say(f"{prog}: interrupted{again}")

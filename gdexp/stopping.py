@@ -13,6 +13,12 @@ error. So the code that writes to a store runs `shielded()`: a signal
 arriving there is raised when the block ends. Only the training loop and waits are `interruptible()` at
 once. `requested()` tells, whatever a library did with the exception, that this process is stopping.
 
+A signal handler raises in whatever the main thread runs, and that may be a finalizer or a weakref callback
+the garbage collector started (SQLAlchemy's sessions have them): Python prints an exception raised there as
+"Exception ignored" and drops it, and the command went on and ended 0. Such an interruption is kept pending
+instead (`_unraisable`): raised where the next shielded block ends or interruptible stretch starts, or by
+`raise_pending()` as the command's body returns.
+
 `tied_to_this_process()` makes a child (a sweep's forked worker, a server) end with the process that made it,
 whatever ends that one, SIGKILL included.
 
@@ -26,11 +32,13 @@ import contextlib
 import gc
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
-__all__ = ["Terminated", "exit_at_once", "exit_code", "install", "interruptible", "reclaim", "requested", "shielded",
-           "spare_exit_collection", "tied_to_this_process"]
+__all__ = ["Terminated", "exit_at_once", "exit_code", "install", "interruptible", "raise_pending", "reclaim",
+           "requested", "shielded", "spare_exit_collection", "tied_to_this_process"]
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
@@ -67,6 +75,27 @@ def _handle(signum: int, frame: FrameType | None) -> None:
         _raise_pending()
 
 
+def _unraisable(unraisable: Any) -> None:
+    """sys.unraisablehook: an interruption raised where Python drops it (a finalizer, a weakref callback) is
+    kept pending rather than printed and lost; anything else goes to the hook that was there before. (Raising
+    it, or sending the signal again, from here would land in this hook, which Python drops too.)"""
+    global _pending
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _first is not None:
+        _pending = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+        return
+    _hook(unraisable)
+
+
+def raise_pending() -> None:
+    """Raise the interruption not raised yet, if any: where a command's body returns, one that arrived in its last
+    unshielded stretch and was dropped (see `_unraisable`)."""
+    if _shield == 0:
+        _raise_pending()
+
+
+_hook = sys.unraisablehook
+
+
 def exit_at_once() -> None:
     """Until `install()`: Ctrl-C or SIGTERM ends the process at once, with one line and the shell's exit code.
     For a command's imports, before it has opened or written anything: a KeyboardInterrupt raised inside an
@@ -86,11 +115,13 @@ def install(*, once: bool = False) -> None:
     while a shielded block runs. SIGINT stays ignored where the process started with it ignored (a shell's
     background job). `once`: for a sweep worker, whose close-out a second signal (the group's SIGTERM,
     then the command passing Ctrl-C on) must not cut short: later signals are ignored."""
-    global _first, _pending, _shield, _once
+    global _first, _pending, _shield, _once, _hook
     _first, _pending, _shield, _once = None, None, 0, once
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _handle)
     signal.signal(signal.SIGTERM, _handle)
+    if sys.unraisablehook is not _unraisable:
+        _hook, sys.unraisablehook = sys.unraisablehook, _unraisable
 
 
 def reclaim() -> None:

@@ -84,8 +84,9 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """`stopping.install()` in this process, undone afterwards (pytest's own handlers, a clean state)."""
     from gdexp import stopping
 
-    for name in ("_first", "_pending", "_shield", "_once"):
+    for name in ("_first", "_pending", "_shield", "_once", "_hook"):
         monkeypatch.setattr(stopping, name, getattr(stopping, name))
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     stopping.install()
     yield

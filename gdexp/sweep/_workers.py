@@ -93,10 +93,12 @@ def _worker_main(cfg: DictConfig, overrides: Sequence[str], space: dict[str, Bas
     from threadpoolctl import threadpool_limits
 
     stopping.install(once=True)
-    threadpool_limits(threads)
-    tie()
 
     def body() -> None:
+        # all of it inside the command's table: a signal while the thread limits are set (10-30 ms after the
+        # fork) is an interruption, not a traceback from multiprocessing's bootstrap
+        tie()
+        threadpool_limits(threads)
         try:
             parent_run_id, deadline = receive.recv()
         except EOFError:  # the command ended before it sent one
