@@ -13,11 +13,16 @@ of gdexp's runs show. The server process itself is `gdexp.serving`'s.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C during the imports below: nothing is open yet, so end at once, quietly
+    from gdexp import stopping
+
+    stopping.exit_at_once()
+
 import shlex
 import sys
 from collections.abc import Sequence
 
-from gdexp import compat, errors, reach, store
+from gdexp import compat, errors, reach, stopping, store
 from gdexp.config import UsageError, mask_secrets
 from gdexp.serving import command, free_port, loopback, serve
 from gdexp.store import DEFAULT_URI, default_uri, local_store_missing
@@ -73,6 +78,7 @@ def _opening(uri: str, fragment: str | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m gdexp.ui`: every failure through the error table (bad input: one line, exit code 2)."""
+    stopping.install()
     return errors.command("gdexp.ui", lambda: _ui(argv))
 
 

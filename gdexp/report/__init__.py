@@ -28,9 +28,26 @@ Before it writes anything, the report checks the order invariant of the labels
 
 from __future__ import annotations
 
-from gdexp.report._command import FORMATS, log_to_parent, main, write
-from gdexp.report._read import Report, ReportError, build, epochs_to
-from gdexp.report._tables import best_per_variant, caption, order_problems, pivot
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gdexp.report._command import FORMATS, log_to_parent, main, write
+    from gdexp.report._read import Report, ReportError, build, epochs_to
+    from gdexp.report._tables import best_per_variant, caption, order_problems, pivot
 
 __all__ = ["FORMATS", "Report", "ReportError", "best_per_variant", "build", "caption", "epochs_to", "log_to_parent",
            "main", "order_problems", "pivot", "write"]
+
+# Each name is imported from its module when first asked for (PEP 562): `python -m gdexp.report` imports this
+# package before its __main__, which ends a Ctrl-C during the heavy imports (MLflow, pandas) in one line; imported
+# here, they came before it and such a Ctrl-C printed a traceback from the middle of a library.
+_HOMES = {"FORMATS": "_command", "log_to_parent": "_command", "main": "_command", "write": "_command",
+          "Report": "_read", "ReportError": "_read", "build": "_read", "epochs_to": "_read",
+          "best_per_variant": "_tables", "caption": "_tables", "order_problems": "_tables", "pivot": "_tables"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -7,6 +7,14 @@ per-experiment permissions, an admin whose password never sits in a file or on a
 
 from __future__ import annotations
 
-from gdexp.server._command import main
+from collections.abc import Sequence
 
 __all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command (`_command.main`), imported when called: `python -m gdexp.server` imports this package before
+    its __main__, which ends a Ctrl-C during the imports (MLflow's) in one line."""
+    from gdexp.server._command import main as command
+
+    return command(argv)

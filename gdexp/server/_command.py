@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gdexp import errors, reach
+from gdexp import errors, reach, stopping
 from gdexp.config import UsageError, database_url, mask_secrets, password_warning
 from gdexp.server import _auth
 from gdexp.serving import Tls, command, free_port, loopback, serve
@@ -33,6 +33,7 @@ PROG = "gdexp.server"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve, or (`user ...`) manage the users of a server started with --auth."""
+    stopping.install()
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["user"]:
         from gdexp.server._users import main as users
