@@ -1,5 +1,7 @@
 """`sweep.launcher=ray` on a real Ray cluster of two nodes on this machine (tests/raycluster.py): a head and
-a second node, one CPU each, in a loopback-only network namespace, with an MLflow server started in it.
+a second node, one CPU each, in a loopback-only network namespace, with a tracking server with users
+(`gdexp.server --auth`) started in it. The nodes are started without any MLflow credentials, as an
+administrator starts them; each sweep is submitted by a user with theirs, which its tasks must write with.
 
 Each test reads what the sweep left with Optuna and MLflow's own clients: the study's trials and their
 states, the runs' status and tags. The cluster's processes are gone when the module ends.
@@ -8,6 +10,7 @@ states, the runs' status and tags. The cluster's processes are gone when the mod
 from __future__ import annotations
 
 import contextlib
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,7 +26,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from gdexp.config import database_url
-from gdexp.serving import command, free_port, stop_group
+from gdexp.serving import free_port, stop_group
 from gdexp.sweep._record import TrialRecord
 from tests.conftest import child_env, counted, default_sigint, mlflow_client
 from tests.raycluster import RayCluster
@@ -32,27 +35,35 @@ pytestmark = pytest.mark.slow
 
 # PostgreSQL by its Unix socket: the cluster's network namespace has no route to 127.0.0.1:5432 outside it
 PG_SOCKET = "postgresql://postgres@/test?host=/var/run/postgresql"
+PASSWORDS = {who: f"{who}-pw-{secrets.token_hex(8)}" for who in ("admin", "student")}
 
 
 class Cluster:
-    """A two-node cluster and an MLflow server (SQLite backend) in its namespace."""
+    """A two-node cluster and a tracking server with users (SQLite backend) in its namespace; `student` sweeps."""
 
     def __init__(self, folder: Path) -> None:
         self.ray = RayCluster(child_env())
         self.db = folder / "server.db"
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        launch = command(f"sqlite:///{self.db}", port=port, artifacts=str(folder / "artifacts"))
-        self.server = subprocess.Popen(self.ray.command(*launch.argv), env=child_env(launch.env),
-                                       start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        serve = self.ray.command(sys.executable, "-m", "gdexp.server", "--backend-store-uri", f"sqlite:///{self.db}",
+                                 "--artifacts-destination", (folder / "artifacts").as_uri(), "--auth",
+                                 "--port", self.url.rsplit(":", 1)[1], "--workers", "1")
+        self.server = subprocess.Popen(serve, cwd=folder, start_new_session=True, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL,
+                                       env=child_env({"GDEXP_SERVER_ADMIN_PASSWORD": PASSWORDS["admin"]}))
         up = self.ray.command(sys.executable, "-c",
                               f"from gdexp.serving import wait_until_up; wait_until_up({self.url!r}, timeout=120)")
         subprocess.run(up, env=child_env(), check=True, timeout=120)
+        add = self.ray.command(sys.executable, "-m", "gdexp.server", "user", "add", "student", "--uri", self.url)
+        subprocess.run(add, cwd=folder, check=True, timeout=120, capture_output=True, env=child_env({
+            "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": PASSWORDS["admin"],
+            "GDEXP_USER_PASSWORD": PASSWORDS["student"]}))
 
     def sweep(self, *args: str, address: str | None = None) -> list[str]:
         """`python -m gdexp +sweep=lr` on this cluster (at the head's address unless told) with two workers,
-        recorded by its server."""
-        return self.ray.command(sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.launcher=ray",
+        recorded by its server, by the user `student`."""
+        return self.ray.command("MLFLOW_TRACKING_USERNAME=student", f"MLFLOW_TRACKING_PASSWORD={PASSWORDS['student']}",
+                                sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.launcher=ray",
                                 f"sweep.ray.address={address or self.ray.address}", "sweep.n_workers=2",
                                 f"tracking.uri={self.url}", *args)
 

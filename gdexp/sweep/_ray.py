@@ -6,7 +6,10 @@ tasks (`sweep.ray.cpus_per_worker` CPUs each, which is also their BLAS thread co
 nodes), starts a task again on a surviving node when its process or node died (Ray's task retries), and
 delivers this command's Ctrl-C or SIGTERM to every task (`ray.cancel`: a KeyboardInterrupt there), so
 each ends its trial's MLflow run KILLED as a local worker does. The trial a dead worker left RUNNING is
-failed and retried with the same parameters by whichever worker claims next (`_claim.py`).
+failed and retried with the same parameters by whichever worker claims next (`_claim.py`). The tasks write
+to the tracking server as this command's user: its MLflow credentials (`CREDENTIALS`) go with them, as task
+arguments (Ray's runtime_env would show them in the dashboard), since a node's processes have the variables
+of whoever started the node, not of whoever submits.
 
 What a cluster needs is checked before the study or any run exists, each with one line naming the key:
 the address answers, Ray is installed, a node has the CPUs a worker asks for, and with more than one node
@@ -40,6 +43,7 @@ RETRIES = 3  # times a worker task is started again after its process or node di
 STOP_S = 10.0  # after a Ctrl-C, the time the workers get to end their trials' runs; then they are killed
 SESSION_TRIES = 5  # Ray Client sessions tried while its proxy fails to start their server (compat)
 CONNECT_S = 5.0  # a head that does not accept a connection within this is not there (ray.init would wait minutes)
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")  # read per request
 
 
 class RayWorkers:
@@ -66,7 +70,9 @@ class RayWorkers:
         task = self.ray.remote(_worker).options(
             num_cpus=cpus, max_retries=RETRIES, retry_exceptions=False, scheduling_strategy="SPREAD",
             name=f"gdexp-sweep-{self.cfg.sweep.name}")
-        args = (self.cfg, self.overrides, self.space, parent_run_id, deadline, os.getcwd(), max(1, int(cpus)))
+        credentials = {k: os.environ[k] for k in CREDENTIALS if k in os.environ}
+        args = (self.cfg, self.overrides, self.space, parent_run_id, deadline, os.getcwd(), max(1, int(cpus)),
+                credentials)
         self.refs = [task.remote(i, *args) for i in range(self.cfg.sweep.n_workers)]
 
     def run(self, sweep: Sweep, deadline: float | None, on_trial: Progress) -> None:
@@ -202,9 +208,10 @@ def _sees(path: str) -> bool:
 
 
 def _worker(worker: int, cfg: DictConfig, overrides: Sequence[str], space: dict[str, BaseDistribution],
-            parent_run_id: str, deadline: float | None, cwd: str, threads: int) -> None:
+            parent_run_id: str, deadline: float | None, cwd: str, threads: int, credentials: dict[str, str]) -> None:
     """A Ray task: the worker loop, in the submitting command's folder when this node has it (relative
-    paths such as `sweeps/<name>/` and `mlruns/` then mean what they meant there)."""
+    paths such as `sweeps/<name>/` and `mlruns/` then mean what they meant there), with the submitting user's
+    MLflow credentials in place of the node's own (put back after: the process runs other tasks)."""
     import optuna
     import ray
     from hydra import initialize_config_dir
@@ -215,6 +222,8 @@ def _worker(worker: int, cfg: DictConfig, overrides: Sequence[str], space: dict[
         os.chdir(cwd)
     store.ask_again()  # this process may have run a task of an earlier command that found the store down
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    own = {k: os.environ.pop(k) for k in CREDENTIALS if k in os.environ}
+    os.environ.update(credentials)
     stopping.install(once=True)  # ray.cancel arrives as SIGINT's handler: the trial's run ends KILLED
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # as in the submitting command: its summary says it all
     try:
@@ -233,3 +242,6 @@ def _worker(worker: int, cfg: DictConfig, overrides: Sequence[str], space: dict[
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
+        for k in CREDENTIALS:
+            os.environ.pop(k, None)
+        os.environ.update(own)
