@@ -288,6 +288,33 @@ def test_an_edit_user_sweeps_to_exact_totals_and_no_password_shows(shared: Share
     assert (auth.stat().st_mode & 0o777, (auth / "secret_key").stat().st_mode & 0o777) == (0o700, 0o600)
 
 
+@pytest.mark.slow
+def test_an_edit_user_logs_reports_to_the_parent_run(shared: Shared, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report of the sweep `lr` the test above made, by its user (EDIT): its files go up. The report emptied
+    the run's report/ first, and deleting an artifact needs MANAGE there: every report of an EDIT user failed with
+    a 403 after writing its local files. A second report of fewer formats replaces what it wrote; the older files
+    stay, said in one line."""
+    args = ("gdexp.report", "lr", "--uri", shared.url, "--experiment", EXPERIMENT, "--out", "out")
+    first = shared.run(*args, cwd=tmp_path, who="editor")
+    assert first.returncode == 0 and first.stderr == "", first.stderr
+    again = shared.run(*args, "--formats", "md", cwd=tmp_path, who="editor")
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.startswith("gdexp.report: note: the older report/") and again.stderr.strip().endswith(
+        "stayed on the run beside this report's files: deleting an artifact on this server needs MANAGE on the "
+        "experiment"), again.stderr
+    for name, value in (("MLFLOW_TRACKING_USERNAME", "editor"), ("MLFLOW_TRACKING_PASSWORD", PASSWORDS["editor"]),
+                        ("MLFLOW_TRACKING_SERVER_CERT_PATH", str(shared.cert))):
+        monkeypatch.setenv(name, value)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=shared.url)
+    (parent,) = client.search_runs([shared.experiment_id()],
+                                   "tags.`gdexp.role` = 'sweep' and tags.`gdexp.sweep` = 'lr'")
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/regimes.md" in logged and len(logged) == len(list((tmp_path / "out").iterdir()))
+
+
 CASES = {  # who runs the sweep -> (is the certificate trusted, words of the one line)
     "nobody": (True, "it asks for a user and password (401: none were given, or not a user's): set "
                      "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),

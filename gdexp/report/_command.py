@@ -79,17 +79,18 @@ def _write_run(report: Report, out: Path, formats: Sequence[str]) -> list[Path]:
     return written
 
 
-def log_to_parent(report: Report, written: Sequence[Path]) -> None:
+def log_to_parent(report: Report, written: Sequence[Path]) -> list[str]:
     """The files this report wrote, on the parent run under `report/`, in place of the last report's (a finished
     parent stays finished): a report of fewer formats (`--formats md,png`) left the files of an older one beside
-    them, of another set of runs, both in the output folder and on the run."""
+    them, of another set of runs, both in the output folder and on the run. Returns the older files that stayed
+    (a user with EDIT, not MANAGE, on a server with users may not delete them)."""
     import shutil
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="gdexp-report-") as tmp:
         for path in written:
             shutil.copy2(path, Path(tmp) / path.name)
-        store.log_artifacts(report.uri, report.parent_id, Path(tmp), artifact_path="report", replace=True)
+        return store.log_artifacts(report.uri, report.parent_id, Path(tmp), artifact_path="report", replace=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,8 +139,10 @@ def _report(argv: Sequence[str] | None) -> int:
     report = build(args.name, uri=args.uri, experiment=args.experiment, fraction=args.fraction)
     out = args.out or report.folder
     written = write(report, out, formats)
-    if not args.no_log:
-        log_to_parent(report, written)
+    kept = [] if args.no_log else log_to_parent(report, written)
+    if kept:
+        errors.say(f"gdexp.report: note: the older {', '.join(kept)} stayed on the run beside this report's files: "
+                   "deleting an artifact on this server needs MANAGE on the experiment")
     if report.single:
         run = report.runs.iloc[0]
         print(f"Run {report.parent_id} ({report.name}, experiment {report.experiment!r}): {run['gd_variant']} GD, "
