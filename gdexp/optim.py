@@ -223,6 +223,9 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 0.001, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False) -> None:
         super().__init__(lr, weight_decay)
+        if len(betas) != 2:  # [0.9] raised an IndexError; three were taken, the third unused (PyTorch refuses both)
+            raise BadArgument("betas", list(betas), f"give two numbers in [0, 1), e.g. [0.9,0.999] (β1 and β2; "
+                                                    f"{len(betas)} given)")
         for i, beta in enumerate(betas):
             if not 0.0 <= float(beta) < 1.0:
                 raise BadArgument("betas", list(betas), f"give two numbers in [0, 1), e.g. [0.9,0.999] (the one at "

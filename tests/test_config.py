@@ -42,6 +42,8 @@ def test_the_sweep_overlays_are_typed_by_their_schema(make_cfg, overlay: str) ->
 @pytest.mark.parametrize(("overrides", "message"), [
     (["optim.lr=-1"], "optim.lr=-1.0 is not allowed: it must be a number > 0.0"),
     (["optim=adam", "optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5] is not allowed: give two numbers in [0, 1)"),
+    (["optim=adam", "optim.betas=[0.9]"], "optim.betas=[0.9] is not allowed: give two numbers in [0, 1)"),
+    (["optim=adam", "optim.betas=[0.9,0.99,0.5]"], "optim.betas=[0.9, 0.99, 0.5] is not allowed: give two numbers"),
     (["optim=rmsprop", "optim.eps=1e-50"], "optim.eps=1e-50 is not allowed with train.dtype=float32: it rounds to 0"),
     (["optim.nesterov=true"], "optim.nesterov=true is not allowed: it needs momentum > 0"),
     (["gd=minibatch", "gd.batch_size=0"], "gd.batch_size=0 is not allowed: it must be an integer >= 1"),

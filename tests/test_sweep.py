@@ -304,6 +304,7 @@ def test_pruner_stops_a_hopeless_trial(make_cfg, project: Path) -> None:
 @pytest.mark.parametrize("params,message", [
     ({"optim.lrr": "interval(0.1, 1)"}, "sweep.params.optim.lrr"),
     ({"optim.lr": "interval(1, 0.1)"}, "is empty"),
+    ({"model.hidden_size": "range(8, 64, 0)"}, r"range\(8, 64, 0\) has a step of 0"),
     ({"optim.lr": "tag(log, interval(0, 1))"}, "lower bound > 0"),
     ({"model.hidden_size": "choice()"}, "sweep.params.model.hidden_size"),
     ({"optim.lr": "interval(-1, 1)"}, r"sweep.params.optim.lr reaches -1.0, .*optim.lr=-1.0 is not allowed"),

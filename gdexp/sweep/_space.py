@@ -74,6 +74,9 @@ def _distribution(where: str, value: Any) -> BaseDistribution:
             return IntDistribution(low, high, log=log)
         return FloatDistribution(float(low), float(high), log=log)
     if isinstance(value, RangeSweep):
+        if value.step == 0:  # Hydra's range() would raise a bare ValueError
+            raise ConfigError(f"{where}: range({value.start}, {value.stop}, 0) has a step of 0: give a step other "
+                              "than 0 (or leave it out: 1)")
         values = list(value.range())
         if not values:
             raise ConfigError(f"{where}: range({value.start}, {value.stop}, {value.step}) is empty")
