@@ -205,8 +205,9 @@ def app_help(args: Sequence[str]) -> None:
             if found:
                 options.setdefault(group.name, set()).update(found)
     groups = "".join(f"{name}: {', '.join(sorted(options[name]))}\n" for name in sorted(options))
-    print(string.Template(template).safe_substitute(APP_CONFIG_GROUPS=groups, CONFIG=OmegaConf.to_yaml(cfg),
-                                                    HYDRA_CONFIG_GROUPS="", FLAGS_HELP=""))
+    shown = mask_secrets(OmegaConf.to_yaml(cfg))  # a password given on the command line is not printed back
+    print(string.Template(template).safe_substitute(APP_CONFIG_GROUPS=groups, CONFIG=shown, HYDRA_CONFIG_GROUPS="",
+                                                    FLAGS_HELP=""))
 
 
 def main() -> None:

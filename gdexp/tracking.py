@@ -200,7 +200,7 @@ class MlflowTracker(Callback):
         with tempfile.TemporaryDirectory(prefix="gdexp-artifacts-") as tmp:
             folder = Path(tmp)
             text = OmegaConf.to_yaml(self.cfg, resolve=True)
-            (folder / "config.yaml").write_text("\n".join(mask_secrets(line) for line in text.splitlines()) + "\n")
+            (folder / "config.yaml").write_text(mask_secrets(text))
             model.save(folder / "weights.npz")
             for name, arrays in history.artifacts.items():  # trajectory.npz
                 save_npz(folder / f"{name}.npz", arrays)

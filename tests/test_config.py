@@ -370,3 +370,15 @@ def test_help_composes_as_the_command_does_with_a_users_config_folder(project, c
     assert "optim: adagrad, adam, rmsprop, sgd, sgdm\n" in out and "  momentum: 0.9\n" in out
     app_help(["-cd", "myconf", "--config-name", "myexp", "--help"])
     assert "  epochs: 2\n" in capsys.readouterr().out
+
+
+def test_help_prints_no_password_given_on_the_command_line(project, capsys) -> None:
+    """`--help` shows the config the command line composes: the storage's and the store's passwords masked, as
+    everything gdexp prints (it printed them back)."""
+    from gdexp.__main__ import app_help
+
+    app_help(["+sweep=lr", "sweep.storage=postgresql://u:secret-pw@127.0.0.1:5499/x",
+              "tracking.uri=http://a:other-pw@127.0.0.1:1", "--help"])
+    out = capsys.readouterr().out
+    assert "storage: postgresql://u:***@127.0.0.1:5499/x\n" in out and "uri: http://a:***@127.0.0.1:1\n" in out
+    assert "secret-pw" not in out and "other-pw" not in out
