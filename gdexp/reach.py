@@ -21,6 +21,9 @@ __all__ = ["CONNECT_TIMEOUT_S", "database", "http_server", "mlflow_sqlite", "red
 CONNECT_TIMEOUT_S = 10  # a host that drops packets answers nothing: give up after this long
 HTTP_TIMEOUT_S = 5  # a tracking server that does not answer /health within this is not there
 SCHEMES = ("sqlite:///", "postgresql", "postgres:", "mysql", "http://", "https://")  # stores MLflow can track to
+# Tables by which a database is told to be MLflow's store or an Optuna storage: the two cannot share one (each keeps
+# its schema's version in alembic_version, and MLflow met Optuna's 'v3.2.0.a' with a traceback after training)
+TABLES = {"mlflow": {"experiments", "runs"}, "optuna": {"studies", "trials", "version_info"}}
 
 
 def writable_folder(path: Path) -> str | None:
@@ -42,15 +45,40 @@ def writable_folder(path: Path) -> str | None:
     return None
 
 
-def sqlite_file(path: Path) -> str | None:
-    """Why a SQLite database cannot live at `path` (a folder there, no folder can be made, nothing can be
-    written), or None."""
+def sqlite_file(path: Path, holds: str = "mlflow") -> str | None:
+    """Why a SQLite database of `holds` (`TABLES`) cannot live at `path` (a folder there, no folder can be made,
+    nothing can be written, a file that is no SQLite database or holds another's tables), or None."""
+    import sqlite3
+
     path = Path(os.path.abspath(path))
     if path.is_dir():
         return f"{path} is a folder, not a database file"
-    if path.exists():
-        return None if os.access(path, os.R_OK | os.W_OK) else f"{path} cannot be written"
-    return writable_folder(path.parent)
+    if not path.exists():
+        return writable_folder(path.parent)
+    if not os.access(path, os.R_OK | os.W_OK):
+        return f"{path} cannot be written"
+    if path.stat().st_size == 0:  # an empty file: the tables are made in it
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:  # found only after a whole run had trained
+        return f"{path} is not a SQLite database ({exc})"
+    return _other_tables(tables, holds)
+
+
+def _other_tables(tables: set[str], holds: str) -> str | None:
+    """Why a database with `tables` cannot hold `holds` (`TABLES`): it is the other's, or (for MLflow's store)
+    it holds tables of something else; None for an empty database or one of its own."""
+    other = next(name for name in TABLES if name != holds)
+    if TABLES[other] <= tables:
+        what = {"mlflow": "MLflow's runs", "optuna": "Optuna's studies"}
+        return (f"it holds {what[other]}: {what[holds]} need a database of their own (both keep their schema's "
+                "version in its alembic_version table)")
+    if holds == "mlflow" and tables and not TABLES["mlflow"] <= tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        return f"it holds tables that are not MLflow's ({shown}): give MLflow a database of its own, or an empty one"
+    return None
 
 
 def mlflow_sqlite(path: Path) -> str | None:
@@ -161,19 +189,20 @@ def _get(url: str, endpoint: str, **params: str) -> Any:
         return f"nothing answers there ({compat.transport_problem(exc)})"
 
 
-def database(url: str) -> str | None:
-    """Why the database at the SQLAlchemy `url` cannot be connected to (server down, no such database, no
-    driver), or None. SQLite URLs are asked of `sqlite_file`."""
+def database(url: str, holds: str = "mlflow") -> str | None:
+    """Why the database at the SQLAlchemy `url` cannot hold `holds` (`TABLES`): it cannot be connected to (server
+    down, no such database, no driver), or it holds the other's tables; or None. SQLite URLs are asked of
+    `sqlite_file`."""
     if url.startswith("sqlite:///"):
-        return sqlite_file(Path(url.removeprefix("sqlite:///")))
-    from sqlalchemy import create_engine, exc
+        return sqlite_file(Path(url.removeprefix("sqlite:///")), holds)
+    from sqlalchemy import create_engine, exc, inspect
     from sqlalchemy.pool import NullPool
 
     args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith(("postgresql", "mysql")) else {}
     try:
         engine = create_engine(url, poolclass=NullPool, connect_args=args)
-        with engine.connect():
-            pass
+        with engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
         engine.dispose()
     except exc.DBAPIError as error:
         return _first_line(error.orig if error.orig is not None else error)
@@ -183,7 +212,7 @@ def database(url: str) -> str | None:
         return f"its database driver is not installed ({_first_line(error)}): use {example}"
     except (exc.ArgumentError, exc.NoSuchModuleError) as error:
         return f"{type(error).__name__}: {_first_line(error)}"
-    return None
+    return _other_tables(tables, holds)
 
 
 def redis(url: str) -> str | None:

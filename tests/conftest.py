@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -100,6 +101,22 @@ def gdexp(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | Non
     cmd = [sys.executable, *(args if args and args[0] == "-m" else ("-m", "gdexp", *args))]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=child_env(env),
                           check=False)
+
+
+PG = "postgresql://postgres@127.0.0.1:5432"  # the machine's PostgreSQL (.ci/run starts it)
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A new, empty database on the machine's PostgreSQL, dropped after the test."""
+    import psycopg
+
+    name = f"gdexp_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG}/{name}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

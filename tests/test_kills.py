@@ -14,8 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -31,7 +29,6 @@ pytestmark = pytest.mark.slow
 
 ARGS = ["+sweep=lr", "sweep.n_trials=6", "sweep.n_workers=2", "gd=stochastic", "train.epochs=2",
         "sweep.pruner=none", "sweep.heartbeat_s=2", "tracking.artifacts=false"]
-PG = "postgresql://postgres@127.0.0.1:5432"
 
 
 def journal(project: Path) -> optuna.Study:
@@ -111,18 +108,6 @@ def test_a_kill_at_each_instant_on_a_journal_then_the_same_command_finishes(proj
         assert [r for r in records if r.lost], "a trial died with its worker"
     assert not [r for r in runs if r.data.tags.get("optuna.state") == "GONE"], \
         "no trial left the study: a run whose id its trial never recorded is that trial's, not a gone one's"
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    import psycopg
-
-    name = f"gdexp_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG}/{name}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.parametrize("point", ["after_create", "during_tell"])

@@ -15,8 +15,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from gdexp.config import database_url
 from gdexp.serving import command, free_port, wait_until_up
-from tests.conftest import ROOT, child_env, counted, mlflow_client
+from tests.conftest import ROOT, child_env, counted, gdexp, mlflow_client
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +154,39 @@ def test_a_store_that_cannot_be_reached_or_created_fails_fast_in_one_line(projec
     assert STORES[setting.replace(str(tmp_path), "{tmp}")] in lines[0], lines[0]
     assert took < 30, f"{took:.1f} s"
     assert not (project / "sweeps" / "lr").exists() and not (tmp_path / "read_only" / "mlruns").exists()
+
+
+def test_a_file_that_is_no_sqlite_database_is_refused_before_training(project: Path) -> None:
+    """Garbage where mlflow.db goes: a whole run trained, then failed with 'file is not a database'."""
+    (project / "mlruns" / "mlflow.db").write_bytes(b"not a database, but long enough to be read as one" * 100)
+    result = gdexp("train.epochs=1", "train.progress=false", cwd=project)
+    assert result.returncode == 2 and result.stderr.startswith(
+        "gdexp: config error: tracking.uri=sqlite:///mlruns/mlflow.db cannot be used: "), result.stderr
+    assert "is not a SQLite database" in result.stderr and "train: " not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("which", ["sqlite", "postgresql"])
+def test_the_runs_and_the_study_are_never_put_in_one_database(project: Path, tmp_path: Path, database: str,
+                                                               which: str) -> None:
+    """tracking.uri at the database of an Optuna study: MLflow put its tables beside the study's, then met Optuna's
+    schema version in alembic_version with a 120-line traceback, after the run had trained. Both ways round it is
+    refused before anything is written: the runs' database is left as it was."""
+    url = database if which == "postgresql" else f"sqlite:///{tmp_path / 'one.db'}"
+    optuna.create_study(study_name="held", storage=database_url(url))
+    result = gdexp("train.epochs=1", "train.progress=false", f"tracking.uri={url}", cwd=project)
+    assert result.returncode == 2 and "it holds Optuna's studies: MLflow's runs need a database of their own" in \
+        result.stderr, result.stderr
+    assert "train: " not in result.stdout + result.stderr
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(database_url(url))
+    with engine.connect() as connection:
+        assert "experiments" not in inspect(connection).get_table_names(), "no MLflow table was made"
+    engine.dispose()
+    store = project / "mlruns" / "mlflow.db"
+    result = gdexp("+sweep=lr", "sweep.n_trials=1", f"sweep.storage=sqlite:///{store}", cwd=project)
+    assert result.returncode == 2, result.stderr
+    assert "it holds MLflow's runs: Optuna's studies need a database of their own" in result.stderr, result.stderr
 
 
 def test_a_port_in_use_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def open_storage(cfg: DictConfig) -> Storage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return Storage(open_journal(path), str(path), "", name, path.resolve())
     if kind in (*DATABASES, "redis"):  # unreachable, missing: one line now, not a traceback later
-        problem = reach.database(database_url(spec)) if kind != "redis" else reach.redis(spec)
+        problem = reach.database(database_url(spec), "optuna") if kind != "redis" else reach.redis(spec)
         if problem is not None:
             raise ConfigError(f"sweep.storage={mask_secrets(spec)} cannot be used: {mask_secrets(problem)}")
     if kind in DATABASES:
