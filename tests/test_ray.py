@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from gdexp.config import database_url
 from gdexp.serving import free_port, stop_group
 from gdexp.sweep._record import TrialRecord
-from tests.conftest import child_env, counted, default_sigint, mlflow_client
+from tests.conftest import all_runs, child_env, counted, default_sigint, mlflow_client
 from tests.raycluster import RayCluster
 
 pytestmark = pytest.mark.slow
@@ -233,3 +233,17 @@ def test_bad_ray_settings_fail_in_one_line_before_any_run(cluster: Cluster, tmp_
     assert "Traceback" not in result.stderr
     assert not cluster.runs(experiment) and not (tmp_path / "mlruns" / "mlflow.db").exists()
     assert not (tmp_path / "sweeps" / "lr").exists(), "no study was made"
+
+
+def test_address_null_starts_a_ray_instance_of_its_own_beside_a_running_cluster(cluster: Cluster,
+                                                                              tmp_path: Path) -> None:
+    """sweep.ray.address=null is "a Ray instance for this command" (conf/sweep_defaults.yaml): it joined the cluster
+    already running on the machine (Ray's own None does), and with its two nodes refused the local SQLite store.
+    Run where that cluster is the machine's current one (its namespace and folder), it starts its own and runs."""
+    ray_dir = Path(cluster.ray.temp_dir) / "ray"
+    ray_dir.mkdir(exist_ok=True)
+    (ray_dir / "ray_current_cluster").write_text(cluster.ray.address)  # as `ray start` notes it
+    args = ["sweep.launcher=ray", "sweep.n_workers=2", "sweep.n_trials=2", "train.epochs=1"]
+    result = run(cluster.ray.command(sys.executable, "-m", "gdexp", "+sweep=lr", *args), tmp_path, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert len(all_runs(tmp_path)) == 3, "the parent and two trials, in the local store"

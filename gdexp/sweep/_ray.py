@@ -129,7 +129,8 @@ def _connect(address: str | None) -> Any:
     local: dict[str, Any] = {"include_dashboard": False} if address is None else {}
     for attempt in range(1, SESSION_TRIES + 1):
         try:
-            ray.init(address=address, namespace="gdexp", logging_level=logging.ERROR, **local)
+            # None is "local": Ray's own None joins a cluster already running on this machine (or $RAY_ADDRESS's)
+            ray.init(address=address or "local", namespace="gdexp", logging_level=logging.ERROR, **local)
             break
         except ConnectionError as exc:  # Ray Client's carries the server's traceback: its first and last lines
             if attempt < SESSION_TRIES and compat.ray_client_session_may_start_again(exc):
