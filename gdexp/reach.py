@@ -181,8 +181,12 @@ def _get(url: str, endpoint: str, **params: str) -> Any:
     try:
         return compat.mlflow_get(url.rstrip("/"), endpoint, params=params or None, timeout=HTTP_TIMEOUT_S)
     except requests.exceptions.SSLError as exc:
-        return (f"TLS failed ({compat.transport_problem(exc)}): a certificate not signed by a CA this machine "
-                "trusts needs MLFLOW_TRACKING_SERVER_CERT_PATH=<its CA's certificate>")
+        problem = compat.transport_problem(exc)
+        if "mismatch" in problem:  # trusted or not, the certificate names other hosts than the one in the URL
+            return (f"TLS failed ({problem}): the server's certificate is not for this address: use a host name "
+                    "or address it names")
+        return (f"TLS failed ({problem}): a certificate not signed by a CA this machine trusts needs "
+                "MLFLOW_TRACKING_SERVER_CERT_PATH=<its CA's certificate>")
     except requests.exceptions.Timeout:
         return f"nothing answered there within {HTTP_TIMEOUT_S} s"
     except requests.exceptions.RequestException as exc:

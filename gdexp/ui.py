@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from gdexp import compat, errors, reach, stopping, store
-from gdexp.config import UsageError, mask_secrets
+from gdexp.config import UsageError, mask_secrets, without_credentials
 from gdexp.serving import command, free_port, loopback, serve
 from gdexp.store import DEFAULT_URI, default_uri, local_store_missing
 
@@ -69,8 +69,8 @@ def run_hint(uri: str, experiment: str, run_id: str | None = None) -> str:
 
 
 def _opening(uri: str, fragment: str | None) -> str:
-    if uri.startswith(("http://", "https://")):
-        return f"{mask_secrets(uri).rstrip('/')}/{fragment or ''}"
+    if uri.startswith(("http://", "https://")):  # an address a browser opens: it refuses one with a user in it
+        return f"{without_credentials(uri).rstrip('/')}/{fragment or ''}"
     address = f"http://127.0.0.1:5000/{fragment}" if fragment else "its runs table"
     store_flag = f" --uri {shlex.quote(mask_secrets(uri))}" if uri != default_uri() else ""  # else it opens another
     return f"{errors.interpreter()} -m gdexp.ui{store_flag}, then {address}"

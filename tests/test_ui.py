@@ -36,6 +36,16 @@ def test_the_hint_names_a_store_the_ui_would_not_open_by_itself(monkeypatch: pyt
     assert "--uri sqlite:///mlruns/mlflow.db," in ui.run_hint("sqlite:///mlruns/mlflow.db", "none-such")
 
 
+def test_a_servers_address_is_given_without_the_user_in_the_tracking_uri() -> None:
+    """tracking.uri=http://alice:pw@host:port: the address said `http://alice:***@host...`, which no browser opens
+    (MLflow's UI: 'Request cannot be constructed from a URL that includes credentials')."""
+    from gdexp.config import without_credentials
+
+    assert ui._opening("http://alice:pw@127.0.0.1:5701/", "#/experiments/1") == "http://127.0.0.1:5701/#/experiments/1"
+    assert without_credentials("https://a:b@[::1]:5000/x?y=1") == "https://[::1]:5000/x?y=1"
+    assert without_credentials("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
 @pytest.mark.parametrize("args,words", REFUSED)
 def test_bad_flags_are_one_line_and_leave_nothing(args: list[str], words: str, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,

@@ -18,7 +18,7 @@ from gdexp.config._checks import (
 )
 from gdexp.config._folder import CONFIG_DIR
 from gdexp.config._schema import GROUPS, METRICS, PRUNERS, SAMPLERS, VARIANTS, register
-from gdexp.config._text import DATABASES, as_dict, database_url, flatten, mask_secrets, scheme
+from gdexp.config._text import DATABASES, as_dict, database_url, flatten, mask_secrets, scheme, without_credentials
 
 __all__ = [
     "CONFIG_DIR",
@@ -41,6 +41,7 @@ __all__ = [
     "password_warning",
     "scheme",
     "validate",
+    "without_credentials",
 ]
 
 

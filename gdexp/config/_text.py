@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["DATABASES", "as_dict", "database_url", "flatten", "mask_secrets", "scheme"]
+__all__ = ["DATABASES", "as_dict", "database_url", "flatten", "mask_secrets", "scheme", "without_credentials"]
 
 DATABASES = ("postgresql", "postgres", "mysql", "sqlite")  # URL schemes of SQL databases (Optuna's RDB, MLflow)
 
@@ -47,6 +47,19 @@ def mask_secrets(value: Any) -> Any:
         return value
     value = _SECRET_IN_URL.sub(r"\g<head>***", value)
     return _SECRET_IN_QUERY.sub(r"\g<head>***", value)
+
+
+def without_credentials(url: str) -> str:
+    """`url` without its `user:password@`: an address a browser or urllib can open (a browser refuses a URL with
+    credentials, urllib takes them for the host name)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def scheme(url: str) -> str:

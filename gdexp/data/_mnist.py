@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from gdexp.config import without_credentials
 from gdexp.data._sources import DataError
 
 __all__ = ["fetch_mnist", "mnist", "read_idx"]
@@ -43,9 +44,7 @@ def _request(url: str) -> urllib.request.Request:
     parts = urllib.parse.urlsplit(url)
     if parts.username is None:
         return urllib.request.Request(url)
-    host = parts.hostname or ""
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-    plain = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    plain = without_credentials(url)
     secret = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
     basic = base64.b64encode(secret.encode()).decode()
     return urllib.request.Request(plain, headers={"Authorization": f"Basic {basic}"})

@@ -24,7 +24,7 @@ from pathlib import Path
 from gdexp import errors, reach, stopping
 from gdexp.config import UsageError, database_url, mask_secrets, password_warning
 from gdexp.server import _auth
-from gdexp.serving import Tls, command, free_port, loopback, serve
+from gdexp.serving import Tls, command, free_port, loopback, serve, url_of
 
 __all__ = ["main"]
 
@@ -114,7 +114,9 @@ def _serve(argv: Sequence[str]) -> int:
                      env=folder.prepare(args.default_permission, password) if args.auth else None)
     if not args.auth:
         return serve(launch, f"MLflow tracking server on {mask_secrets(backend)}", prog=PROG)
+    # a wildcard bind (0.0.0.0, ::) is no address to connect to: this machine's loopback is
+    here = url_of({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(args.host, args.host), launch.port, tls=tls is not None)
     return serve(launch, f"MLflow tracking server with users (--auth) on {mask_secrets(backend)}", prog=PROG,
                  ready=lambda: _auth.check_admin(launch.url, launch.context(), password, folder.path),
                  lines=[f"Admin: {_auth.ADMIN}, password from ${_auth.PASSWORD_VARIABLE}; add users with: "
-                        f"python -m gdexp.server user add NAME --uri {launch.url}"])
+                        f"python -m gdexp.server user add NAME --uri {here}"])
