@@ -122,6 +122,10 @@ def http_server(url: str, *, experiment: str | None = None, edit: bool = False) 
     if isinstance(found, str):
         return found
     if found.status_code == 401:
+        given = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        if given:  # MLflow's client sends these: the user or its password is not the server's
+            return (f"it refused user {given!r} (401: no such user, or not its password): check "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
         return ("it asks for a user and password (401: none were given, or not a user's): set "
                 "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
     if found.status_code == 403:

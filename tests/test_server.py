@@ -318,7 +318,8 @@ def test_an_edit_user_logs_reports_to_the_parent_run(shared: Shared, tmp_path: P
 CASES = {  # who runs the sweep -> (is the certificate trusted, words of the one line)
     "nobody": (True, "it asks for a user and password (401: none were given, or not a user's): set "
                      "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
-    "intruder": (True, "it asks for a user and password (401"),
+    "intruder": (True, "it refused user 'intruder' (401: no such user, or not its password): check "
+                       "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
     "reader": (True, f"user 'reader' may not change experiment '{EXPERIMENT}' (its permission: READ): ask the "
                      f"server's admin for EDIT (python -m gdexp.server user grant reader --experiment {EXPERIMENT} "
                      "--permission EDIT)"),
