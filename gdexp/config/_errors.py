@@ -140,7 +140,8 @@ def explain(exc: BaseException, config_dir: Path, given: Sequence[str] = ()) -> 
                            f"(the groups: {', '.join(g for g in GROUPS if g not in OVERLAYS)})")
     if isinstance(exc, OverrideParseException):
         return ConfigError(f"cannot read the override {exc.override!r}: {exc.message.splitlines()[0]} (quote "
-                           "values with brackets, commas or spaces: key='[1,2]')")
+                           "values with brackets, commas, spaces or a second =, as a URL's ?host=...: key='[1,2]', "
+                           "key='postgresql://u@/db?host=/run'; in a shell, the whole: 'key=\"...\"')")
     if isinstance(exc, ConfigCompositionException):
         swept = compat.hydra_sweep_value(exc)
         if swept is not None and swept.lstrip("+").startswith("sweep.params."):
