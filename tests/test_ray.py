@@ -221,7 +221,8 @@ def test_ctrl_c_or_sigterm_stops_every_worker_then_the_rerun_completes(cluster: 
 @pytest.mark.parametrize(("setting", "key"), [
     ("sweep.ray.address=127.0.0.1:1", "sweep.ray.address"),
     ("sweep.ray.cpus_per_worker=0", "sweep.ray.cpus_per_worker"),
-    ("sweep.ray.cpus_per_worker=4", "sweep.ray.cpus_per_worker"),
+    ("sweep.ray.cpus_per_worker=4", "sweep.ray.cpus_per_worker=4 is not allowed: no node of the cluster has that "
+                                    "many CPUs (the largest has 1)"),  # 4, not 4.0
     ("tracking.uri=sqlite:///mlruns/mlflow.db", "tracking.uri"),
     ("sweep.storage=sqlite:///sweeps/study.db", "sweep.storage"),
 ])

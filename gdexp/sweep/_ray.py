@@ -148,7 +148,7 @@ def _check_cluster(cfg: DictConfig, nodes: list[dict[str, Any]]) -> None:
     cpus = float(cfg.sweep.ray.cpus_per_worker)
     most = max((float(n["Resources"].get("CPU", 0)) for n in nodes), default=0.0)
     if cpus > most:
-        raise ConfigError(f"sweep.ray.cpus_per_worker={cfg.sweep.ray.cpus_per_worker!r} is not allowed: no node "
+        raise ConfigError(f"sweep.ray.cpus_per_worker={cpus:g} is not allowed: no node "
                           f"of the cluster has that many CPUs (the largest has {most:g})")
     if len(nodes) < 2:
         return
