@@ -59,11 +59,14 @@ def sqlite_file(path: Path, holds: str = "mlflow") -> str | None:
         return f"{path} cannot be written"
     if path.stat().st_size == 0:  # an empty file: the tables are made in it
         return None
+    with path.open("rb") as head:  # found only after a whole run had trained
+        if head.read(16) != b"SQLite format 3\x00":
+            return f"{path} is not a SQLite database (its first bytes are not SQLite's)"
     try:
         with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True)) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:  # found only after a whole run had trained
-        return f"{path} is not a SQLite database ({exc})"
+    except sqlite3.Error:  # locked, a full disk, a damaged file: the store's own first write says which, in full
+        return None
     return _other_tables(tables, holds)
 
 
