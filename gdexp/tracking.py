@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gdexp import errors, plots, stopping, store
+from gdexp import errors, plots, processes, stopping, store
 from gdexp.config import mask_secrets
 from gdexp.data import Dataset
 from gdexp.history import Callback, History
@@ -63,6 +63,17 @@ def _blas_tags(blas: Mapping[str, str]) -> dict[str, str]:
     return {"blas_threads": blas.get("threads", ""), "blas": described}
 
 
+def close_lost_runs(uri: str, experiment_id: str) -> list[str]:
+    """The runs of single commands that a process left RUNNING and is gone (SIGKILL, a power cut: nothing ended
+    them), ended KILLED; their ids. Judged on this machine only (`processes.process_gone`); a sweep's trials and
+    parents are its reapers' (`sweep._claim`, `sweep._reconcile`)."""
+    running = store.search_runs(uri, experiment_id, "attributes.status = 'RUNNING' and tags.`gdexp.process` LIKE '%'")
+    lost = [run.info.run_id for run in running if processes.process_gone(run.data.tags.get("gdexp.process", ""))]
+    for run_id in lost:
+        store.end_run(uri, run_id, "KILLED")
+    return lost
+
+
 class MlflowTracker(Callback):
     """Records one training run in MLflow. `parent_run_id` makes it a child (a sweep's trial);
     `tags` are set at creation, `end_tags(history, status)` adds tags when the run ends, and
@@ -92,6 +103,8 @@ class MlflowTracker(Callback):
                       "optimizer": cfg.optim.name, **self.extra_tags}
         if self.parent_run_id:
             self._tags["mlflow.parentRunId"] = self.parent_run_id
+        else:  # a sweep's trials name their owner in the study; a run alone, here (`close_lost_runs`)
+            self._tags["gdexp.process"] = processes.identity()
         stride = cfg.tracking.batch_loss_stride
         total = len(history.batch_loss)
         self._stride = max(1, math.ceil(total / cfg.tracking.batch_loss_points)) if stride == "auto" else int(stride)
@@ -142,6 +155,10 @@ class MlflowTracker(Callback):
         finally:
             if self.run_id is not None:
                 store.end_run(self.uri, self.run_id, status)
+        if self.parent_run_id is None:
+            for run_id in close_lost_runs(self.uri, store.ensure_experiment(self.uri, self.cfg.tracking.experiment)):
+                errors.say(f"gdexp: run {run_id} was left RUNNING by a process that is gone (killed before it could "
+                           "end it): ended KILLED")
         if failed is not None:
             raise failed
 

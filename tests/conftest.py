@@ -141,7 +141,7 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 def _live_parent(pid: int) -> int | None:
     """The parent of process `pid` (gdexp's own /proc reader), or None when it is gone or a zombie."""
-    from gdexp.sweep._liveness import proc_stat
+    from gdexp.processes import proc_stat
 
     found = proc_stat(pid)
     return None if found is None or found[0] == "Z" else found[1]

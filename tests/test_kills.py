@@ -168,3 +168,32 @@ def _group(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def test_a_single_run_killed_while_running_is_ended_by_the_next_run(project: Path) -> None:
+    """SIGKILL leaves a single run's MLflow run RUNNING (nothing of the process is left to end it), and it stayed
+    so for ever (a helper's fault-injection run); a sweep's trials have their reapers. The next run on the store
+    ends it KILLED, knowing its process gone by `gdexp.process` (host, boot, PID namespace, pid, start time); a
+    run whose process still runs is left alone."""
+    args = [sys.executable, "-m", "gdexp", "train.epochs=500", "train.progress=false", "tracking.flush_every_s=0"]
+    victim = subprocess.Popen(args, cwd=project, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    alive = subprocess.Popen(args, cwd=project, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len([r for r in all_runs(project) if r.info.status == "RUNNING"]) < 2:
+            assert time.monotonic() < deadline and victim.poll() is None and alive.poll() is None
+            time.sleep(0.2)
+        victim.kill()
+        victim.wait()
+        (killed,) = [r for r in all_runs(project) if r.data.tags["gdexp.process"].split()[3] == str(victim.pid)]
+        assert killed.info.status == "RUNNING", "nothing of the killed process ended it"
+        result = gdexp("train.epochs=1", "train.progress=false", cwd=project)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.strip() == (f"gdexp: run {killed.info.run_id} was left RUNNING by a process that is "
+                                         "gone (killed before it could end it): ended KILLED"), result.stderr
+        status = {r.data.tags["gdexp.process"].split()[3]: r.info.status for r in all_runs(project)}
+        assert status[str(victim.pid)] == "KILLED" and status[str(alive.pid)] == "RUNNING"
+    finally:
+        for proc in (victim, alive):
+            proc.kill()
+            proc.wait()

@@ -16,57 +16,24 @@ heartbeat or, without one, by how long ago it was claimed.
 
 from __future__ import annotations
 
-import functools
 import os
-import socket
 import sys
 import threading
 import time
-from pathlib import Path
 
 import optuna
 
 from gdexp import errors
+from gdexp.processes import machine, process_start
 from gdexp.sweep._record import Owner, TrialRecord, write
 
-__all__ = ["Heartbeat", "gone", "me", "proc_stat", "process_start", "ray_nodes_alive"]
-
-
-@functools.cache
-def _machine() -> tuple[str, str, int]:
-    """(host name, boot id, PID namespace inode) of this process."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        boot = ""
-    try:
-        pidns = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        pidns = 0
-    return socket.gethostname(), boot, pidns
-
-
-def proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, parent's pid, start time in clock ticks since boot) of process `pid` of this PID namespace, read
-    from `/proc/<pid>/stat`; None when there is no such process."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[1]), int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of process `pid` (`proc_stat`), or None when there is none, or it is a zombie (dead, not yet
-    reaped by its parent: `kill(pid, 0)` would still succeed)."""
-    found = proc_stat(pid)
-    return None if found is None or found[0] == "Z" else found[2]
+__all__ = ["Heartbeat", "gone", "me", "ray_nodes_alive"]
 
 
 def me(ray_node: str | None = None) -> Owner:
     """This process as the owner of a trial it claims now. Its identity is read afresh every time: a forked
     worker is a new process."""
-    host, boot, pidns = _machine()
+    host, boot, pidns = machine()
     pid = os.getpid()
     return Owner(host, boot, pidns, pid, process_start(pid) or 0, time.time(), ray_node)
 
@@ -85,7 +52,7 @@ def gone(record: TrialRecord, *, grace: float, nodes: set[str] | None, now: floa
     owner = record.owner
     if owner is not None and owner.ray_node and nodes is not None and owner.ray_node not in nodes:
         return f"its Ray node {owner.ray_node} is gone"
-    host, boot, pidns = _machine()
+    host, boot, pidns = machine()
     if owner is not None and (owner.host, owner.boot, owner.pidns) == (host, boot, pidns) and boot:
         if process_start(owner.pid) == owner.start:
             return None
