@@ -423,3 +423,14 @@ def test_ui_opens_on_the_regime_comparison_in_a_real_browser(swept: Path, tmp_pa
     with socket.socket() as probe:  # the port is free again: nothing of the server still listens
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed connections' TIME_WAIT do not count
         probe.bind(("127.0.0.1", port))
+
+
+def test_a_runs_report_without_its_path_says_how_to_get_one(project: Path) -> None:
+    """A single run that recorded no trajectory: its report is runs.csv and cost.png, and it said nothing of the
+    loss_landscape.png a reader of README looks for."""
+    assert gdexp("train.epochs=2", "train.progress=false", cwd=project).returncode == 0
+    (run,) = all_runs(project)
+    result = gdexp("-m", "gdexp.report", run.info.run_id, "--no-log", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert ("written: runs.csv, cost.png (its path on the loss surface, loss_landscape.png, needs a run with "
+            "diagnostics.trajectory=true).") in result.stdout, result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -145,9 +146,12 @@ def _report(argv: Sequence[str] | None) -> int:
                    "deleting an artifact on this server needs MANAGE on the experiment")
     if report.single:
         run = report.runs.iloc[0]
+        # a run of one learning rate that recorded no path: say how to get one (a range test has none to show)
+        why = (" (its path on the loss surface, loss_landscape.png, needs a run with diagnostics.trajectory=true)"
+               if report.parent_id not in report.trajectories and math.isfinite(run["lr"]) else "")
         print(f"Run {report.parent_id} ({report.name}, experiment {report.experiment!r}): {run['gd_variant']} GD, "
               f"{lr_words(run['lr'], 6)}, {run['regime'] or 'no regime'}; written: "
-              f"{', '.join(p.name for p in written)}.")
+              f"{', '.join(p.name for p in written)}{why}.")
     else:
         print("\n".join(caption(report)))
         for row in recommend(report).to_dict(orient="records"):
