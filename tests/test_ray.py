@@ -1,7 +1,6 @@
 """`sweep.launcher=ray` on a real Ray cluster of two nodes on this machine (tests/raycluster.py): a head and
-a second node, one CPU each, in a loopback-only network namespace, with a tracking server with users
-(`gdexp.server --auth`) started in it. The nodes are started without any MLflow credentials, as an
-administrator starts them; each sweep is submitted by a user with theirs, which its tasks must write with.
+a second node, one CPU each, in a loopback-only network namespace, with an MLflow server started in it (and,
+for one test, a tracking server with users, `gdexp.server --auth`, whose credentials the nodes do not have).
 
 Each test reads what the sweep left with Optuna and MLflow's own clients: the study's trials and their
 states, the runs' status and tags. The cluster's processes are gone when the module ends.
@@ -16,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import optuna
@@ -26,7 +25,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from gdexp.config import database_url
-from gdexp.serving import free_port, stop_group
+from gdexp.serving import command, free_port, stop_group
 from gdexp.sweep._record import TrialRecord
 from tests.conftest import all_runs, child_env, counted, default_sigint, mlflow_client
 from tests.raycluster import RayCluster
@@ -39,33 +38,30 @@ PASSWORDS = {who: f"{who}-pw-{secrets.token_hex(8)}" for who in ("admin", "stude
 
 
 class Cluster:
-    """A two-node cluster and a tracking server with users (SQLite backend) in its namespace; `student` sweeps."""
+    """A two-node cluster and an MLflow server (SQLite backend) in its namespace."""
 
     def __init__(self, folder: Path) -> None:
         self.ray = RayCluster(child_env())
         self.db = folder / "server.db"
-        self.url = f"http://127.0.0.1:{free_port()}"
-        serve = self.ray.command(sys.executable, "-m", "gdexp.server", "--backend-store-uri", f"sqlite:///{self.db}",
-                                 "--artifacts-destination", (folder / "artifacts").as_uri(), "--auth",
-                                 "--port", self.url.rsplit(":", 1)[1], "--workers", "1")
-        self.server = subprocess.Popen(serve, cwd=folder, start_new_session=True, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL,
-                                       env=child_env({"GDEXP_SERVER_ADMIN_PASSWORD": PASSWORDS["admin"]}))
-        up = self.ray.command(sys.executable, "-c",
-                              f"from gdexp.serving import wait_until_up; wait_until_up({self.url!r}, timeout=120)")
-        subprocess.run(up, env=child_env(), check=True, timeout=120)
-        add = self.ray.command(sys.executable, "-m", "gdexp.server", "user", "add", "student", "--uri", self.url)
-        subprocess.run(add, cwd=folder, check=True, timeout=120, capture_output=True, env=child_env({
-            "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": PASSWORDS["admin"],
-            "GDEXP_USER_PASSWORD": PASSWORDS["student"]}))
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        launch = command(f"sqlite:///{self.db}", port=port, artifacts=str(folder / "artifacts"))
+        self.server = subprocess.Popen(self.ray.command(*launch.argv), env=child_env(launch.env),
+                                       start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait_until_up(self.url)
 
-    def sweep(self, *args: str, address: str | None = None) -> list[str]:
+    def wait_until_up(self, url: str) -> None:
+        up = self.ray.command(sys.executable, "-c",
+                              f"from gdexp.serving import wait_until_up; wait_until_up({url!r}, timeout=120)")
+        subprocess.run(up, env=child_env(), check=True, timeout=120)
+
+    def sweep(self, *args: str, address: str | None = None, url: str | None = None,
+              env: Sequence[str] = ()) -> list[str]:
         """`python -m gdexp +sweep=lr` on this cluster (at the head's address unless told) with two workers,
-        recorded by its server, by the user `student`."""
-        return self.ray.command("MLFLOW_TRACKING_USERNAME=student", f"MLFLOW_TRACKING_PASSWORD={PASSWORDS['student']}",
-                                sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.launcher=ray",
+        recorded by its server (or the one at `url`), with `env` (NAME=value) added to its environment."""
+        return self.ray.command(*env, sys.executable, "-m", "gdexp", "+sweep=lr", "sweep.launcher=ray",
                                 f"sweep.ray.address={address or self.ray.address}", "sweep.n_workers=2",
-                                f"tracking.uri={self.url}", *args)
+                                f"tracking.uri={url or self.url}", *args)
 
     def runs(self, experiment: str) -> list:
         client = mlflow_client(f"sqlite:///{self.db}")
@@ -248,3 +244,33 @@ def test_address_null_starts_a_ray_instance_of_its_own_beside_a_running_cluster(
     result = run(cluster.ray.command(sys.executable, "-m", "gdexp", "+sweep=lr", *args), tmp_path, timeout=240)
     assert result.returncode == 0, result.stderr
     assert len(all_runs(tmp_path)) == 3, "the parent and two trials, in the local store"
+
+
+def test_the_tasks_write_as_the_user_who_submitted_the_sweep(cluster: Cluster, tmp_path: Path, experiment: str) -> None:
+    """On a tracking server with users (`gdexp.server --auth`), the nodes, started without any MLflow credentials
+    as an administrator starts them, run the tasks of a user who submits with theirs: every task got 401 (after
+    the submitting command's own check had passed) and the command said to run it again, which never helped."""
+    url, db = f"http://127.0.0.1:{free_port()}", tmp_path / "auth.db"
+    serve = cluster.ray.command(sys.executable, "-m", "gdexp.server", "--backend-store-uri", f"sqlite:///{db}",
+                                "--artifacts-destination", (tmp_path / "artifacts").as_uri(), "--auth",
+                                "--port", url.rsplit(":", 1)[1], "--workers", "1")
+    admin = child_env({"GDEXP_SERVER_ADMIN_PASSWORD": PASSWORDS["admin"]})
+    server = subprocess.Popen(serve, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=admin)
+    try:
+        cluster.wait_until_up(url)
+        add = cluster.ray.command(sys.executable, "-m", "gdexp.server", "user", "add", "student", "--uri", url)
+        subprocess.run(add, cwd=tmp_path, check=True, timeout=120, capture_output=True, env=child_env({
+            "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": PASSWORDS["admin"],
+            "GDEXP_USER_PASSWORD": PASSWORDS["student"]}))
+        student = ["MLFLOW_TRACKING_USERNAME=student", f"MLFLOW_TRACKING_PASSWORD={PASSWORDS['student']}"]
+        result = run(cluster.sweep(f"tracking.experiment={experiment}", "sweep.n_trials=2", "train.epochs=1",
+                                   url=url, env=student), tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    finally:
+        stop_group(server)  # type: ignore[arg-type]
+    client = mlflow_client(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(trials) == 2 and all(r.data.tags["worker"].startswith("ray:") for r in trials), "the tasks wrote them"
