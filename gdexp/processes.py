@@ -13,7 +13,7 @@ import os
 import socket
 from pathlib import Path
 
-__all__ = ["identity", "machine", "proc_stat", "process_gone", "process_start"]
+__all__ = ["gone_here", "identity", "machine", "proc_stat", "process_gone", "process_start"]
 
 
 @functools.cache
@@ -54,13 +54,18 @@ def identity() -> str:
     return f"{host} {boot} {pidns} {pid} {process_start(pid) or 0}"
 
 
+def gone_here(host: str, boot: str, pidns: int, pid: int, start: int) -> bool | None:
+    """Is that process gone (its pid free, a zombie, or another process's)? None where this process cannot know:
+    another host, boot or PID namespace, or no boot id to tell boots apart."""
+    if (host, boot, pidns) != machine() or not boot:
+        return None
+    return process_start(pid) != start
+
+
 def process_gone(named: str) -> bool:
-    """Is the process an `identity()` names gone? Only where that can be known: on its own host, boot and PID
-    namespace (elsewhere, or for a value that is no identity, False: another machine's process may be alive)."""
+    """Is the process an `identity()` names gone? Only where that can be known (`gone_here`; elsewhere, or for a
+    value that is no identity, False: another machine's process may be alive)."""
     parts = named.split()
     if len(parts) != 5 or not all(p.isdigit() for p in parts[2:]):
         return False
-    host, boot, pidns = machine()
-    if (parts[0], parts[1], int(parts[2])) != (host, boot, pidns) or not boot:
-        return False
-    return process_start(int(parts[3])) != int(parts[4])
+    return bool(gone_here(parts[0], parts[1], int(parts[2]), int(parts[3]), int(parts[4])))

@@ -63,11 +63,18 @@ def sqlite_file(path: Path, holds: str = "mlflow") -> str | None:
         if head.read(16) != b"SQLite format 3\x00":
             return f"{path} is not a SQLite database (its first bytes are not SQLite's)"
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True)) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = _sqlite_tables(path)
     except sqlite3.Error:  # locked, a full disk, a damaged file: the store's own first write says which, in full
         return None
     return _other_tables(tables, holds)
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    """The tables of the SQLite database at `path`, read by SQLite alone, `mode=rw` (see `mlflow_sqlite`)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)) as db:
+        return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
 def _other_tables(tables: set[str], holds: str) -> str | None:
@@ -94,8 +101,7 @@ def mlflow_sqlite(path: Path) -> str | None:
     if not path.is_file():
         return f"no MLflow store at {path}"
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = _sqlite_tables(path)
     except sqlite3.DatabaseError as exc:
         return f"{path} is not a SQLite database ({exc})"
     if not {"experiments", "runs", "alembic_version"} <= tables:

@@ -24,7 +24,7 @@ import time
 import optuna
 
 from gdexp import errors
-from gdexp.processes import machine, process_start
+from gdexp.processes import gone_here, machine, process_start
 from gdexp.sweep._record import Owner, TrialRecord, write
 
 __all__ = ["Heartbeat", "gone", "me", "ray_nodes_alive"]
@@ -52,11 +52,10 @@ def gone(record: TrialRecord, *, grace: float, nodes: set[str] | None, now: floa
     owner = record.owner
     if owner is not None and owner.ray_node and nodes is not None and owner.ray_node not in nodes:
         return f"its Ray node {owner.ray_node} is gone"
-    host, boot, pidns = machine()
-    if owner is not None and (owner.host, owner.boot, owner.pidns) == (host, boot, pidns) and boot:
-        if process_start(owner.pid) == owner.start:
-            return None
-        return f"its worker process {owner.pid} on {owner.host} is gone"
+    if owner is not None:
+        verdict = gone_here(owner.host, owner.boot, owner.pidns, owner.pid, owner.start)
+        if verdict is not None:  # judged by this machine's process table
+            return f"its worker process {owner.pid} on {owner.host} is gone" if verdict else None
     last = max(record.beat or 0.0, owner.at if owner is not None else 0.0)
     if not last:
         return None  # neither an owner nor a beat: Optuna's own RDB heartbeat, or nobody, has to judge it
